@@ -1,0 +1,198 @@
+"""WikiText-103-raw-v1 exactly as the benchmark scores it, tagged with its split.
+
+The benchmark bakes each split from the Hugging Face parquet export, whose ``text`` column holds one row per
+raw line (a non-blank line keeps its trailing ``\\n``; a blank line ``" \\n"`` becomes ``""``), and scores
+``"\\n".join(rows)``. The same stream is rebuilt from a ``wiki.<split>.raw`` file by
+:func:`stream_from_raw`. Sources, in order: ``wiki.<split>.raw`` in the data directory, parquet shards in it
+(``<split>-*.parquet`` as Hugging Face names them, anywhere below), or :func:`fetch` from the Hub.
+
+Text comes back as :class:`SplitText` so code that must only ever see the train split (tokenizer and model
+training) can refuse anything else. A *proxy* train file (``--train-file`` / ``SUBCHAR_TRAIN_FILE``) may stand in
+for the 540 MB train split during development; it is tagged ``proxy=True`` and results built on it say so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal, get_args
+
+from eval.errors import UserError
+
+Split = Literal["train", "valid", "test"]
+SPLITS: tuple[str, ...] = get_args(Split)
+VAL_WINDOW_CHARS = 60_000
+HF_DATASET = ("Salesforce/wikitext", "wikitext-103-raw-v1")
+HF_SPLIT_NAMES = {"train": "train", "valid": "validation", "test": "test"}
+FETCH_HINT = "run `subchar data fetch --data-dir DIR` or pass --data-dir / set SUBCHAR_DATA"
+
+
+@dataclass(frozen=True)
+class SplitText:
+    """Text of one split, with where it came from; ``proxy`` marks a stand-in for the train split."""
+
+    text: str
+    split: Split
+    source: str
+    proxy: bool = False
+
+    def prefix(self, chars: int | None) -> SplitText:
+        """The first ``chars`` characters (all when None), still tagged with the same split."""
+        return self if chars is None else replace(self, text=self.text[:chars])
+
+    def digest(self) -> str:
+        """sha256 of the UTF-8 text, to tie tokenizers and models to the exact text they saw."""
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+
+def require_train(text: SplitText | str, purpose: str) -> SplitText:
+    """Return ``text`` if it is the train split (or a flagged proxy for it), else raise a clear error."""
+    if not isinstance(text, SplitText):
+        raise UserError(
+            f"{purpose} needs text from the data loader (eval.data.load_split('train')), not a bare string"
+        )
+    if text.split != "train":
+        raise UserError(
+            f"{purpose} may only use the train split, got the {text.split!r} split; load 'train' or pass --train-file"
+        )
+    return text
+
+
+def check_split(split: str) -> Split:
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    return split  # type: ignore[return-value]
+
+
+def stream_from_raw(raw: str) -> str:
+    """The benchmark's stream for a raw file: blank lines become empty rows, rows are joined by ``\\n``."""
+    return "\n".join(line if line.strip() else "" for line in raw.splitlines(keepends=True))
+
+
+def raw_from_rows(rows: list[str]) -> str:
+    """Inverse of the bake rule: the ``.raw`` file whose stream is ``"\\n".join(rows)``."""
+    return "".join(row if row else " \n" for row in rows)
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
+    chosen = data_dir if data_dir is not None else os.environ.get("SUBCHAR_DATA")
+    return Path(chosen).expanduser() if chosen else None
+
+
+def resolve_train_file(train_file: str | os.PathLike | None) -> Path | None:
+    chosen = train_file if train_file is not None else os.environ.get("SUBCHAR_TRAIN_FILE")
+    return Path(chosen).expanduser() if chosen else None
+
+
+def read_utf8(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"file not found: {path}; {FETCH_HINT}") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a directory, expected a text file") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path} is not UTF-8 (byte {err.start}); re-save it as UTF-8") from None
+    if not text:
+        raise UserError(f"{path} is empty; point at a non-empty text file")
+    return text
+
+
+def load_split(
+    split: str,
+    data_dir: str | os.PathLike | None = None,
+    train_file: str | os.PathLike | None = None,
+) -> SplitText:
+    """Load one split as the benchmark's stream; ``train_file`` (or SUBCHAR_TRAIN_FILE) is a proxy train text.
+
+    A ``.raw`` proxy file goes through the same bake rule as the real splits; any other file is used as is.
+    """
+    split = check_split(split)
+    if split == "train":
+        proxy_path = resolve_train_file(train_file)
+        if proxy_path is not None:
+            text = read_utf8(proxy_path)
+            if proxy_path.suffix == ".raw":
+                text = stream_from_raw(text)
+            return SplitText(text, "train", str(proxy_path), proxy=True)
+    root = resolve_data_dir(data_dir)
+    if root is None:
+        raise UserError(f"no data directory given for the {split} split; {FETCH_HINT}")
+    if not root.is_dir():
+        raise UserError(f"data directory {root} does not exist; {FETCH_HINT}")
+    raw_path = root / f"wiki.{split}.raw"
+    if raw_path.is_file():
+        return SplitText(stream_from_raw(read_utf8(raw_path)), split, str(raw_path))
+    shards = parquet_shards(root, split)
+    if shards:
+        return SplitText("\n".join(rows_from_parquet(shards)), split, f"{root} ({len(shards)} parquet shards)")
+    hint = " (or pass --train-file PATH for a proxy train text)" if split == "train" else ""
+    raise UserError(f"no wiki.{split}.raw or {split} parquet shards in {root}; {FETCH_HINT}{hint}")
+
+
+def val_window(data_dir: str | os.PathLike | None = None, chars: int = VAL_WINDOW_CHARS) -> SplitText:
+    """The scored window: the first ``chars`` characters of the validation stream."""
+    return load_split("valid", data_dir).prefix(chars)
+
+
+def parquet_shards(root: Path, split: Split) -> list[Path]:
+    name = HF_SPLIT_NAMES[split]
+    return sorted(p for p in root.rglob(f"{name}-*.parquet") if p.is_file())
+
+
+def rows_from_parquet(shards: list[Path]) -> list[str]:
+    import pyarrow.parquet as pq
+
+    rows: list[str] = []
+    for shard in shards:
+        try:
+            table = pq.read_table(shard, columns=["text"])
+        except Exception as err:  # pyarrow raises several types for unreadable files
+            raise UserError(f"cannot read parquet shard {shard} ({type(err).__name__}); delete it and fetch again") from None
+        rows.extend(table.column("text").to_pylist())
+    return rows
+
+
+def rows_from_hub(split: Split) -> list[str]:
+    """Rows of one split from the Hugging Face Hub (needs the network)."""
+    try:
+        import datasets
+    except ImportError:
+        raise UserError("the `datasets` package is missing; pip install datasets") from None
+    try:
+        table = datasets.load_dataset(*HF_DATASET, split=HF_SPLIT_NAMES[split])
+    except (ConnectionError, OSError) as err:
+        raise UserError(
+            f"cannot download {HF_DATASET[0]}/{HF_DATASET[1]} ({type(err).__name__}): no network? "
+            "copy wiki.<split>.raw files or parquet shards into the data directory instead"
+        ) from None
+    return list(table["text"])
+
+
+def fetch(data_dir: str | os.PathLike, splits: tuple[str, ...] = SPLITS, rows_source=rows_from_hub) -> list[Path]:
+    """Write ``wiki.<split>.raw`` for each split (from the Hub, or from local parquet shards) atomically.
+
+    Every file is checked to bake back into exactly ``"\\n".join(rows)`` before it is kept.
+    """
+    from eval.records import write_text_atomic
+
+    root = Path(data_dir).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    written = []
+    for split in map(check_split, splits):
+        target = root / f"wiki.{split}.raw"
+        if target.is_file():
+            written.append(target)
+            continue
+        shards = parquet_shards(root, split)
+        rows = rows_from_parquet(shards) if shards else rows_source(split)
+        raw = raw_from_rows(rows)
+        if stream_from_raw(raw) != "\n".join(rows):
+            raise UserError(f"the {split} rows do not round-trip through the raw format; keep the parquet shards instead")
+        write_text_atomic(target, raw)
+        written.append(target)
+    return written

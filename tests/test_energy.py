@@ -1,0 +1,145 @@
+import json
+import math
+import time
+
+import pytest
+
+from eval.energy import EnergyMeter
+from eval.guard import TrainingTimeoutError, wall_clock_guard
+from eval.records import RunRecord, write_json_atomic
+
+
+class FakeGpu:
+    """A GPU whose counter rises 300 J per reading and draws 80 W when idle."""
+
+    name = "Fake A100"
+
+    def __init__(self):
+        self.joules = 1_000.0
+
+    def energy_J(self):
+        self.joules += 300.0
+        return self.joules
+
+    def power_W(self):
+        return 80.0
+
+
+class FakeCpu:
+    def start(self):
+        pass
+
+    def stop(self):
+        return 12.5
+
+
+class BrokenCpu:
+    def start(self):
+        raise RuntimeError("no RAPL")
+
+    def stop(self):
+        raise AssertionError("never called after a failed start")
+
+
+def test_cpu_only_host_is_finite_non_negative_and_floored():
+    meter = EnergyMeter(gpu=None)
+    with meter.phase("train"):
+        time.sleep(0.05)
+    report = meter.report
+    assert not report.gpu_available and report.gpu_energy_J == 0.0
+    assert report.cpu_energy_J >= 0.0 and math.isfinite(report.cpu_energy_J)
+    assert report.total_energy_J >= report.duration_s * 50.0 > 0.0
+    assert report.total_energy_J == max(report.cpu_energy_J, report.duration_s * 50.0)
+
+
+def test_gpu_counter_net_of_given_idle_and_cpu_part():
+    meter = EnergyMeter(gpu=FakeGpu(), cpu=FakeCpu(), idle_watts=0.0)
+    with meter.phase("train") as phase:
+        pass
+    assert phase.gpu_energy_J == 300.0 and phase.cpu_energy_J == 12.5
+    assert phase.gpu_available and phase.cpu_available
+    assert phase.total_energy_J == 312.5
+    assert meter.report.gpu_name == "Fake A100"
+
+
+def test_measured_idle_baseline_is_subtracted_and_floored_at_zero():
+    meter = EnergyMeter(gpu=FakeGpu(), cpu=None, idle_watts=None, idle_seconds=0.06)
+    assert meter.idle_watts == 80.0
+    with meter.phase("train") as phase:
+        time.sleep(0.1)
+    assert phase.gpu_energy_J == pytest.approx(300.0 - 80.0 * phase.duration_s)
+    huge_idle = EnergyMeter(gpu=FakeGpu(), cpu=None, idle_watts=1e6)
+    with huge_idle.phase("train") as phase:
+        time.sleep(0.01)
+    assert phase.gpu_energy_J == 0.0
+
+
+def test_phases_are_reported_separately_and_summed():
+    meter = EnergyMeter(gpu=FakeGpu(), cpu=FakeCpu(), idle_watts=0.0)
+    with meter.phase("tokenizer"):
+        pass
+    with meter.phase("train"):
+        pass
+    with meter.phase("train"):
+        pass
+    report = meter.report.to_dict()
+    assert set(report["phases"]) == {"tokenizer", "train"}
+    assert report["phases"]["train"]["gpu_energy_J"] == 600.0
+    assert report["gpu_energy_J"] == 900.0 and report["cpu_energy_J"] == 37.5
+
+
+def test_failing_backend_never_breaks_the_measured_work():
+    meter = EnergyMeter(gpu=None, cpu=BrokenCpu())
+    with meter.phase("train") as phase:
+        work = sum(range(1000))
+    assert work == 499500
+    assert not phase.cpu_available and phase.cpu_energy_J == 0.0
+
+
+def test_timeout_raises_and_keeps_partial_energy():
+    meter = EnergyMeter(gpu=None, cpu=FakeCpu())
+    with pytest.raises(TrainingTimeoutError, match="exceeded 0.2 s"):
+        with meter.phase("train"), wall_clock_guard(0.2):
+            while True:
+                time.sleep(0.01)
+    phase = meter.report.phases["train"]
+    assert phase.duration_s >= 0.2 and phase.cpu_energy_J == 12.5
+    assert TrainingTimeoutError.reason == "train_time_exceeded"
+
+
+def test_guard_does_not_fire_when_work_finishes_in_time():
+    with wall_clock_guard(5.0):
+        time.sleep(0.01)
+    time.sleep(0.02)  # the alarm must be cancelled: nothing fires after the block
+
+
+def test_run_record_has_benchmark_fields_and_writes_atomically(tmp_path, monkeypatch):
+    record = RunRecord(
+        submission="fixture",
+        training_energy_J=1.0,
+        training_duration_s=2.0,
+        cpu_energy_J=3.0,
+        total_energy_J=100.0,
+        val_char_accuracy=0.5,
+        val_chars=10,
+        gpu_name=None,
+        proxy_train=True,
+    )
+    path = tmp_path / "run" / "result.json"
+    record.save(path)
+    saved = json.loads(path.read_text())
+    for key in ("submission", "training_energy_J", "training_duration_s", "cpu_energy_J", "total_energy_J",
+                "val_char_accuracy", "val_chars", "gpu_name", "date_utc", "disqualified", "reason", "proxy_train"):
+        assert key in saved
+    assert saved["proxy_train"] is True
+
+    import eval.records
+
+    def crash(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(eval.records.os, "replace", crash)
+    with pytest.raises(OSError):
+        write_json_atomic(path, {"half": "written"})
+    assert json.loads(path.read_text()) == saved  # the old file is intact
+    assert [p.name for p in path.parent.iterdir()] == ["result.json"]  # no temp file left behind
