@@ -11,6 +11,8 @@ from eval.errors import UserError
 # Each module exposes ``register(subparsers)``, adding its parser with ``set_defaults(func=...)``.
 COMMAND_MODULES = (
     "eval.cli",
+    "tokenizers_local.cli",
+    "zoo.cli",
 )
 
 
