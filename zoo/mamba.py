@@ -1,0 +1,232 @@
+"""Mamba (selective state-space) language model over subword tokens, with O(1)-per-token recurrent streaming.
+
+Each layer is ``x + Mixer(RMSNorm(x))`` (no separate MLP, as in the Mamba paper). The mixer:
+
+    x, z   = in_proj(x).chunk(2)                       # d_inner channels each
+    x      = silu(causal depthwise conv1d(x))          # kernel d_conv
+    dt,B,C = x_proj(x)                                 # input-dependent ("selective") SSM parameters
+    dt     = softplus(dt_proj(dt))                     # per-channel step size
+    h_t    = exp(dt_t * A) * h_{t-1} + dt_t * B_t * x_t    # d_state per channel, A = -exp(A_log)
+    y_t    = C_t . h_t + D * x_t
+    out    = out_proj(y * silu(z))
+
+Kernels: on CUDA tensors with the ``mamba-ssm`` package (extra ``cuda``), training runs its fused
+``selective_scan_fn`` (if its compiled ``selective_scan_cuda`` is installed; ``causal_conv1d_fn`` too if
+``causal-conv1d`` is) and streaming its Triton ``selective_state_update``. Otherwise (CPU, tests) a pure-torch
+scan computes the same recurrence. Parameter names and shapes match ``mamba_ssm.Mamba``, so both paths run on
+the same weights; ``tests/test_models_cuda.py`` checks that they agree (forward, gradients and step).
+
+Streaming state per layer: the last ``d_conv`` conv inputs and the SSM state h, [d_inner, d_state]. The
+recurrence has no context limit: ``block_size`` is only the training context.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from eval.errors import UserError
+
+try:  # fused kernels, optional extra ``cuda``; mamba-ssm >= 2.3 installs its compiled scan only on request
+    import selective_scan_cuda  # noqa: F401
+    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+except ImportError:
+    selective_scan_fn = None
+try:
+    from mamba_ssm.ops.triton.selective_state_update import selective_state_update
+except ImportError:
+    selective_state_update = None
+try:
+    from causal_conv1d import causal_conv1d_fn
+except ImportError:
+    causal_conv1d_fn = None
+
+FUSED_AVAILABLE = selective_scan_fn is not None or selective_state_update is not None
+
+
+@dataclass
+class Config:
+    vocab_size: int
+    block_size: int = 256  # training context; streaming is unbounded
+    n_layer: int = 4
+    d_model: int = 128
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    dt_rank: int | None = None  # None: ceil(d_model / 16)
+    dt_min: float = 0.001
+    dt_max: float = 0.1
+    dropout: float = 0.0
+    tie_embeddings: bool = True
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.d_model
+
+    @property
+    def resolved_dt_rank(self) -> int:
+        return self.dt_rank if self.dt_rank is not None else math.ceil(self.d_model / 16)
+
+
+@dataclass(frozen=True)
+class MambaCache:
+    """Per layer: conv inputs [1, d_inner, d_conv] (oldest first) and SSM state [1, d_inner, d_state]."""
+
+    conv_states: tuple[torch.Tensor, ...]
+    ssm_states: tuple[torch.Tensor, ...]
+
+
+def selective_scan(x, dt, A, B, C, D):
+    """Reference scan. x, dt [b, T, d]; A [d, n]; B, C [b, T, n]; D [d] -> y [b, T, d].
+
+    The discretised inputs are computed for all steps at once; only the cheap state update is sequential.
+    """
+    decay = torch.exp(dt.unsqueeze(-1) * A)  # [b, T, d, n]
+    drive = (dt * x).unsqueeze(-1) * B.unsqueeze(2)  # [b, T, d, n]
+    h = x.new_zeros(x.size(0), x.size(2), A.size(1))
+    states = []
+    for decay_t, drive_t in zip(decay.unbind(1), drive.unbind(1)):  # unbind: cheap backward, unlike indexing
+        h = decay_t * h + drive_t
+        states.append(h)
+    y = torch.einsum("btdn,btn->btd", torch.stack(states, dim=1), C)
+    return y + D * x
+
+
+class Mixer(nn.Module):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        d_inner, dt_rank, n = cfg.d_inner, cfg.resolved_dt_rank, cfg.d_state
+        self.d_conv, self.dt_rank, self.d_state = cfg.d_conv, dt_rank, n
+        self.in_proj = nn.Linear(cfg.d_model, 2 * d_inner, bias=False)
+        self.conv1d = nn.Conv1d(d_inner, d_inner, cfg.d_conv, groups=d_inner, padding=cfg.d_conv - 1)
+        self.x_proj = nn.Linear(d_inner, dt_rank + 2 * n, bias=False)
+        self.dt_proj = nn.Linear(dt_rank, d_inner, bias=True)
+        self.out_proj = nn.Linear(d_inner, cfg.d_model, bias=False)
+        # S4D-real init: A = -(1..n) per channel; D = 1 (skip); dt log-uniform in [dt_min, dt_max].
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(d_inner, 1))
+        self.D = nn.Parameter(torch.ones(d_inner))
+        nn.init.uniform_(self.dt_proj.weight, -(dt_rank**-0.5), dt_rank**-0.5)
+        dt = torch.exp(torch.rand(d_inner) * (math.log(cfg.dt_max) - math.log(cfg.dt_min)) + math.log(cfg.dt_min))
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        self.use_fused = FUSED_AVAILABLE
+
+    def ssm_params(self, x: torch.Tensor):
+        """Split x_proj(x) into low-rank dt, B and C."""
+        return self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        T = hidden.size(1)
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # [b, T, d_inner] each
+        A = -torch.exp(self.A_log.float())
+        if self.use_fused and hidden.is_cuda and selective_scan_fn is not None:
+            return self.fused_forward(x, z, A)
+        x = F.silu(self.conv1d(x.transpose(1, 2))[..., :T].transpose(1, 2))
+        dt, B, C = self.ssm_params(x)
+        dt = F.softplus(self.dt_proj(dt))
+        y = selective_scan(x, dt, A, B, C, self.D)
+        return self.out_proj(y * F.silu(z))
+
+    def fused_forward(self, x, z, A):
+        """Same computation through mamba-ssm's kernels (channels-first layout)."""
+        T = x.size(1)
+        x, z = x.transpose(1, 2).contiguous(), z.transpose(1, 2).contiguous()  # [b, d_inner, T]
+        conv_weight = self.conv1d.weight.squeeze(1)
+        if causal_conv1d_fn is not None:
+            x = causal_conv1d_fn(x, conv_weight, self.conv1d.bias, activation="silu")
+        else:
+            x = F.silu(self.conv1d(x)[..., :T])
+        dt, B, C = self.ssm_params(x.transpose(1, 2))
+        dt = (dt @ self.dt_proj.weight.t()).transpose(1, 2).contiguous()  # bias goes in as delta_bias
+        y = selective_scan_fn(
+            x, dt, A, B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(), self.D.float(),
+            z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+        )
+        return self.out_proj(y.transpose(1, 2))
+
+    def step(self, hidden: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor):
+        """One position hidden [1, d_model]; returns (out [1, d_model], new conv_state, new ssm_state)."""
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # [1, d_inner]
+        conv_state = torch.cat((conv_state[:, :, 1:], x.unsqueeze(-1)), dim=-1)
+        x = F.silu((conv_state * self.conv1d.weight.squeeze(1)).sum(-1) + self.conv1d.bias)
+        dt, B, C = self.ssm_params(x)
+        A = -torch.exp(self.A_log.float())
+        if self.use_fused and hidden.is_cuda and selective_state_update is not None:
+            ssm_state = ssm_state.clone()  # the kernel updates in place; the old cache must stay valid
+            y = selective_state_update(
+                ssm_state, x, dt @ self.dt_proj.weight.t(), A, B, C, self.D.float(),
+                z=z, dt_bias=self.dt_proj.bias.float(), dt_softplus=True,
+            )
+        else:
+            dt = F.softplus(self.dt_proj(dt))
+            ssm_state = torch.exp(dt.unsqueeze(-1) * A) * ssm_state + (dt * x).unsqueeze(-1) * B.unsqueeze(1)
+            y = (ssm_state * C.unsqueeze(1)).sum(-1) + self.D * x
+            y = y * F.silu(z)
+        return self.out_proj(y), conv_state, ssm_state
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.norm = nn.RMSNorm(cfg.d_model)
+        self.mixer = Mixer(cfg)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.dropout(self.mixer(self.norm(x)))
+
+    def step(self, x, conv_state, ssm_state):
+        y, conv_state, ssm_state = self.mixer.step(self.norm(x), conv_state, ssm_state)
+        return x + y, conv_state, ssm_state
+
+
+class Model(nn.Module):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        self.embedding = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm_f = nn.RMSNorm(cfg.d_model)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        nn.init.normal_(self.embedding.weight, std=0.02)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embedding.weight
+        else:
+            nn.init.normal_(self.lm_head.weight, std=0.02)
+        for block in self.blocks:  # residual-branch outputs shrink with depth (GPT-2 scaling)
+            nn.init.normal_(block.mixer.out_proj.weight, std=0.02 / math.sqrt(cfg.n_layer))
+
+    def use_fused_kernels(self, enabled: bool) -> None:
+        """Choose mamba-ssm's kernels (used on CUDA tensors only) or the pure-torch path."""
+        if enabled and not FUSED_AVAILABLE:
+            raise UserError("mamba-ssm is not installed: pip install 'subchar[cuda]' on a CUDA machine")
+        for block in self.blocks:
+            block.mixer.use_fused = enabled
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Logits [B, T, vocab] for the next token at every position of idx [B, T]."""
+        x = self.embedding(idx)
+        for block in self.blocks:
+            x = block(x)
+        return self.lm_head(self.norm_f(x))
+
+    def empty_cache(self) -> MambaCache:
+        w = self.embedding.weight
+        conv = w.new_zeros(1, self.cfg.d_inner, self.cfg.d_conv)
+        ssm = w.new_zeros(1, self.cfg.d_inner, self.cfg.d_state, dtype=torch.float32)
+        return MambaCache(conv_states=(conv,) * self.cfg.n_layer, ssm_states=(ssm,) * self.cfg.n_layer)
+
+    @torch.no_grad()
+    def step(self, cache: MambaCache, token: int) -> tuple[torch.Tensor, MambaCache]:
+        """Append one token: logits [vocab] for the next one and a new cache (``cache`` is left untouched)."""
+        x = self.embedding(torch.tensor([token], device=self.embedding.weight.device))
+        conv_states, ssm_states = [], []
+        for block, conv, ssm in zip(self.blocks, cache.conv_states, cache.ssm_states):
+            x, conv, ssm = block.step(x, conv, ssm)
+            conv_states.append(conv)
+            ssm_states.append(ssm)
+        return self.lm_head(self.norm_f(x))[0], MambaCache(tuple(conv_states), tuple(ssm_states))
