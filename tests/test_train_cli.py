@@ -1,0 +1,86 @@
+"""`subchar train` / `subchar eval` end to end on a tiny proxy text (in-process, no energy libraries)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import subchar
+import tokenizers_local
+import zoo.cli
+from eval.data import load_split
+from eval.energy import EnergyMeter
+from subchar.cli import main
+
+WORDS = [a + b + c for a in "bcdfglmnpst" for b in "aeiou" for c in "nrstx"]
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    monkeypatch.setattr(zoo.cli, "EnergyMeter", lambda: EnergyMeter(gpu=None, cpu=None))
+    train_file = tmp_path / "train.txt"
+    train_file.write_text(" ".join(WORDS[(i * 37) % len(WORDS)] for i in range(3000)) + ".\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "wiki.valid.raw").write_text(" = Head = \n \n" + " ".join(WORDS[(i * 37) % len(WORDS)] for i in range(200, 260)) + " \n")
+    tokenizer = tokenizers_local.train_tokenizer(load_split("train", train_file=train_file), "bytebpe", 300)
+    tokenizer.save(tmp_path / "tok")
+    return tmp_path
+
+
+def test_train_ngram_writes_checkpoint_and_partial_record(workspace, capsys):
+    run = workspace / "run"
+    code = main(["train", "--model", "ngram", "--tokenizer", str(workspace / "tok"), "--train-file",
+                 str(workspace / "train.txt"), "--set", "order=3", "--out", str(run)])
+    assert code == 0 and "trained ngram" in capsys.readouterr().out
+    record = json.loads((run / "train_record.json").read_text())
+    assert record["submission"] == "subchar-ngram-bytebpe300"
+    assert record["proxy_train"] is True and record["val_char_accuracy"] is None
+    assert set(record["energy_phases"]) == {"tokenize", "train"}
+    assert record["model"] == {"name": "ngram", "config": {"vocab_size": 300, "order": 3}}
+    assert json.loads((run / "manifest.json").read_text())["tokens_seen"] == record["extra"]["train"]["tokens_seen"]
+
+
+def test_train_neural_respects_budget(workspace):
+    run = workspace / "run"
+    code = main(["train", "--model", "transformer", "--tokenizer", str(workspace / "tok"), "--train-file",
+                 str(workspace / "train.txt"), "--budget", "4", "--set", "n_layer=1", "--set", "n_embd=32", "--set", "block_size=16",
+                 "--batch-size", "2", "--out", str(run)])
+    assert code == 0
+    record = json.loads((run / "train_record.json").read_text())
+    assert record["extra"]["train"]["stop_reason"] == "budget"
+    assert record["training_duration_s"] < 4.0
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--model", "nope"], "unknown model 'nope'"),
+        (["--model", "ngram", "--set", "order"], "--set expects KEY=VALUE"),
+        (["--model", "ngram", "--train-chars", "0"], "--train-chars must be positive"),
+    ],
+)
+def test_train_argument_errors(workspace, capsys, argv, message):
+    code = main(["train", *argv, "--tokenizer", str(workspace / "tok"), "--train-file", str(workspace / "train.txt"),
+                 "--out", str(workspace / "run")])
+    assert code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(subchar, "CharAdapter"), reason="subchar.CharAdapter not available yet")
+def test_eval_completes_the_record(workspace):
+    run = workspace / "run"
+    assert main(["train", "--model", "ngram", "--tokenizer", str(workspace / "tok"), "--train-file",
+                 str(workspace / "train.txt"), "--set", "order=3", "--out", str(run)]) == 0
+    assert main(["eval", str(run), "--split", "valid", "--data-dir", str(workspace / "data"), "--chars", "150",
+                 "--mode", "exact", "--beam", "8", "--json", str(workspace / "record.json")]) == 0
+    record = json.loads((workspace / "record.json").read_text())
+    assert record["val_chars"] == 150 and 0.0 <= record["val_char_accuracy"] <= 1.0
+    assert record["proxy_train"] is True and record["extra"]["eval"]["mode"] == "exact"
+    assert record["bits_per_char"] is not None and record["extra"]["eval"]["beam"] == 8
+    assert record["energy_phases"]["train"]["name"] == "train"
+
+
+def test_eval_of_a_missing_run_is_a_user_error(workspace, capsys):
+    assert main(["eval", str(workspace / "absent"), "--data-dir", str(workspace / "data")]) == 2
+    assert "no checkpoint folder" in capsys.readouterr().err

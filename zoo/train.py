@@ -1,0 +1,344 @@
+"""One budgeted trainer for every zoo model: the benchmark's wall-clock cap, its energy meter, one loop.
+
+The benchmark gives ``train()`` 300 s and disqualifies a run past it, so the loop plans its own stop: it ends when
+the next step would cross ``budget - margin`` (the margin is left for saving), with :func:`eval.guard.
+wall_clock_guard` around it only as a safety net. The learning-rate schedule runs on elapsed *time*, not steps
+(steps per second are unknown in advance; with ``max_steps`` it runs on steps, for reproducibility): short warm-up, then linear decay to 10 % at the planned stop.
+
+Optimizer: AdamW (betas 0.9/0.95, weight decay on matrices only). It is the one optimizer known to train all three
+architectures here (attention, selective SSM, implicit long convolutions) well without per-architecture tuning;
+Muon would need a split between matrix and non-matrix parameters that differs per model.
+
+The n-gram "trains" by counting, under the same guard and meter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from eval.energy import EnergyMeter, PhaseEnergy
+from eval.errors import UserError
+from eval.guard import TrainingTimeoutError, wall_clock_guard
+from zoo.ngram import KneserNeyLM
+
+log = logging.getLogger(__name__)
+
+NGRAM = "ngram"
+NGRAM_DEFAULT_ORDER = 5
+CPU_MAX_BLOCK_SIZE = 128  # CPU default context: long enough to learn, short enough to take many steps
+COMPILE_MIN_BUDGET_S = 120.0  # a cold torch.compile takes tens of seconds: it pays back only on longer runs
+
+
+def model_names() -> list[str]:
+    """Every trainable model: the n-gram and the neural models of zoo.registry."""
+    from zoo.registry import MODELS
+
+    return [NGRAM, *MODELS]
+
+
+@dataclass
+class TrainSettings:
+    """Loop hyper-parameters; None means "pick for the device" (see :func:`resolve_settings`)."""
+
+    batch_size: int | None = None
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 20
+    grad_clip: float = 1.0
+    val_fraction: float = 0.02
+    val_batches: int = 4
+    evals: int = 5  # val-loss checks, after the first step and then evenly over the plan
+    margin_s: float | None = None  # kept free for saving; default min(15, max(0.5, 5 % of budget))
+    max_steps: int | None = None
+    compile: bool | None = None  # torch.compile; default on CUDA for budgets >= COMPILE_MIN_BUDGET_S
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    """What training produced; ``model`` is a module in eval mode (neural) or a KneserNeyLM."""
+
+    model_name: str
+    model: Any
+    config: dict[str, Any]
+    device: str
+    seconds: float
+    steps: int
+    tokens_seen: int
+    stop_reason: str  # "budget" (planned stop), "max_steps", or "counted" (n-gram)
+    train_loss: float | None = None
+    val_losses: list[tuple[int, float]] = field(default_factory=list)
+    energy: PhaseEnergy | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready facts about the run (no model)."""
+        return {
+            "model": self.model_name,
+            "config": self.config,
+            "device": self.device,
+            "seconds": self.seconds,
+            "steps": self.steps,
+            "tokens_seen": self.tokens_seen,
+            "stop_reason": self.stop_reason,
+            "train_loss": self.train_loss,
+            "val_losses": self.val_losses,
+        }
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("device cuda requested but no CUDA GPU is visible; use --device cpu")
+    return resolved
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def check_ids(token_ids: np.ndarray, vocab_size: int) -> np.ndarray:
+    ids = np.asarray(token_ids)
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+        raise UserError(f"token ids must be a 1-D integer array, got {ids.dtype} {ids.shape}")
+    if len(ids) < 16:
+        raise UserError(f"only {len(ids)} training tokens; give more training text")
+    if ids.min() < 0 or ids.max() >= vocab_size:
+        raise UserError(f"token ids must lie in [0, {vocab_size}); the tokenizer and vocab_size disagree")
+    return ids.astype(np.int64)
+
+
+def train(
+    model_name: str,
+    token_ids: np.ndarray,
+    vocab_size: int,
+    *,
+    budget_s: float = 300.0,
+    overrides: dict[str, Any] | None = None,
+    device: str | None = "auto",
+    seed: int = 0,
+    settings: TrainSettings | None = None,
+    meter: EnergyMeter | None = None,
+) -> TrainResult:
+    """Train ``model_name`` on ``token_ids`` within ``budget_s`` seconds, measured as the meter's "train" phase.
+
+    ``overrides`` set fields of the model's Config (or ``order`` for the n-gram). Raises
+    :class:`eval.guard.TrainingTimeoutError` only if the planned stop failed (e.g. torch.compile took the budget).
+    """
+    settings = settings or TrainSettings()
+    ids = check_ids(token_ids, vocab_size)
+    if budget_s <= 0:
+        raise UserError(f"the training budget must be positive, got {budget_s:g} s")
+    meter = meter or EnergyMeter()
+    seed_everything(seed)
+    with meter.phase("train") as phase, wall_clock_guard(budget_s):
+        if model_name == NGRAM:
+            result = count_ngram(ids, vocab_size, overrides or {})
+        else:
+            result = train_neural(model_name, ids, vocab_size, budget_s, overrides or {}, device, settings)
+    result.energy = phase
+    return result
+
+
+def count_ngram(ids: np.ndarray, vocab_size: int, overrides: dict[str, Any]) -> TrainResult:
+    unknown = set(overrides) - {"order"}
+    if unknown:
+        raise UserError(f"the n-gram takes only the override 'order', not {', '.join(sorted(unknown))}")
+    order = int(overrides.get("order", NGRAM_DEFAULT_ORDER))
+    start = time.monotonic()
+    lm = KneserNeyLM.fit(ids, vocab_size, order)
+    return TrainResult(
+        model_name=NGRAM,
+        model=lm,
+        config={"vocab_size": vocab_size, "order": order},
+        device="cpu",
+        seconds=time.monotonic() - start,
+        steps=1,
+        tokens_seen=len(ids),
+        stop_reason="counted",
+    )
+
+
+def build_model(model_name: str, vocab_size: int, overrides: dict[str, Any], device: torch.device):
+    """Config (with device-dependent defaults under the overrides) and the model on ``device``."""
+    from zoo.registry import lookup
+
+    config_cls, model_cls = lookup(model_name)
+    fields = set(config_cls.__dataclass_fields__)
+    unknown = set(overrides) - fields
+    if unknown:
+        raise UserError(f"{model_name} has no setting {', '.join(sorted(unknown))}; choose from {', '.join(sorted(fields))}")
+    defaults = config_cls(vocab_size=vocab_size)
+    values = dict(overrides)
+    if device.type == "cpu" and "block_size" not in values:
+        values["block_size"] = min(defaults.block_size, CPU_MAX_BLOCK_SIZE)
+    cfg = config_cls(**{**asdict(defaults), **values, "vocab_size": vocab_size})
+    return cfg, model_cls(cfg).to(device)
+
+
+def make_optimizer(model: torch.nn.Module, settings: TrainSettings, fused: bool) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices (embeddings, projections), none on gains, biases and 1-D rates."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": settings.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=settings.lr, betas=(0.9, 0.95), fused=fused)
+
+
+def lr_at(step: int, progress: float, settings: TrainSettings) -> float:
+    """Warm-up over the first steps, then linear decay to 10 % as ``progress`` (0..1 of the plan) runs out."""
+    warmup = min(1.0, (step + 1) / settings.warmup_steps)
+    return settings.lr * warmup * (1.0 - 0.9 * min(1.0, progress))
+
+
+class Batches:
+    """Random training windows from the head of the ids; fixed validation windows from the held-out tail."""
+
+    def __init__(self, ids: np.ndarray, block_size: int, batch_size: int, val_fraction: float, device, seed: int):
+        split = len(ids) - max(int(len(ids) * val_fraction), 0)
+        self.block = min(block_size, split - 1)
+        if self.block < 2:
+            raise UserError(f"{len(ids)} tokens leave too little training data after the held-out tail")
+        self.train = torch.from_numpy(ids[:split])
+        self.val = torch.from_numpy(ids[split:])
+        self.batch_size = batch_size
+        self.device = device
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def _windows(self, data: torch.Tensor, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.stack([data[s : s + self.block + 1] for s in starts.tolist()])
+        rows = rows.to(self.device, non_blocking=True)
+        return rows[:, :-1], rows[:, 1:]
+
+    def train_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        starts = torch.randint(0, len(self.train) - self.block, (self.batch_size,), generator=self.generator)
+        return self._windows(self.train, starts)
+
+    def val_batches(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        room = len(self.val) - self.block - 1
+        if room < 0:
+            return []
+        starts = torch.linspace(0, room, count * self.batch_size).long().unique()
+        return [self._windows(self.val, chunk) for chunk in starts.split(self.batch_size)]
+
+
+def next_token_loss(runner, x: torch.Tensor, y: torch.Tensor, autocast) -> torch.Tensor:
+    with autocast():
+        logits = runner(x)
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
+
+
+def train_neural(
+    model_name: str,
+    ids: np.ndarray,
+    vocab_size: int,
+    budget_s: float,
+    overrides: dict[str, Any],
+    device: str | None,
+    settings: TrainSettings,
+) -> TrainResult:
+    start = time.monotonic()
+    margin = settings.margin_s if settings.margin_s is not None else min(15.0, max(0.5, 0.05 * budget_s))
+    deadline = start + budget_s - margin
+    dev = resolve_device(device)
+    cuda = dev.type == "cuda"
+    cfg, model = build_model(model_name, vocab_size, overrides, dev)
+    batch_size = settings.batch_size or (64 if cuda else 8)
+    batches = Batches(ids, cfg.block_size, batch_size, settings.val_fraction, dev, seed=torch.initial_seed())
+    optimizer = make_optimizer(model, settings, fused=cuda)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
+    use_compile = (cuda and budget_s >= COMPILE_MIN_BUDGET_S) if settings.compile is None else settings.compile
+    runner = torch.compile(model) if use_compile else model
+    val_set = batches.val_batches(settings.val_batches)
+    eval_points = [i / settings.evals for i in range(settings.evals)]  # progress at which to check val loss
+
+    steps = tokens = 0
+    loss_value: float | None = None
+    val_losses: list[tuple[int, float]] = []
+    step_time = 0.0  # running estimate of one step, to stop before the deadline, not after it
+    val_time = 0.0  # duration of the last validation, to know whether a final one still fits
+    stop_reason = "budget"
+    bar = tqdm(total=deadline - start, unit="s", desc=f"train {model_name}", disable=not settings.progress,
+               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}")
+    model.train()
+    while True:
+        now = time.monotonic()
+        if settings.max_steps is not None and steps >= settings.max_steps:
+            stop_reason = "max_steps"
+            break
+        if now + step_time > deadline:
+            break
+        # the schedule follows steps when a step count is planned (reproducible), else the clock
+        progress = steps / settings.max_steps if settings.max_steps else (now - start) / (deadline - start)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(steps, progress, settings)
+        x, y = batches.train_batch()
+        try:
+            loss = next_token_loss(runner, x, y, autocast)
+        except TrainingTimeoutError:
+            raise
+        except Exception as err:  # torch.compile can fail on some kernels at the first call; eager still works
+            if runner is model:
+                raise
+            log.warning("torch.compile failed (%s); training eagerly", type(err).__name__)
+            runner = model
+            loss = next_token_loss(runner, x, y, autocast)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        optimizer.step()
+        steps += 1
+        tokens += x.numel()
+        loss_value = loss.item()  # syncs the GPU every step: that is what makes the step time below honest
+        elapsed = time.monotonic() - now
+        step_time = elapsed if steps <= 2 else 0.9 * step_time + 0.1 * elapsed
+        if val_set and eval_points and progress >= eval_points[0]:
+            eval_points.pop(0)
+            val_started = time.monotonic()
+            val_losses.append((steps, validation_loss(model, val_set, autocast)))
+            val_time = time.monotonic() - val_started
+        bar.update(max(0.0, min(time.monotonic(), deadline) - start - bar.n))
+        bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens / (time.monotonic() - start):,.0f}", refresh=False)
+    bar.close()
+    if val_losses and val_losses[-1][0] != steps and time.monotonic() + val_time < start + budget_s - margin / 2:
+        val_losses.append((steps, validation_loss(model, val_set, autocast)))  # the final model, inside the margin
+    model.eval()
+    return TrainResult(
+        model_name=model_name,
+        model=model,
+        config=asdict(cfg),
+        device=str(dev),
+        seconds=time.monotonic() - start,
+        steps=steps,
+        tokens_seen=tokens,
+        stop_reason=stop_reason,
+        train_loss=loss_value,
+        val_losses=val_losses,
+    )
+
+
+@torch.no_grad()
+def validation_loss(model: torch.nn.Module, val_set, autocast) -> float:
+    """Mean loss on the held-out windows, eager: a compiled no-grad graph would cost a second compilation."""
+    model.eval()
+    losses = [next_token_loss(model, x, y, autocast).item() for x, y in val_set]
+    model.train()
+    return float(math.fsum(losses) / len(losses))
