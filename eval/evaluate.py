@@ -15,15 +15,17 @@ from eval.errors import UserError
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Scores of one stream; ``bits_per_char`` is None unless the model offers ``distribution()``.
+    """Scores of one stream; the bit figures are None unless the model offers ``distribution()``.
 
-    ``zero_prob_chars`` counts true characters the model gave no mass (they make bits/char infinite).
+    ``zero_prob_chars`` counts true characters the model gave no mass: they make ``bits_per_char`` infinite, so
+    ``covered_bits_per_char`` (the mean over the other characters) is reported beside it to stay informative.
     """
 
     accuracy: float
     chars: int
     correct: int
     bits_per_char: float | None
+    covered_bits_per_char: float | None
     zero_prob_chars: int
     chars_per_s: float
     wall_s: float
@@ -75,14 +77,16 @@ def evaluate(
         model.observe(true_char)
     wall = time.perf_counter() - start
     chars = len(stream)
-    bits_per_char = None
+    bits_per_char = covered = None
     if with_bits and chars:
         bits_per_char = math.inf if zero_prob else bit_total / chars
+        covered = bit_total / (chars - zero_prob) if chars > zero_prob else None
     return EvalResult(
         accuracy=correct / max(1, chars),
         chars=chars,
         correct=correct,
         bits_per_char=bits_per_char,
+        covered_bits_per_char=covered,
         zero_prob_chars=zero_prob,
         chars_per_s=chars / wall if wall > 0 else math.inf,
         wall_s=wall,

@@ -103,3 +103,4 @@ def test_bits_per_char_from_distribution():
     missing = evaluate(Halves("a"), "abc", progress=False)
     assert missing.zero_prob_chars == 1
     assert math.isinf(missing.bits_per_char)
+    assert missing.covered_bits_per_char == pytest.approx(1.0)

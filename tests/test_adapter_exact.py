@@ -1,0 +1,194 @@
+"""CharAdapter against brute-force enumeration on random vocabularies and context-dependent random LMs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from eval.errors import UserError
+from subchar import CharAdapter
+from test_adapter_reference import (
+    RandomTrigramLM,
+    ToyTokenizer,
+    assert_close,
+    brute_exact,
+    brute_spec,
+    state_after,
+    tie_rule_argmax,
+)
+
+ALPHABET = ["a", "b", " ", "é", "€"]  # é and € are multi-byte: spellable only through split byte tokens too
+SINGLE_BYTES = sorted({bytes([b]) for ch in ALPHABET for b in ch.encode("utf-8")})
+
+
+def random_vocab(seed: int, extra: int) -> ToyTokenizer:
+    """Every byte of the alphabet as a token (so any text is spellable), random multi-byte pieces (some cut
+    inside a character), and one special token with no surface."""
+    rng = np.random.default_rng(seed)
+    pieces = set(SINGLE_BYTES)
+    while len(pieces) < len(SINGLE_BYTES) + extra:
+        text = "".join(rng.choice(ALPHABET, size=4)).encode("utf-8")
+        start = int(rng.integers(0, len(text) - 1))
+        pieces.add(text[start : start + int(rng.integers(2, 5))])
+    surfaces = [b""] + sorted(pieces, key=lambda s: (len(s), s))  # id 0: the special
+    return ToyTokenizer(surfaces, {0})
+
+
+def random_text(seed: int, length: int) -> str:
+    rng = np.random.default_rng(seed + 1)
+    return "".join(rng.choice(ALPHABET, size=length, p=[0.35, 0.25, 0.2, 0.1, 0.1]))
+
+
+CASES = st.tuples(st.integers(0, 10_000), st.integers(3, 12), st.integers(6, 16))
+SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.mark.parametrize("mode", ["spec", "exact"])
+@SETTINGS
+@given(case=CASES)
+def test_every_distribution_equals_brute_force(mode: str, case: tuple[int, int, int]) -> None:
+    seed, extra, length = case
+    tok = random_vocab(seed, extra)
+    lm = RandomTrigramLM(tok.vocab_size, seed)
+    adapter = CharAdapter(lm, tok, mode=mode)
+    brute = brute_spec if mode == "spec" else brute_exact
+    seen = ""
+    for char in random_text(seed, length):
+        dist = adapter.distribution()
+        want = brute(tok.surfaces(), lm, adapter.committed, adapter.buffer)
+        assert_close(dist, want)
+        assert adapter.predict() == tie_rule_argmax(dist)
+        adapter.observe(char)
+        seen += char
+        assert adapter.committed_text + adapter.buffer == seen
+        assert tok.decode(list(adapter.committed)) == adapter.committed_text
+        if mode == "exact":  # commits only at finished boundaries: always the canonical encoding's prefix
+            assert list(adapter.committed) == tok.encode(seen)[: len(adapter.committed)]
+    assert adapter.diagnostics.backoff_distributions == 0
+    assert adapter.diagnostics.lossy_commits == 0
+
+
+@SETTINGS
+@given(case=CASES)
+def test_exact_bits_never_exceed_canonical_path(case: tuple[int, int, int]) -> None:
+    """Σ -log2 P(char) <= -log2 P(canonical tokens): the canonical path is one of the spellings summed."""
+    seed, extra, length = case
+    tok = random_vocab(seed, extra)
+    lm = RandomTrigramLM(tok.vocab_size, seed)
+    adapter = CharAdapter(lm, tok, mode="exact")
+    text = random_text(seed, length)
+    bits = 0.0
+    for char in text:
+        bits -= math.log2(adapter.distribution()[char])
+        adapter.observe(char)
+    state, canonical = lm.start(), 0.0
+    for token in tok.encode(text):
+        canonical -= lm.logprobs(state)[token] / math.log(2)
+        state = lm.step(state, token)
+    assert bits <= canonical + 1e-9
+
+
+@SETTINGS
+@given(case=CASES)
+def test_wide_beam_is_exact_and_narrow_beam_reports_pruning(case: tuple[int, int, int]) -> None:
+    seed, extra, length = case
+    tok = random_vocab(seed, extra)
+    lm = RandomTrigramLM(tok.vocab_size, seed)
+    exact = CharAdapter(lm, tok, mode="exact")
+    wide = CharAdapter(lm, tok, mode="exact", beam=10_000)
+    narrow = CharAdapter(lm, tok, mode="exact", beam=1)
+    for char in random_text(seed, length):
+        assert_close(wide.distribution(), exact.distribution())
+        dist = narrow.distribution()
+        assert abs(math.fsum(dist.values()) - 1) < 1e-12 and min(dist.values()) > 0
+        for adapter in (exact, wide, narrow):
+            adapter.observe(char)
+    assert len(narrow.diagnostics.pruned_mass) == length
+    assert all(0 <= m < 1 for m in narrow.diagnostics.pruned_mass)
+    assert wide.diagnostics.pruned_mass == [0.0] * length
+    if exact.diagnostics.max_coverings > 1:
+        assert max(narrow.diagnostics.pruned_mass) > 0
+
+
+def test_unspellable_characters_fall_back_and_are_counted() -> None:
+    """A vocabulary without 'z': the char gets zero mass, is committed as the tokenizer's encoding, and
+    the stream goes on with full distributions."""
+    tok = ToyTokenizer([b"", b"a", b"b", b" ", b"ab"], {0})
+    lm = RandomTrigramLM(tok.vocab_size, 3)
+    for mode in ("spec", "exact"):
+        adapter = CharAdapter(lm, tok, mode=mode)
+        seen = ""
+        for char in "ab zab a":
+            dist = adapter.distribution()
+            assert dist and abs(math.fsum(dist.values()) - 1) < 1e-12
+            adapter.observe(char)
+            seen += char
+            assert adapter.committed_text + adapter.buffer == seen
+        assert adapter.diagnostics.zero_mass_chars >= 1
+        assert "z" not in adapter.distribution()
+
+
+def test_spec_commits_when_no_token_extends_the_buffer() -> None:
+    """'ab' is a whole token nothing extends: spec commits it eagerly and predicts from the next token."""
+    tok = ToyTokenizer([b"", b"a", b"b", b"ab", b" "], {0})
+    lm = RandomTrigramLM(tok.vocab_size, 7)
+    adapter = CharAdapter(lm, tok, mode="spec")
+    adapter.observe("a")
+    adapter.observe("b")
+    dist = adapter.distribution()
+    assert adapter.committed == (3,) and adapter.buffer == ""
+    assert adapter.diagnostics.eager_commits == 1
+    assert_close(dist, brute_spec(tok.surfaces(), lm, (3,), ""))
+
+
+def test_exact_commit_point_and_state() -> None:
+    """A boundary is finished once a whole pre-token follows it: ' ab' commits when ' b' starts."""
+    tok = ToyTokenizer([b"", b"a", b"b", b" ", b"ab", b" a"], {0})
+    lm = RandomTrigramLM(tok.vocab_size, 11)
+    adapter = CharAdapter(lm, tok, mode="exact")
+    for char in "ab ab a":
+        adapter.observe(char)
+    assert adapter.committed_text == "ab" and adapter.buffer == " ab a"
+    for char in " b":
+        adapter.observe(char)
+    assert adapter.committed_text == "ab ab" and adapter.buffer == " a b"
+    assert adapter.committed == (4, 5, 2)  # greedy canonical encoding: "ab" | " a" "b"
+    assert adapter.diagnostics.commits == 2 and adapter.diagnostics.lm_calls > 0
+    assert adapter._root.state == state_after(lm, adapter.committed) == (5, 2)
+
+
+def test_tie_rule_prefers_smallest_code_point() -> None:
+    class FlatLM:
+        vocab_size = 4
+
+        def start(self) -> int:
+            return 0
+
+        def step(self, state: int, token: int) -> int:
+            return state
+
+        def logprobs(self, state: int) -> np.ndarray:
+            return np.log(np.full(4, 0.25))
+
+    tok = ToyTokenizer([b"", b"c", b"b", b"d"], {0})
+    for mode in ("spec", "exact"):
+        adapter = CharAdapter(FlatLM(), tok, mode=mode)
+        assert adapter.distribution() == {"b": 1 / 3, "c": 1 / 3, "d": 1 / 3}
+        assert adapter.predict() == "b"
+
+
+def test_bad_arguments_are_user_errors() -> None:
+    tok = ToyTokenizer([b"", b"a"], {0})
+    lm = RandomTrigramLM(2, 0)
+    with pytest.raises(UserError):
+        CharAdapter(lm, tok, mode="fast")
+    with pytest.raises(UserError):
+        CharAdapter(lm, tok, beam=0)
+    with pytest.raises(UserError):
+        CharAdapter(RandomTrigramLM(1, 0), tok)
+    with pytest.raises(UserError):
+        CharAdapter(lm, tok).observe("ab")

@@ -1,0 +1,121 @@
+"""End to end on fixtures: a grid of 2 tokenizers × the n-gram (plus the char baseline), resumed after a kill."""
+
+import json
+import struct
+
+import pytest
+
+from eval.compare import compare, grid, load_grid, read_results, save_grid
+from eval.data import raw_from_rows
+from eval.errors import UserError
+from eval.modal_backend import describe, modal_backend
+from eval.pipeline import Cell, CellOptions
+from eval.report import pareto_front, table_markdown, winner
+from subchar.cli import main
+
+SENTENCES = [
+    " The cat sat on the mat . \n",
+    " A dog ran to the park , and the cat sat still . \n",
+    " Café prices rose 3 @-@ 4 % in 2020 ; the park stayed open . \n",
+]
+
+
+def fixture_dir(tmp_path):
+    rows = [""] + SENTENCES * 40 + [""]
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("valid", "test"):
+        (data / f"wiki.{split}.raw").write_text(raw_from_rows(rows[::-1] if split == "test" else rows), encoding="utf-8")
+    train = tmp_path / "train.raw"
+    train.write_text(raw_from_rows(rows * 3), encoding="utf-8")
+    return data, train
+
+
+OPTIONS = CellOptions(budget_s=30, mode="exact", beam=4, eval_chars=400, test_chars=200, char_order=4, progress=False)
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_grid_resumes_and_writes_the_three_files(tmp_path):
+    data, train = fixture_dir(tmp_path)
+    out = tmp_path / "cmp"
+    cells = grid(["bytebpe:300", "unigram:300"], ["ngram"])
+    assert [c.id for c in cells] == ["char-kn", "bytebpe300-ngram", "unigram300-ngram"]
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first(record):
+        raise Killed  # the process dies right after the first cell was appended
+
+    with pytest.raises(Killed):
+        compare(cells, OPTIONS, out, data_dir=str(data), train_file=str(train), on_record=kill_after_first)
+    assert [r["submission"] for r in read_results(out / "results.jsonl")] == ["char-kn"]
+
+    seen = []
+    records, table, plot = compare(cells, OPTIONS, out, data_dir=str(data), train_file=str(train),
+                                   on_record=lambda r: seen.append(r["submission"]))
+    assert seen == ["bytebpe300-ngram", "unigram300-ngram"]  # the finished cell was not redone
+    assert [r["submission"] for r in records] == ["char-kn", "bytebpe300-ngram", "unigram300-ngram"]
+    for record in records:
+        assert record["proxy_train"] is True and record["val_chars"] == 400
+        assert 0.0 <= record["val_char_accuracy"] <= 1.0 and record["total_energy_J"] > 0
+        assert record["extra"]["test_chars"] == 200
+    subword = records[1]
+    assert set(subword["energy_phases"]) == {"tokenizer", "tokenize", "train"}
+    assert subword["tokenizer"]["family"] == "bytebpe" and subword["tokenizer"]["chars_per_token"] > 1.0
+    text = (out / "table.md").read_text()
+    assert "char-kn" in text and "proxy train text" in text and text.count("\n|") == 4 and "| 400 |" in text
+    width, height = png_size((out / "pareto.png").read_bytes())
+    assert (width, height) == (960, 600)
+    assert (out / "runs" / "bytebpe300-ngram" / "checkpoint" / "manifest.json").is_file()
+
+
+def test_torn_last_line_is_ignored(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps({"submission": "a"}) + "\n" + '{"submission": "b", "tot')
+    assert read_results(path) == [{"submission": "a"}]
+
+
+def test_pareto_front_and_winner():
+    records = [
+        {"submission": "cheap", "total_energy_J": 100.0, "val_char_accuracy": 0.60},
+        {"submission": "good", "total_energy_J": 500.0, "val_char_accuracy": 0.72},
+        {"submission": "dominated", "total_energy_J": 600.0, "val_char_accuracy": 0.65},
+        {"submission": "best", "total_energy_J": 900.0, "val_char_accuracy": 0.80},
+    ]
+    assert [r["submission"] for r in pareto_front(records)] == ["cheap", "good", "best"]
+    assert winner(records)["submission"] == "good"
+    assert "Winner (least energy with val acc ≥ 0.7): good" in table_markdown(records)
+    assert winner(records[:1]) is None
+
+
+def test_bad_grid_specs_are_clear_errors():
+    with pytest.raises(UserError, match="FAMILY:VOCAB_SIZE"):
+        grid(["bytebpe"], ["ngram"])
+    with pytest.raises(UserError, match="corrupt"):
+        bad = __import__("pathlib").Path(__import__("tempfile").mkdtemp())
+        (bad / "grid.json").write_text("{")
+        load_grid(bad)
+
+
+def test_modal_dry_run_and_local_executor(tmp_path, capsys):
+    data, train = fixture_dir(tmp_path)
+    cells = [Cell("ngram", "bytebpe", 300)]
+    printed = []
+    assert list(modal_backend(dry_run=True, echo=printed.append)(cells, OPTIONS)) == []
+    plan = printed[0]
+    assert "1 function call(s) on A100-80GB" in plan and "bytebpe300-ngram" in plan and "torch==2.5.1" in plan
+    assert plan == describe(cells, OPTIONS)
+
+    (data / "wiki.train.raw").write_text(train.read_text(encoding="utf-8"), encoding="utf-8")
+    (record,) = modal_backend(executor="local", data_dir=str(data))(cells, OPTIONS)
+    assert record["submission"] == "bytebpe300-ngram" and record["proxy_train"] is False
+
+    out = tmp_path / "grid"
+    save_grid(out, cells, OPTIONS, str(data), None)
+    assert main(["modal", str(out), "--dry-run"]) == 0
+    assert "bytebpe300-ngram" in capsys.readouterr().out
