@@ -63,6 +63,7 @@ class CodeCarbonCpu:
     def __init__(self) -> None:
         from codecarbon import OfflineEmissionsTracker
 
+        logging.getLogger("codecarbon").setLevel(logging.ERROR)  # its import sets INFO; keep progress bars readable
         self._factory = OfflineEmissionsTracker
         self._tracker = None
 
@@ -89,8 +90,6 @@ def open_gpu(index: int = 0) -> GpuBackend | None:
 
 def open_cpu() -> CpuBackend | None:
     try:
-        for name in ("codecarbon", "codecarbon.core", "codecarbon.external"):
-            logging.getLogger(name).setLevel(logging.ERROR)
         return CodeCarbonCpu()
     except Exception as err:
         log.info("CodeCarbon unavailable (%s): CPU energy counts 0", err)
