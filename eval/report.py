@@ -86,7 +86,8 @@ def table_markdown(records: list[dict[str, Any]]) -> str:
 
 
 def pareto_png(records: list[dict[str, Any]], title: str = "energy to accuracy") -> bytes:
-    """Energy (log x) against val accuracy, the 0.70 floor, the Pareto front and the winner labelled."""
+    """Energy (log x) against val accuracy: one colour per model, squares for the char baseline, hollow markers for
+    disqualified runs, the 0.70 floor, the Pareto front joined in orange and the winner circled in red."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -94,29 +95,45 @@ def pareto_png(records: list[dict[str, Any]], title: str = "energy to accuracy")
 
     points = [r for r in records if r.get("total_energy_J") and r.get("val_char_accuracy") is not None]
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    models = sorted({(r.get("model") or {}).get("name", "?") for r in points})
+    colours = {name: plt.cm.tab10(i % 10) for i, name in enumerate(models)}
+    for name in models:
+        for disqualified in (False, True):
+            group = [r for r in points
+                     if (r.get("model") or {}).get("name", "?") == name and bool(r.get("disqualified")) == disqualified]
+            if not group:
+                continue
+            ax.scatter([r["total_energy_J"] for r in group], [r["val_char_accuracy"] for r in group], s=45,
+                       marker="s" if name == "char-kn" else "o", edgecolors=colours[name], linewidths=1.5,
+                       facecolors="none" if disqualified else colours[name], zorder=3,
+                       label=name if not disqualified or not any(
+                           not r.get("disqualified") and (r.get("model") or {}).get("name") == name for r in points
+                       ) else None)
     for r in points:
-        baseline = "char-kn" in run_label(r)
-        ax.scatter(r["total_energy_J"], r["val_char_accuracy"], s=40, marker="s" if baseline else "o",
-                   color="tab:gray" if r.get("disqualified") else ("tab:green" if baseline else "tab:blue"), zorder=3)
         ax.annotate(run_label(r), (r["total_energy_J"], r["val_char_accuracy"]), fontsize=7,
-                    xytext=(4, 3), textcoords="offset points")
+                    xytext=(5, 4), textcoords="offset points")
     front = pareto_front(points)
     if front:
-        ax.step([r["total_energy_J"] for r in front], [r["val_char_accuracy"] for r in front], where="post",
-                color="tab:orange", label="Pareto front", zorder=2)
+        ax.plot([r["total_energy_J"] for r in front], [r["val_char_accuracy"] for r in front], color="tab:orange",
+                linewidth=1.2, marker="o", markersize=11, markerfacecolor="none", label="Pareto front", zorder=2)
     ax.axhline(ACC_MIN, color="tab:red", linestyle="--", label=f"benchmark floor {ACC_MIN}")
     best = winner(points)
     if best:
-        ax.scatter(best["total_energy_J"], best["val_char_accuracy"], s=220, facecolors="none",
-                   edgecolors="tab:red", linewidths=2, label=f"winner: {run_label(best)}", zorder=4)
+        ax.scatter(best["total_energy_J"], best["val_char_accuracy"], s=260, facecolors="none",
+                   edgecolors="tab:red", linewidths=2.2, label=f"winner: {run_label(best)}", zorder=4)
+    elif points:
+        ax.text(0.02, 0.97, f"no run reaches {ACC_MIN} (hollow = disqualified)", transform=ax.transAxes,
+                fontsize=8, va="top", color="tab:red")
     if points:
         ax.set_xscale("log")
+        low = min(r["val_char_accuracy"] for r in points)
+        ax.set_ylim(max(0.0, low - 0.05), max(ACC_MIN, max(r["val_char_accuracy"] for r in points)) + 0.04)
     ax.set_xlabel("total training energy (J, log scale)")
-    ax.set_ylabel("val char accuracy (first 60,000 chars)")
+    ax.set_ylabel("val char accuracy")
     proxy = " (proxy train text)" if any(r.get("proxy_train") for r in records) else ""
     ax.set_title(title + proxy)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     buffer = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buffer, format="png")
