@@ -119,3 +119,13 @@ def test_modal_dry_run_and_local_executor(tmp_path, capsys):
     save_grid(out, cells, OPTIONS, str(data), None)
     assert main(["modal", str(out), "--dry-run"]) == 0
     assert "bytebpe300-ngram" in capsys.readouterr().out
+
+
+def test_test_window_is_not_scored_when_it_was_the_proxy_train_text(tmp_path):
+    from eval.pipeline import run_cell
+
+    data, _ = fixture_dir(tmp_path)
+    record = run_cell(Cell("char-kn"), OPTIONS, tmp_path / "run", str(data), str(data / "wiki.test.raw"))
+    assert record["extra"]["test_skipped"] == "the proxy train text is the test split"
+    assert record["extra"]["test_char_accuracy"] is None and record["extra"]["test_chars"] == 0
+    assert json.loads((tmp_path / "run" / "record.json").read_text())["submission"] == "char-kn"
