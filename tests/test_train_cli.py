@@ -23,7 +23,8 @@ def workspace(tmp_path, monkeypatch):
     train_file.write_text(" ".join(WORDS[(i * 37) % len(WORDS)] for i in range(3000)) + ".\n")
     data = tmp_path / "data"
     data.mkdir()
-    (data / "wiki.valid.raw").write_text(" = Head = \n \n" + " ".join(WORDS[(i * 37) % len(WORDS)] for i in range(200, 260)) + " \n")
+    for split, words in (("valid", range(200, 260)), ("test", range(300, 340))):
+        (data / f"wiki.{split}.raw").write_text(" = Head = \n \n" + " ".join(WORDS[(i * 37) % len(WORDS)] for i in words) + " \n")
     tokenizer = tokenizers_local.train_tokenizer(load_split("train", train_file=train_file), "bytebpe", 300)
     tokenizer.save(tmp_path / "tok")
     return tmp_path
@@ -67,7 +68,6 @@ def test_train_argument_errors(workspace, capsys, argv, message):
     assert code == 2 and message in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not hasattr(subchar, "CharAdapter"), reason="subchar.CharAdapter not available yet")
 def test_eval_completes_the_record(workspace):
     run = workspace / "run"
     assert main(["train", "--model", "ngram", "--tokenizer", str(workspace / "tok"), "--train-file",
@@ -79,6 +79,11 @@ def test_eval_completes_the_record(workspace):
     assert record["proxy_train"] is True and record["extra"]["eval"]["mode"] == "exact"
     assert record["bits_per_char"] is not None and record["extra"]["eval"]["beam"] == 8
     assert record["energy_phases"]["train"]["name"] == "train"
+    assert main(["eval", str(run), "--split", "test", "--data-dir", str(workspace / "data"), "--chars", "100",
+                 "--mode", "spec", "--json", str(workspace / "test.json")]) == 0
+    test_record = json.loads((workspace / "test.json").read_text())
+    assert test_record["val_char_accuracy"] is None and test_record["val_chars"] == 0
+    assert test_record["extra"]["test_chars"] == 100 and 0.0 <= test_record["extra"]["test_char_accuracy"] <= 1.0
 
 
 def test_eval_of_a_missing_run_is_a_user_error(workspace, capsys):

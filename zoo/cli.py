@@ -165,13 +165,15 @@ def eval_record(checkpoint, args: argparse.Namespace, result) -> RunRecord:
         "cpu_energy_J": None, "total_energy_J": None, "gpu_name": None,
     }
     fields.pop("date_utc", None)
+    if args.split == "valid":
+        fields.update(val_char_accuracy=result.accuracy, val_chars=result.chars, bits_per_char=result.bits_per_char)
+    else:  # the benchmark's val fields stay empty: a test score must never pass for a val score
+        fields.update(val_char_accuracy=None, val_chars=0, bits_per_char=None)
     fields.update(
-        val_char_accuracy=result.accuracy,
-        val_chars=result.chars,
-        bits_per_char=result.bits_per_char,
         eval_chars_per_s=result.chars_per_s,
         proxy_train=bool(checkpoint.manifest.get("proxy_train")),
-        extra={**fields.get("extra", {}), "eval": {
+        extra={**fields.get("extra", {}), f"{args.split}_char_accuracy": result.accuracy,
+               f"{args.split}_chars": result.chars, f"{args.split}_bits_per_char": result.bits_per_char, "eval": {
             "split": args.split, "mode": args.mode, "beam": args.beam, "device": args.device,
             "zero_prob_chars": result.zero_prob_chars, "wall_s": result.wall_s, "checkpoint": str(checkpoint.path),
         }},
