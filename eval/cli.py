@@ -53,11 +53,23 @@ QUICKSTART_TOKENIZERS = ("bytebpe:2048", "unigram:2048")
 QUICKSTART_MODELS = ("ngram",)
 
 
+DEFAULT_BEAM = 8
+
+
+def beam_width(text: str) -> int | None:
+    """``--beam K``: K coverings kept; 0 means none pruned (the exact sum, whose cost grows with the buffer)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("the beam must be 0 (no pruning) or positive")
+    return value or None
+
+
 def add_grid_args(parser: argparse.ArgumentParser, *, budget: float, eval_chars: int, test_chars: int) -> None:
     add_data_args(parser, train_file=True)
     parser.add_argument("--budget", type=float, default=budget, help=f"training seconds per cell (default {budget:g})")
     parser.add_argument("--mode", choices=("spec", "exact"), default="exact", help="adapter mode (default exact)")
-    parser.add_argument("--beam", type=int, help="adapter beam width (default: no pruning)")
+    parser.add_argument("--beam", type=beam_width, default=DEFAULT_BEAM,
+                        help=f"exact mode: keep the K heaviest coverings (default {DEFAULT_BEAM}; 0 = no pruning, can be very slow)")
     parser.add_argument("--eval-chars", type=int, default=eval_chars, help=f"val chars scored (default {eval_chars})")
     parser.add_argument("--test-chars", type=int, default=test_chars, help=f"test chars reported, 0 to skip (default {test_chars})")
     parser.add_argument("--train-chars", type=int, help="use only the first N characters of the train text")

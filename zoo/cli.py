@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from eval.cli import DEFAULT_BEAM, beam_width
 from eval.data import load_split
 from eval.energy import EnergyMeter
 from eval.errors import UserError
@@ -49,7 +50,8 @@ def register(subparsers) -> None:
     eval_parser.add_argument("--split", choices=("valid", "test"), default="valid")
     eval_parser.add_argument("--chars", type=int, default=60_000, help="score the first N characters (default 60000)")
     eval_parser.add_argument("--mode", choices=("spec", "exact"), default="spec", help="adapter mode")
-    eval_parser.add_argument("--beam", type=int, help="adapter beam width (default: the adapter's, no pruning: exact mode can then be very slow)")
+    eval_parser.add_argument("--beam", type=beam_width, default=DEFAULT_BEAM,
+                             help=f"exact mode: keep the K heaviest coverings (default {DEFAULT_BEAM}; 0 = no pruning, can be very slow)")
     eval_parser.add_argument("--data-dir", help="directory with wiki.<split>.raw (default: $SUBCHAR_DATA)")
     eval_parser.add_argument("--device", default="cpu", help="device for neural models (cpu or cuda)")
     eval_parser.add_argument("--json", help="where to write the run record (default: RUN/eval_<split>_<mode>.json)")
@@ -144,7 +146,7 @@ def run_eval(args: argparse.Namespace) -> int:
         raise UserError(f"--chars must be positive, got {args.chars}")
     checkpoint = load_checkpoint(args.run, device=args.device)
     text = load_split(args.split, args.data_dir).text
-    options = {"mode": args.mode} if args.beam is None else {"mode": args.mode, "beam": args.beam}
+    options = {"mode": args.mode, "beam": args.beam}
     adapter = CharAdapter(checkpoint.token_lm(args.device), checkpoint.tokenizer, **options)
     result = evaluate(adapter, text, max_chars=args.chars)
     record = eval_record(checkpoint, args, result)
