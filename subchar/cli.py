@@ -11,6 +11,7 @@ from eval.errors import UserError
 # Each module exposes ``register(subparsers)``, adding its parser with ``set_defaults(func=...)``.
 COMMAND_MODULES = (
     "eval.cli",
+    "eval.export",
     "tokenizers_local.cli",
     "zoo.cli",
 )

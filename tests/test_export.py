@@ -1,0 +1,272 @@
+"""``subchar export``: the generated submission.py, run as the benchmark harness runs it, reproduces the run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import tokenizers_local
+from eval import export
+from eval.contract import CharModel
+from eval.data import SplitText, load_split, raw_from_rows
+from eval.errors import UserError
+from eval.evaluate import evaluate
+from eval.pipeline import Cell, CellOptions, run_cell
+from subchar import CharAdapter
+from subchar.cli import main
+from zoo.checkpoint import save_checkpoint
+from zoo.streaming import TorchTokenLM
+from zoo.train import TrainSettings, train
+
+ROWS = [
+    " The cat sat on the mat . \n",
+    " A dog ran to the park , and the cat sat still . \n",
+    " Café prices rose 3 @-@ 4 % in 2020 ; the park stayed open . \n",
+    " = = The park = = \n",
+]
+OPTIONS = CellOptions(budget_s=30, mode="exact", beam=4, eval_chars=400, test_chars=0, progress=False)
+TINY_TRANSFORMER = {"block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16}
+
+# Loads a submission exactly as the harness's run_eval.py does (spec_from_file_location "user_submission",
+# never registered in sys.modules, train_text plus valid_text when train() takes it, isinstance against
+# wikitext.CharModel, reset once then predict-before-observe), while a meta-path hook refuses every import
+# the submission file itself makes outside the benchmark image.
+HARNESS = textwrap.dedent('''
+    import importlib.abc, importlib.util, inspect, json, sys
+    submission, train_file, valid_file, harness_dir = sys.argv[1:5]
+    sys.path.insert(0, harness_dir)  # the image sets PYTHONPATH=/workspace, where wikitext.py lives
+    ALLOWED = {"torch", "numpy", "tiktoken", "regex", "wikitext"} | set(sys.stdlib_module_names)
+    refused = []
+
+    class ImageOnly(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            frame = sys._getframe(1)
+            while frame is not None and frame.f_code.co_filename.startswith("<frozen"):
+                frame = frame.f_back
+            root = name.split(".")[0]
+            if frame is not None and frame.f_code.co_filename == submission and root not in ALLOWED:
+                refused.append(name)
+                raise ImportError(f"{name} is not in the benchmark image")
+            return None
+
+    sys.meta_path.insert(0, ImageOnly())
+    import wikitext
+    spec = importlib.util.spec_from_file_location("user_submission", submission)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    train_text = open(train_file, encoding="utf-8").read()
+    valid_text = open(valid_file, encoding="utf-8").read()
+    if "valid_text" in inspect.signature(module.train).parameters:
+        model = module.train(train_text, valid_text=valid_text)
+    else:
+        model = module.train(train_text)
+    assert isinstance(model, wikitext.CharModel), type(model).__mro__
+    model.reset()
+    correct = 0
+    for char in valid_text:
+        correct += model.predict() == char
+        model.observe(char)
+    print(json.dumps({"accuracy": correct / max(1, len(valid_text)), "refused": refused}))
+''')
+WIKITEXT_STUB = textwrap.dedent('''
+    from abc import ABC, abstractmethod
+
+    class CharModel(ABC):
+        @abstractmethod
+        def reset(self) -> None: ...
+        @abstractmethod
+        def predict(self) -> str: ...
+        @abstractmethod
+        def observe(self, char: str) -> None: ...
+''')
+
+
+def write_data(folder: Path) -> tuple[Path, Path]:
+    rows = [""] + ROWS * 30 + [""]
+    data = folder / "data"
+    data.mkdir()
+    for split in ("valid", "test"):
+        (data / f"wiki.{split}.raw").write_text(raw_from_rows(rows), encoding="utf-8")
+    train_file = folder / "train.raw"
+    train_file.write_text(raw_from_rows(rows[::-1] * 3), encoding="utf-8")
+    return data, train_file
+
+
+@pytest.fixture(scope="module")
+def ngram_run(tmp_path_factory):
+    """A finished pipeline cell: bytebpe 300 + n-gram, exact mode with beam 4, scored on 400 val chars."""
+    folder = tmp_path_factory.mktemp("ngram")
+    data, train_file = write_data(folder)
+    record = run_cell(Cell("ngram", "bytebpe", 300), OPTIONS, folder / "run", str(data), str(train_file))
+    train_text = load_split("train", train_file=str(train_file)).text
+    valid = load_split("valid", str(data)).text[: OPTIONS.eval_chars]
+    return folder, record, train_text, valid
+
+
+def load_in_process(path: Path):
+    """The harness's way of loading (not registered in sys.modules), without a wikitext module around."""
+    name = f"user_submission_{uuid.uuid4().hex}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules.pop(name, None)  # the file registers itself for dataclasses; do not leak it into other tests
+    return module
+
+
+def test_ngram_export_reproduces_the_run_under_the_harness(ngram_run, tmp_path):
+    folder, record, train_text, valid = ngram_run
+    path = export.export_run(folder / "run", tmp_path / "out", author="@subchar")
+    assert path == tmp_path / "out" / "submission.py"
+    source = path.read_text(encoding="utf-8")
+    assert export.unguarded_imports(source) == [] and "import torch" not in source
+    assert "__author__ = '@subchar'" in source and "bytebpe300-ngram" in source and "PROXY" in source
+    assert f"val char accuracy {record['val_char_accuracy']:.4f}" in " ".join(source.split())
+
+    (tmp_path / "harness").mkdir()
+    (tmp_path / "harness" / "wikitext.py").write_text(WIKITEXT_STUB, encoding="utf-8")
+    (tmp_path / "run_eval.py").write_text(HARNESS, encoding="utf-8")
+    (tmp_path / "train.txt").write_text(train_text, encoding="utf-8")
+    (tmp_path / "valid.txt").write_text(valid, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-I", str(tmp_path / "run_eval.py"), str(path), str(tmp_path / "train.txt"),
+         str(tmp_path / "valid.txt"), str(tmp_path / "harness")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"accuracy": record["val_char_accuracy"], "refused": []}
+
+
+def test_ngram_export_runs_under_subchar_evaluate(ngram_run, tmp_path):
+    folder, record, train_text, valid = ngram_run
+    module = load_in_process(export.export_run(folder / "run", tmp_path))
+    assert module.CharModel is CharModel  # no wikitext module here: subchar's own contract
+    model = module.train(train_text)
+    assert isinstance(model, CharModel) and (model.mode, model.beam) == ("exact", 4)
+    result = evaluate(model, valid, None, progress=False)
+    assert result.accuracy == record["val_char_accuracy"]
+
+    encoding = module.build_encoding()
+    tokenizer = tokenizers_local.load(folder / "run" / "tokenizer")
+    module.ENCODE_CHUNK_CHARS = 50  # many cuts: still the ids of the run's tokenizer over the whole text
+    ids = module.encode(encoding, train_text)
+    assert len(list(module.chunks(train_text, 50))) > 10
+    assert ids.dtype == np.int64 and ids.tolist() == tokenizer.encode(train_text)
+
+
+def test_cli_export_and_overrides(ngram_run, tmp_path, capsys):
+    folder, *_ = ngram_run
+    assert main(["export", str(folder / "run"), "--out", str(tmp_path), "--mode", "spec", "--beam", "0"]) == 0
+    assert "submission.py" in capsys.readouterr().out
+    source = (tmp_path / "submission.py").read_text(encoding="utf-8")
+    assert "MODE = 'spec'\n" in source and "BEAM = None\n" in source and "ORDER = 5\n" in source
+
+
+def test_transformer_export_replays_the_training(tmp_path):
+    data, train_file = write_data(tmp_path)
+    text = load_split("train", train_file=str(train_file))
+    valid = load_split("valid", str(data)).text[:150]
+    tokenizer = tokenizers_local.train_tokenizer(text, "bytebpe", 300, progress=False)
+    tokenizer_dir = tokenizer.save(tmp_path / "tokenizer")
+    ids = np.asarray(tokenizer.encode(text.text), dtype=np.int64)
+    result = train("transformer", ids, tokenizer.vocab_size, budget_s=120, overrides=TINY_TRANSFORMER, device="cpu",
+                   settings=TrainSettings(max_steps=3, progress=False))
+    save_checkpoint(tmp_path / "ckpt", result, tokenizer_dir, text)
+    expected = evaluate(CharAdapter(TorchTokenLM(result.model), tokenizer, mode="exact", beam=2), valid, None,
+                        progress=False)
+
+    path = export.export_run(tmp_path / "ckpt", tmp_path / "out", mode="exact", beam=2)
+    source = path.read_text(encoding="utf-8")
+    assert export.unguarded_imports(source) == []
+    assert "'batch_size': 8" in source and "'max_steps': 3" in source and "SEED = 0\n" in source
+    module = load_in_process(path)
+    model = module.train(text.text)
+    assert isinstance(model, CharModel)
+    trained = model.lm.model.state_dict()
+    assert trained.keys() == result.model.state_dict().keys()
+    assert all(torch.equal(trained[k], v) for k, v in result.model.state_dict().items())
+    assert evaluate(model, valid, None, progress=False).accuracy == expected.accuracy
+
+
+@pytest.mark.parametrize("model_name, overrides", [
+    ("mamba", {"block_size": 16, "n_layer": 1, "d_model": 16}),
+    ("hyena", {"block_size": 16, "n_layer": 1, "n_embd": 16}),
+])
+def test_mamba_and_hyena_exports_train_the_same_weights(ngram_run, tmp_path, model_name, overrides):
+    folder, _, train_text, _ = ngram_run
+    tokenizer_dir = folder / "run" / "tokenizer"
+    tokenizer = tokenizers_local.load(tokenizer_dir)
+    text = SplitText(train_text, "train", "fixture", proxy=True)
+    ids = np.asarray(tokenizer.encode(train_text), dtype=np.int64)
+    result = train(model_name, ids, tokenizer.vocab_size, budget_s=120, overrides=overrides, device="cpu",
+                   settings=TrainSettings(max_steps=2, progress=False))
+    save_checkpoint(tmp_path / "ckpt", result, tokenizer_dir, text)
+    module = load_in_process(export.export_run(tmp_path / "ckpt", tmp_path / "out", mode="spec"))
+    model = module.train(train_text)
+    trained = model.lm.model.state_dict()
+    assert all(torch.equal(trained[k], v) for k, v in result.model.state_dict().items())
+    assert len(model.predict()) == 1
+
+
+def test_only_bytebpe_runs_export(tmp_path, capsys):
+    data, train_file = write_data(tmp_path)
+    text = load_split("train", train_file=str(train_file))
+    tokenizer = tokenizers_local.train_tokenizer(text, "unigram", 300, progress=False)
+    tokenizer_dir = tokenizer.save(tmp_path / "tokenizer")
+    ids = np.asarray(tokenizer.encode(text.text), dtype=np.int64)
+    result = train("ngram", ids, tokenizer.vocab_size, overrides={"order": 3})
+    save_checkpoint(tmp_path / "ckpt", result, tokenizer_dir, text)
+    with pytest.raises(UserError, match="only bytebpe runs can be exported.*'unigram'"):
+        export.export_run(tmp_path / "ckpt", tmp_path / "out")
+    assert main(["export", str(tmp_path / "ckpt"), "--out", str(tmp_path / "out")]) == 2
+    message = capsys.readouterr().err
+    assert message.startswith("error: only bytebpe") and message.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_folders_that_are_not_runs(tmp_path):
+    with pytest.raises(UserError, match="no run folder"):
+        export.export_run(tmp_path / "missing", tmp_path / "out")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.txt").write_text("hello")
+    with pytest.raises(UserError, match="is not a subchar run"):
+        export.export_run(tmp_path / "junk", tmp_path / "out")
+    baseline = tmp_path / "char-kn"
+    baseline.mkdir()
+    cell = {"cell": {"model": "char-kn", "family": None, "vocab_size": None}, "options": {}}
+    (baseline / "cell.json").write_text(json.dumps(cell))
+    with pytest.raises(UserError, match="baseline, which has no tokenizer"):
+        export.export_run(baseline, tmp_path / "out")
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "cell.json").write_text(json.dumps({**cell, "cell": {**cell["cell"], "family": "bytebpe"}}))
+    (unfinished / "record.json").write_text(json.dumps({"reason": "train_time_exceeded"}))
+    with pytest.raises(UserError, match="no checkpoint.*train_time_exceeded"):
+        export.export_run(unfinished, tmp_path / "out")
+
+
+def test_self_checks_catch_a_stale_part_list(ngram_run, monkeypatch):
+    folder, *_ = ngram_run
+    facts = export.read_run(folder / "run")
+    monkeypatch.setattr(export, "NGRAM_TRAINER", (export.Part("zoo.ngram"),))
+    with pytest.raises(RuntimeError, match="uses undefined .*check_ids.*count_ngram"):
+        export.build_submission(facts)
+    monkeypatch.setattr(export, "NGRAM_TRAINER", (export.Part("zoo.ngram"), export.Part("zoo.train", ("no_such",))))
+    with pytest.raises(RuntimeError, match="no longer defines no_such"):
+        export.build_submission(facts)
+
+
+def test_import_and_name_checks():
+    source = "try:\n    import mamba_ssm\nexcept ImportError:\n    mamba_ssm = None\nimport os, tqdm\nimport torch.nn\n"
+    assert export.unguarded_imports(source) == ["tqdm"]
+    source = "from __future__ import annotations\ndef f(x: Missing) -> int:\n    return helper(x) + len(x)\n"
+    assert export.undefined_names(source) == ["helper"]
