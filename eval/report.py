@@ -109,9 +109,10 @@ def pareto_png(records: list[dict[str, Any]], title: str = "energy to accuracy")
                        label=name if not disqualified or not any(
                            not r.get("disqualified") and (r.get("model") or {}).get("name") == name for r in points
                        ) else None)
-    for r in points:
+    staggered = [(6, 4), (6, -11), (6, 15), (6, -22), (6, 26)]  # neighbouring labels land on different rows
+    for i, r in enumerate(sorted(points, key=lambda r: r["total_energy_J"])):
         ax.annotate(run_label(r), (r["total_energy_J"], r["val_char_accuracy"]), fontsize=7,
-                    xytext=(5, 4), textcoords="offset points")
+                    xytext=staggered[i % len(staggered)], textcoords="offset points")
     front = pareto_front(points)
     if front:
         ax.plot([r["total_energy_J"] for r in front], [r["val_char_accuracy"] for r in front], color="tab:orange",
