@@ -36,10 +36,13 @@ class Groups:
     """The tokens extending a prefix, cut into runs by the next character.
 
     ``starts`` partitions ``[lo, hi)`` (absolute sorted positions). Run ``chars_at[k]`` spells character
-    ``chars[k]`` completely; run ``partial_at[k]`` ends inside a character, leaving bytes ``partial_bytes[k]``
-    of it pending (they are the whole rest of those tokens). Runs of invalid UTF-8 are in neither list.
+    ``chars[k]`` completely; run ``partial_runs[k]`` (sorted positions ``partial_at[k]``) ends inside a
+    character, leaving bytes ``partial_bytes[k]`` of it pending (they are the whole rest of those tokens).
+    Runs of invalid UTF-8 are in neither list. ``char_set`` holds ``chars``; ``key`` is the ``(prefix,
+    pending)`` pair the runs were cut for (distributions cache their run masses by it).
     """
 
+    key: tuple[bytes, bytes]
     lo: int
     hi: int
     starts: np.ndarray
@@ -47,6 +50,8 @@ class Groups:
     chars_at: np.ndarray
     partial_bytes: list[bytes]
     partial_at: list[tuple[int, int]]
+    partial_runs: np.ndarray
+    char_set: frozenset[str]
 
     def run_masses(self, probs: np.ndarray) -> np.ndarray:
         """Mass of every run, given the probabilities of the sorted range ``[lo, hi)``."""
@@ -111,7 +116,7 @@ class SurfaceIndex:
             lo = bisect.bisect_right(self.sorted, prefix, lo, hi)  # surface == prefix: ends here, no next char
         empty = np.zeros(0, dtype=np.int64)
         if lo >= hi:
-            return Groups(lo, lo, empty, [], empty, [], [])
+            return Groups((prefix, pending), lo, lo, empty, [], empty, [], [], empty, frozenset())
         window = self.bytes[lo:hi, at : at + 4].astype(np.int64)
         if pending:
             need = np.full(hi - lo, int(UTF8_LENGTH[pending[0]]) - len(pending))
@@ -123,7 +128,7 @@ class SurfaceIndex:
         key = key | np.where(have < need, PARTIAL_FLAG, 0) | np.where(need == 0, INVALID_FLAG, 0)
         starts = np.concatenate(([0], np.flatnonzero(key[1:] != key[:-1]) + 1)) + lo
         ends = np.append(starts[1:], hi)
-        chars, chars_at, partial_bytes, partial_at = [], [], [], []
+        chars, chars_at, partial_bytes, partial_at, partial_runs = [], [], [], [], []
         for run, (start, end) in enumerate(zip(starts.tolist(), ends.tolist())):
             n_need, surface = int(need[start - lo]), self.sorted[start]
             if n_need == 0:
@@ -133,6 +138,7 @@ class SurfaceIndex:
                 if is_char_prefix(rest):
                     partial_bytes.append(rest)
                     partial_at.append((start, end))
+                    partial_runs.append(run)
                 continue
             try:
                 char = (pending + surface[at : at + n_need]).decode("utf-8")
@@ -140,4 +146,7 @@ class SurfaceIndex:
                 continue
             chars.append(char)
             chars_at.append(run)
-        return Groups(lo, hi, starts, chars, np.array(chars_at, dtype=np.int64), partial_bytes, partial_at)
+        return Groups(
+            (prefix, pending), lo, hi, starts, chars, np.array(chars_at, dtype=np.int64), partial_bytes, partial_at,
+            np.array(partial_runs, dtype=np.int64), frozenset(chars),
+        )

@@ -192,3 +192,91 @@ def test_bad_arguments_are_user_errors() -> None:
         CharAdapter(RandomTrigramLM(1, 0), tok)
     with pytest.raises(UserError):
         CharAdapter(lm, tok).observe("ab")
+
+
+class RandomBigramLM(RandomTrigramLM):
+    """Context = the last token only: many coverings of one offset end in the same state, so they merge."""
+
+    def step(self, state: tuple[int, int], token: int) -> tuple[int, int]:
+        return (-1, token)
+
+
+class Boxed:
+    """A state known only by identity (like a tensor cache): never merged, stepped lazily."""
+
+    __slots__ = ("inner",)
+
+    def __init__(self, inner: tuple[int, int]) -> None:
+        self.inner = inner
+
+
+class BoxedLM:
+    """``lm`` with every state boxed, counting the LM calls per state."""
+
+    def __init__(self, lm: RandomTrigramLM) -> None:
+        self.lm, self.vocab_size = lm, lm.vocab_size
+        self.asked: dict[int, int] = {}
+        self.alive: list[Boxed] = []
+
+    def start(self) -> Boxed:
+        return Boxed(self.lm.start())
+
+    def step(self, state: Boxed, token: int) -> Boxed:
+        return Boxed(self.lm.step(state.inner, token))
+
+    def logprobs(self, state: Boxed) -> np.ndarray:
+        self.asked[id(state)] = self.asked.get(id(state), 0) + 1
+        self.alive.append(state)  # so no later state reuses its id
+        return self.lm.logprobs(state.inner)
+
+
+@SETTINGS
+@given(case=CASES)
+def test_merged_coverings_equal_brute_force(case: tuple[int, int, int]) -> None:
+    """Coverings reaching one plain state at one offset are summed into one: the same distributions."""
+    seed, extra, length = case
+    tok = random_vocab(seed, extra)
+    lm = RandomBigramLM(tok.vocab_size, seed)
+    adapter = CharAdapter(lm, tok, mode="exact")
+    for char in random_text(seed, length):
+        assert_close(adapter.distribution(), brute_exact(tok.surfaces(), lm, adapter.committed, adapter.buffer))
+        adapter.observe(char)
+
+
+def test_merging_happens_and_each_plain_state_is_asked_once() -> None:
+    tok = random_vocab(5, 12)
+    lm = RandomBigramLM(tok.vocab_size, 5)
+    asked: dict[tuple[int, int], int] = {}
+    logprobs = lm.logprobs
+
+    def counted(state: tuple[int, int]) -> np.ndarray:
+        asked[state] = asked.get(state, 0) + 1
+        return logprobs(state)
+
+    lm.logprobs = counted  # type: ignore[method-assign]
+    adapter = CharAdapter(lm, tok, mode="exact")
+    for char in random_text(5, 40):
+        adapter.distribution()
+        adapter.observe(char)
+    assert adapter.diagnostics.merged_coverings > 0
+    assert max(asked.values()) == 1 and adapter.diagnostics.lm_logprobs_calls == len(asked)
+
+
+@pytest.mark.parametrize("beam", [None, 2])
+@SETTINGS
+@given(case=CASES)
+def test_identity_states_equal_plain_states(beam: int | None, case: tuple[int, int, int]) -> None:
+    """States known only by identity take the lazy-step path: same distributions as brute force (no beam) and
+    as a never-merging plain LM (beam), and the LM is asked about each state object at most once."""
+    seed, extra, length = case
+    tok = random_vocab(seed, extra)
+    boxed = BoxedLM(RandomTrigramLM(tok.vocab_size, seed))
+    adapter = CharAdapter(boxed, tok, mode="exact", beam=beam)
+    for char in random_text(seed, length):
+        dist = adapter.distribution()
+        if beam is None:
+            assert_close(dist, brute_exact(tok.surfaces(), boxed.lm, adapter.committed, adapter.buffer))
+        assert adapter.predict() == tie_rule_argmax(dist)
+        adapter.observe(char)
+    assert max(boxed.asked.values()) == 1
+    assert adapter.diagnostics.merged_coverings == 0
