@@ -151,20 +151,10 @@ def train_cell(cell: Cell, options: CellOptions, train: SplitText, run_dir: Path
 
 
 def base_record(cell: Cell, meter: EnergyMeter, train: SplitText, facts: dict[str, Any]) -> RunRecord:
-    report = meter.report
-    return RunRecord(
-        submission=cell.id,
-        training_energy_J=report.gpu_energy_J if report.gpu_available else None,
-        training_duration_s=report.duration_s,
-        cpu_energy_J=report.cpu_energy_J if report.cpu_available else None,
-        total_energy_J=report.total_energy_J,
-        val_char_accuracy=None,
-        val_chars=0,
-        gpu_name=report.gpu_name,
+    return RunRecord.after_training(
+        cell.id, meter.report, train.proxy,
         tokenizer=facts.get("tokenizer"),
         model=facts.get("model"),
-        proxy_train=train.proxy,
-        energy_phases={name: phase.to_dict() for name, phase in report.phases.items()},
         extra={"train_source": train.source, "train_chars": len(train.text)},
     )
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from eval.energy import EnergyReport
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -33,6 +38,27 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def replace_directory(staging: Path, target: Path) -> None:
+    """Rename a fully written ``staging`` folder onto ``target``; an old folder there is moved aside first and
+    deleted only afterwards, so a crash leaves the old folder or the new one, never half of one."""
+    if not target.exists():
+        staging.rename(target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+    old.rmdir()
+    target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def utc_now() -> str:
@@ -66,6 +92,23 @@ class RunRecord:
     proxy_train: bool = False
     energy_phases: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def after_training(cls, submission: str, report: EnergyReport, proxy_train: bool, **fields: Any) -> RunRecord:
+        """The record as far as training knows it: energy and time from the meter's report, no scores yet."""
+        return cls(
+            submission=submission,
+            training_energy_J=report.gpu_energy_J if report.gpu_available else None,
+            training_duration_s=report.duration_s,
+            cpu_energy_J=report.cpu_energy_J if report.cpu_available else None,
+            total_energy_J=report.total_energy_J,
+            val_char_accuracy=None,
+            val_chars=0,
+            gpu_name=report.gpu_name,
+            proxy_train=proxy_train,
+            energy_phases={name: phase.to_dict() for name, phase in report.phases.items()},
+            **fields,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -12,7 +12,8 @@ import tokenizers_local
 from eval.data import SplitText
 from eval.energy import EnergyMeter
 from eval.errors import UserError
-from zoo.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from eval.records import file_sha256
+from zoo.checkpoint import load_checkpoint, save_checkpoint
 from zoo.streaming import TorchTokenLM
 from zoo.registry import lookup
 from zoo.train import NGRAM, TrainSettings, model_names, train

@@ -6,7 +6,6 @@ character adapter and the round-trip checks all rest on one table.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from eval.errors import UserError
-from eval.records import utc_now, write_json_atomic
+from eval.records import file_sha256, replace_directory, utc_now, write_json_atomic
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "subchar-tokenizer"
@@ -159,26 +158,6 @@ class LocalTokenizer(ABC):
         return f"<{type(self).__name__} family={self.family} vocab_size={self.vocab_size}{proxy}>"
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def is_replaceable(path: Path) -> bool:
     """Only an empty folder or a folder holding a saved tokenizer may be overwritten."""
     return path.is_dir() and (not any(path.iterdir()) or (path / MANIFEST_NAME).is_file())
-
-
-def replace_directory(staging: Path, target: Path) -> None:
-    """Put ``staging`` at ``target``; an old tokenizer there is moved aside first and removed only afterwards."""
-    if not target.exists():
-        staging.rename(target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-    old.rmdir()
-    target.rename(old)
-    staging.rename(target)
-    shutil.rmtree(old, ignore_errors=True)

@@ -7,13 +7,13 @@ from dataclasses import fields
 from pathlib import Path
 
 from eval.errors import UserError
+from eval.records import file_sha256
 from tokenizers_local.base import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
     MANIFEST_VERSION,
     LocalTokenizer,
     TrainInfo,
-    file_sha256,
 )
 from tokenizers_local.families import family_class
 

@@ -27,7 +27,7 @@ import torch
 
 from eval.data import SplitText
 from eval.errors import UserError
-from eval.records import utc_now, write_json_atomic
+from eval.records import file_sha256, replace_directory, utc_now, write_json_atomic
 from zoo.ngram import KneserNeyLM
 from zoo.train import NGRAM, TrainResult
 
@@ -61,14 +61,6 @@ class Checkpoint:
         from zoo.streaming import TorchTokenLM
 
         return TorchTokenLM(self.model, device)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def folder_digest(folder: Path) -> str:
@@ -141,23 +133,11 @@ def save_checkpoint(
             "files": {name: file_sha256(staging / name) for name in (CONFIG, weights)},
         }
         write_json_atomic(staging / MANIFEST, manifest)
-        replace_folder(staging, target)
+        replace_directory(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
-
-
-def replace_folder(staging: Path, target: Path) -> None:
-    """Rename ``staging`` onto ``target``; an old folder there is moved aside first and deleted only afterwards."""
-    if not target.exists():
-        staging.rename(target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-    old.rmdir()
-    target.rename(old)
-    staging.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:

@@ -114,16 +114,10 @@ def model_facts(result) -> dict[str, Any]:
 
 def train_record(args: argparse.Namespace, tokenizer, text, meter: EnergyMeter, result) -> RunRecord:
     """The run record as far as training knows it: energy and time, no accuracy yet."""
-    report = meter.report
-    return RunRecord(
-        submission=f"subchar-{result.model_name}-{tokenizer.family}{tokenizer.vocab_size}",
-        training_energy_J=report.gpu_energy_J if report.gpu_available else None,
-        training_duration_s=report.duration_s,
-        cpu_energy_J=report.cpu_energy_J if report.cpu_available else None,
-        total_energy_J=report.total_energy_J,
-        val_char_accuracy=None,
-        val_chars=0,
-        gpu_name=report.gpu_name,
+    return RunRecord.after_training(
+        f"subchar-{result.model_name}-{tokenizer.family}{tokenizer.vocab_size}",
+        meter.report,
+        text.proxy,
         tokenizer={
             "family": tokenizer.family,
             "vocab_size": tokenizer.vocab_size,
@@ -132,8 +126,6 @@ def train_record(args: argparse.Namespace, tokenizer, text, meter: EnergyMeter, 
             "training_seconds": tokenizer.info.training_seconds,
         },
         model=model_facts(result),
-        proxy_train=text.proxy,
-        energy_phases={name: phase.to_dict() for name, phase in report.phases.items()},
         extra={"train": result.summary(), "train_source": text.source, "train_chars": len(text.text),
                "budget_s": args.budget},
     )
