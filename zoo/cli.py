@@ -144,9 +144,14 @@ def run_eval(args: argparse.Namespace) -> int:
     record = eval_record(checkpoint, args, result)
     target = Path(args.json) if args.json else checkpoint.path / f"eval_{args.split}_{args.mode}.json"
     record.save(target)
-    bpc = "n/a" if result.bits_per_char is None else f"{result.bits_per_char:.4f}"
+    if result.bits_per_char is None:
+        bpc = "bits/char n/a"
+    elif result.zero_prob_chars and result.covered_bits_per_char is not None:
+        bpc = f"{result.covered_bits_per_char:.4f} bits/char over the chars with mass ({result.zero_prob_chars} got p=0)"
+    else:
+        bpc = f"{result.bits_per_char:.4f} bits/char"
     proxy = " (proxy train: development figure)" if record.proxy_train else ""
-    print(f"{args.split} char accuracy {result.accuracy:.4f} over {result.chars:,} chars, {bpc} bits/char, "
+    print(f"{args.split} char accuracy {result.accuracy:.4f} over {result.chars:,} chars, {bpc}, "
           f"{result.chars_per_s:,.0f} chars/s{proxy}; record {target}")
     return 0
 
@@ -169,7 +174,8 @@ def eval_record(checkpoint, args: argparse.Namespace, result) -> RunRecord:
         extra={**fields.get("extra", {}), f"{args.split}_char_accuracy": result.accuracy,
                f"{args.split}_chars": result.chars, f"{args.split}_bits_per_char": result.bits_per_char, "eval": {
             "split": args.split, "mode": args.mode, "beam": args.beam, "device": args.device,
-            "zero_prob_chars": result.zero_prob_chars, "wall_s": result.wall_s, "checkpoint": str(checkpoint.path),
+            "zero_prob_chars": result.zero_prob_chars, "covered_bits_per_char": result.covered_bits_per_char,
+            "wall_s": result.wall_s, "checkpoint": str(checkpoint.path),
         }},
     )
     try:
