@@ -54,6 +54,9 @@ def register(subparsers) -> None:
                              help=f"exact mode: keep the K heaviest coverings (default {DEFAULT_BEAM}; 0 = no pruning, can be very slow)")
     eval_parser.add_argument("--data-dir", help="directory with wiki.<split>.raw (default: $SUBCHAR_DATA)")
     eval_parser.add_argument("--device", default="cpu", help="device for neural models (cpu or cuda)")
+    eval_parser.add_argument("--bits", action=argparse.BooleanOptionalAction, default=True,
+                             help="also report bits/char (--no-bits: accuracy only; exact mode with --beam 0 needs it, "
+                                  "since a full distribution over byte-split characters costs millions of LM calls)")
     eval_parser.add_argument("--json", help="where to write the run record (default: RUN/eval_<split>_<mode>.json)")
     eval_parser.set_defaults(func=run_eval)
 
@@ -140,7 +143,7 @@ def run_eval(args: argparse.Namespace) -> int:
     text = load_split(args.split, args.data_dir).text
     options = {"mode": args.mode, "beam": args.beam}
     adapter = CharAdapter(checkpoint.token_lm(args.device), checkpoint.tokenizer, **options)
-    result = evaluate(adapter, text, max_chars=args.chars)
+    result = evaluate(adapter, text, max_chars=args.chars, bits=args.bits)
     record = eval_record(checkpoint, args, result)
     target = Path(args.json) if args.json else checkpoint.path / f"eval_{args.split}_{args.mode}.json"
     record.save(target)
