@@ -12,6 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from eval.errors import UserError
+
 if TYPE_CHECKING:
     from eval.energy import EnergyReport
 
@@ -59,6 +61,28 @@ def replace_directory(staging: Path, target: Path) -> None:
     target.rename(old)
     staging.rename(target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def read_manifest(folder: Path, name: str, fmt: str, version: int, what: str, make: str) -> dict[str, Any]:
+    """Load the manifest of a saved ``what`` (tokenizer, checkpoint) written by the command ``make``; every way it
+    can be missing, corrupt or foreign is a one-line UserError naming the fix."""
+    path = folder / name
+    if not folder.is_dir():
+        raise UserError(f"no {what} folder at {folder}; create it with `{make}`")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{folder} has no {name}: not a saved {what} (or an interrupted one); run `{make}` again") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{path} is corrupt (not JSON); delete {folder} and run `{make}` again") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != fmt:
+        raise UserError(f"{path} is not a subchar {what} manifest; point at a folder written by `{make}`")
+    if manifest.get("format_version") != version:
+        raise UserError(
+            f"{path} has format version {manifest.get('format_version')!r}, this subchar reads {version}; "
+            f"run `{make}` again"
+        )
+    return manifest
 
 
 def utc_now() -> str:

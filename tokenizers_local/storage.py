@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import fields
 from pathlib import Path
 
 from eval.errors import UserError
-from eval.records import file_sha256
+from eval.records import file_sha256, read_manifest as read_json_manifest
 from tokenizers_local.base import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
@@ -19,23 +18,8 @@ from tokenizers_local.families import family_class
 
 
 def read_manifest(directory: Path) -> dict:
-    path = directory / MANIFEST_NAME
-    if not directory.is_dir():
-        raise UserError(f"no tokenizer folder at {directory}; create it with `subchar tokenizer train --out {directory}`")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{directory} has no {MANIFEST_NAME}; it is not a saved tokenizer, train one again") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{path} is corrupt (not JSON); delete {directory} and train the tokenizer again") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise UserError(f"{path} is not a subchar tokenizer manifest; delete {directory} and train again")
-    if manifest.get("format_version") != MANIFEST_VERSION:
-        raise UserError(
-            f"{path} has format version {manifest.get('format_version')!r}, this subchar reads "
-            f"{MANIFEST_VERSION}; train again"
-        )
-    return manifest
+    return read_json_manifest(directory, MANIFEST_NAME, MANIFEST_FORMAT, MANIFEST_VERSION, "tokenizer",
+                              f"subchar tokenizer train --out {directory}")
 
 
 def load(directory: str | Path, family: str | None = None) -> LocalTokenizer:

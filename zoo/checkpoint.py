@@ -28,6 +28,7 @@ import torch
 from eval.data import SplitText
 from eval.errors import UserError
 from eval.records import file_sha256, replace_directory, utc_now, write_json_atomic
+from eval.records import read_manifest as read_json_manifest
 from zoo.ngram import KneserNeyLM
 from zoo.train import NGRAM, TrainResult
 
@@ -141,20 +142,7 @@ def save_checkpoint(
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
-    if not folder.is_dir():
-        raise UserError(f"no checkpoint folder at {folder}; train one with `subchar train --out {folder}`")
-    path = folder / MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{folder} has no {MANIFEST}: not a checkpoint (or an interrupted one); train again") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{path} is corrupt (not JSON); delete {folder} and train again") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise UserError(f"{path} is not a subchar checkpoint manifest; point at a folder written by `subchar train`")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{path} has format version {manifest.get('format_version')!r}, this subchar reads {FORMAT_VERSION}; train again")
-    return manifest
+    return read_json_manifest(folder, MANIFEST, FORMAT, FORMAT_VERSION, "checkpoint", f"subchar train --out {folder}")
 
 
 def verify_files(folder: Path, manifest: dict[str, Any]) -> None:
