@@ -114,7 +114,9 @@ def test_state_branching_and_cache_are_read_only():
     lm = KneserNeyLM.fit(np.array([0, 1, 2, 0, 1, 2, 1]), vocab_size=3, order=3)
     base = lm.step(lm.start(), 0)
     left, right = lm.step(base, 1), lm.step(base, 2)
-    assert base == (0,) and left == (0, 1) and right == (0, 2)
+    assert base == (0,) and left == (0, 1)
+    assert right == (2,)  # "0 2" never occurs: the state keeps only the suffix the counts have seen
+    assert np.array_equal(lm.probs(right), lm.probs((0, 2)))
     assert lm.step(left, 2) == (1, 2)  # keeps order - 1 tokens
     with pytest.raises(ValueError):
         lm.logprobs(left)[0] = 0.0
@@ -142,3 +144,14 @@ def test_stepping_an_out_of_vocabulary_token_is_a_user_error():
     lm = KneserNeyLM.fit(np.array([0, 1, 2, 0]), vocab_size=3, order=2)
     with pytest.raises(UserError, match="outside the model's vocabulary 0..2"):
         lm.step(lm.start(), 3)
+
+
+def test_canonical_states_give_the_probabilities_of_the_full_history():
+    rng = np.random.default_rng(11)
+    lm = KneserNeyLM.fit(rng.integers(0, 12, size=3000), vocab_size=16, order=5)
+    for _ in range(50):
+        state, history = lm.start(), ()
+        for token in rng.integers(0, 16, size=rng.integers(1, 9)):
+            state, history = lm.step(state, token), (*history, int(token))[-4:]
+            assert history[len(history) - len(state):] == state
+            assert np.array_equal(lm.probs(state), lm._compute(history))

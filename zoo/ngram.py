@@ -123,7 +123,9 @@ def count_tables(tokens: np.ndarray, order: int, vocab_size: int) -> list[tuple[
 class KneserNeyLM:
     """Interpolated modified Kneser–Ney over token ids; a :class:`subchar.lm.TokenLM` with LRU-cached queries.
 
-    State = tuple of the last ``order - 1`` token ids (shorter at the start of a stream).
+    State = the longest suffix of the last ``order - 1`` token ids that the counts have seen. P(w | h) only
+    depends on that suffix (interpolation stops at the first unseen context), so histories that differ only in
+    unseen older tokens share one state: one cache entry, and coverings the adapter can merge.
     """
 
     def __init__(self, tables: list[tuple[np.ndarray, np.ndarray]], vocab_size: int, cache_size: int = 65_536):
@@ -163,7 +165,9 @@ class KneserNeyLM:
                             "use the tokenizer the model was trained with")
         if self.order == 1:
             return ()
-        return (*state, int(token))[-(self.order - 1) :]
+        history = (*state, int(token))[-(self.order - 1) :]
+        seen = sum(1 for gram in self.context_ids(history) if gram >= 0)
+        return history[len(history) - seen :]
 
     def logprobs(self, state: State) -> np.ndarray:
         """log P(next token | state) as float64 [V]; cached (LRU) per state, read-only."""
