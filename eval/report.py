@@ -85,6 +85,22 @@ def table_markdown(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 
+def label_points(ax, points: list[dict[str, Any]], line_px: float = 12.0) -> None:
+    """Name every point, moving a label down until it clears the labels already placed near it; a thin leader
+    line ties each label to its point."""
+    placed: list[tuple[float, float]] = []
+    for r in sorted(points, key=lambda r: (-r["val_char_accuracy"], r["total_energy_J"])):
+        x, y = ax.transData.transform((r["total_energy_J"], r["val_char_accuracy"]))
+        label_y = y
+        while any(abs(label_y - py) < line_px and abs(x - px) < 150 for px, py in placed):
+            label_y -= line_px
+        placed.append((x, label_y))
+        points_per_px = 72.0 / ax.figure.dpi
+        ax.annotate(run_label(r), (r["total_energy_J"], r["val_char_accuracy"]), fontsize=7,
+                    xytext=(14, (label_y - y) * points_per_px + 6), textcoords="offset points",
+                    arrowprops={"arrowstyle": "-", "color": "0.55", "linewidth": 0.6})
+
+
 def pareto_png(records: list[dict[str, Any]], title: str = "energy to accuracy") -> bytes:
     """Energy (log x) against val accuracy: one colour per model, squares for the char baseline, hollow markers for
     disqualified runs, the 0.70 floor, the Pareto front joined in orange and the winner circled in red."""
@@ -95,6 +111,12 @@ def pareto_png(records: list[dict[str, Any]], title: str = "energy to accuracy")
 
     points = [r for r in records if r.get("total_energy_J") and r.get("val_char_accuracy") is not None]
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    if points:  # fixed limits first, so labels can be laid out in screen space
+        energies = [r["total_energy_J"] for r in points]
+        accuracies = [r["val_char_accuracy"] for r in points]
+        ax.set_xscale("log")
+        ax.set_xlim(min(energies) / 1.6, max(energies) * 3.0)
+        ax.set_ylim(max(0.0, min(accuracies) - 0.05), max(ACC_MIN, max(accuracies)) + 0.04)
     models = sorted({(r.get("model") or {}).get("name", "?") for r in points})
     colours = {name: plt.cm.tab10(i % 10) for i, name in enumerate(models)}
     for name in models:
@@ -109,10 +131,7 @@ def pareto_png(records: list[dict[str, Any]], title: str = "energy to accuracy")
                        label=name if not disqualified or not any(
                            not r.get("disqualified") and (r.get("model") or {}).get("name") == name for r in points
                        ) else None)
-    staggered = [(6, 4), (6, -11), (6, 15), (6, -22), (6, 26)]  # neighbouring labels land on different rows
-    for i, r in enumerate(sorted(points, key=lambda r: r["total_energy_J"])):
-        ax.annotate(run_label(r), (r["total_energy_J"], r["val_char_accuracy"]), fontsize=7,
-                    xytext=staggered[i % len(staggered)], textcoords="offset points")
+    label_points(ax, points)
     front = pareto_front(points)
     if front:
         ax.plot([r["total_energy_J"] for r in front], [r["val_char_accuracy"] for r in front], color="tab:orange",
@@ -125,10 +144,6 @@ def pareto_png(records: list[dict[str, Any]], title: str = "energy to accuracy")
     elif points:
         ax.text(0.02, 0.97, f"no run reaches {ACC_MIN} (hollow = disqualified)", transform=ax.transAxes,
                 fontsize=8, va="top", color="tab:red")
-    if points:
-        ax.set_xscale("log")
-        low = min(r["val_char_accuracy"] for r in points)
-        ax.set_ylim(max(0.0, low - 0.05), max(ACC_MIN, max(r["val_char_accuracy"] for r in points)) + 0.04)
     ax.set_xlabel("total training energy (J, log scale)")
     ax.set_ylabel("val char accuracy")
     proxy = " (proxy train text)" if any(r.get("proxy_train") for r in records) else ""
