@@ -1,8 +1,8 @@
 """Marginalisation overhead of CharAdapter: chars/s of predict()+observe() with a constant-time dummy LM.
 
 The dummy LM returns one of a few fixed random log-prob rows per state (no model cost), so the numbers are
-the adapter's own work: range sums, coverings, commits, tokenizer calls. Vocabularies are byte-level BPEs
-trained on the proxy train text (wiki.test.raw); the stream is the start of the validation window.
+the adapter's own work: range sums, coverings, commits, tokenizer calls. Vocabularies are tokenizers_local
+byte-level BPEs trained on the proxy train text (wiki.test.raw); the stream is the start of the validation window.
 
 ``--ngram-chars N`` adds a real measurement: a Kneser-Ney 5-gram (zoo.ngram) over bytebpe-4096 ids of the
 proxy train text, scored on the first N validation chars (greedy accuracy, chars/s, LM calls per char).
@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from eval.data import SplitText, load_split, val_window
 from subchar import CharAdapter
@@ -46,24 +45,14 @@ class DummyLM:
         return self.rows[(state * 2654435761) % ROWS]
 
 
-def byte_level_bpe(text: str, vocab_size: int) -> Tokenizer:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
-    )
-    tok.train_from_iterator([text], trainer)
-    return tok
-
-
-def run(adapter: CharAdapter, text: str) -> float:
+def run(adapter: CharAdapter, text: str) -> tuple[float, float]:
+    """Greedy accuracy and seconds of predict()+observe() over ``text``."""
     adapter.reset()
-    start = time.perf_counter()
+    hits, start = 0, time.perf_counter()
     for char in text:
-        adapter.predict()
+        hits += adapter.predict() == char
         adapter.observe(char)
-    return time.perf_counter() - start
+    return hits / len(text), time.perf_counter() - start
 
 
 def ngram_table(train: SplitText, stream: str, configs: list[tuple[str, int | None]]) -> None:
@@ -75,15 +64,11 @@ def ngram_table(train: SplitText, stream: str, configs: list[tuple[str, int | No
     for mode, beam in configs:
         lm = KneserNeyLM(tables, tok.vocab_size)  # every mode starts with a cold LM cache
         adapter = CharAdapter(lm, tok, mode=mode, beam=beam)
-        hits, start = 0, time.perf_counter()
-        for char in stream:
-            hits += adapter.predict() == char
-            adapter.observe(char)
-        seconds = time.perf_counter() - start
+        accuracy, seconds = run(adapter, stream)
         d = adapter.diagnostics
         label = mode if beam is None else f"{mode}/b{beam}"
         print(
-            f"{label:>10} {hits / len(stream):>9.4f} {len(stream) / seconds:>9.0f} "
+            f"{label:>10} {accuracy:>9.4f} {len(stream) / seconds:>9.0f} "
             f"{d.lm_calls / len(stream):>14.2f} {d.merged_coverings / len(stream):>12.2f}",
             flush=True,
         )
@@ -98,20 +83,19 @@ def main() -> int:
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "wikitext"))
     args = parser.parse_args()
     split = load_split("train", train_file=str(Path(args.data_dir) / "wiki.test.raw"))
-    train = split.text
     stream = val_window(args.data_dir, chars=args.chars).text
     configs = [("spec", None), ("exact", None), ("exact", 8)]
     print(f"{'V asked':>8} {'V':>6} {'mode':>10} {'chars/s':>9} {'LM calls/char':>14} {'coverings max':>13}")
     for size in args.sizes:
-        tok = byte_level_bpe(train, size)
-        lm = DummyLM(tok.get_vocab_size())
+        tok = train_tokenizer(split, "bytebpe", size)
+        lm = DummyLM(tok.vocab_size)
         for mode, beam in configs:
             adapter = CharAdapter(lm, tok, mode=mode, beam=beam)
-            seconds = run(adapter, stream)
+            _, seconds = run(adapter, stream)
             d = adapter.diagnostics
             label = mode if beam is None else f"{mode}/b{beam}"
             print(
-                f"{size:>8} {tok.get_vocab_size():>6} {label:>10} {len(stream) / seconds:>9.0f} "
+                f"{size:>8} {tok.vocab_size:>6} {label:>10} {len(stream) / seconds:>9.0f} "
                 f"{d.lm_calls / len(stream):>14.2f} {d.max_coverings:>13}",
                 flush=True,
             )
