@@ -44,8 +44,9 @@ mode="exact" — every spelling of the buffer from the commit point:
     *plain* states (ints, strings, bytes or tuples of them: an n-gram context, a token tuple) have the same
     future: they are merged into one covering carrying the sum of their weights (``merged_coverings``).
     The LM is asked once per state while it is remembered (``StateMemo``): plain states by value (an LM
-    whose plain states are recyclable handles must wrap them in objects), other states by identity; a
-    covering in an identity state is stepped only when its distribution is first needed.
+    whose plain states are recyclable handles must wrap them in objects), other states by identity, each
+    remembered while the adapter can still reach it; a covering in an identity state is stepped only when
+    its distribution is first needed.
 
     ``beam=K`` (documented approximation) keeps the K heaviest coverings (after merging) after each
     character and follows at most K split-character expansions per position (heaviest first);
@@ -182,28 +183,48 @@ def value_key(state: Any) -> Any:
     return state if type(state) in PLAIN_TYPES else None
 
 
+class StateAnswers:
+    """What the LM said about one identity-keyed state: its distribution, and the answers of the states its
+    tokens led to (so a state reached again through its parent is remembered exactly as long as the parent)."""
+
+    __slots__ = ("state", "dist", "steps")
+
+    def __init__(self, state: Any) -> None:
+        self.state = state  # kept so its id stays unique while remembered
+        self.dist: TokenDistribution | None = None
+        self.steps: dict[int, StateAnswers] = {}
+
+
 class StateMemo:
     """The LM's answers per state, so no state is asked twice: distributions by state, steps by (state, token).
 
     Plain states are keyed by value in LRUs (an n-gram context recurs across commits). Other states are keyed by
-    identity and kept, with the state so its id stays unique, for the current and previous commit window only:
-    they may be large (KV caches). The previous window is what a commit's respelling of the buffer reuses.
+    identity and registered for the current and previous commit window only, since they may be large (KV
+    caches); the previous window is what a commit's respelling of the buffer reuses. A state reached through a
+    step answer is registered again with it: every state the adapter holds after a commit was reached from the
+    new root that way, so no state it holds is ever forgotten and asked again.
     """
 
     def __init__(self, vocab_size: int) -> None:
         self.dists: OrderedDict[Any, TokenDistribution] = OrderedDict()
         self.dist_capacity = max(16, DIST_FLOATS // max(vocab_size, 1))
-        self.steps: OrderedDict[tuple[Any, int], Any] = OrderedDict()
-        self.recent: dict[int, tuple[Any, dict[str, Any]]] = {}  # id -> (state, {"dist": ..., token: next})
-        self.older: dict[int, tuple[Any, dict[str, Any]]] = {}
+        self.steps: OrderedDict[tuple[Any, int], Any] = OrderedDict()  # -> plain state or StateAnswers
+        self.recent: dict[int, StateAnswers] = {}
+        self.older: dict[int, StateAnswers] = {}
 
-    def answers(self, state: Any) -> dict[Any, Any]:
-        """The memo of an identity-keyed state (its distribution under "dist", its steps under token ids)."""
+    def answers(self, state: Any) -> StateAnswers:
+        """The memo of an identity-keyed state, registered in the current window."""
         entry = self.recent.get(id(state))
         if entry is None:
-            entry = self.older.pop(id(state), None) or (state, {})
+            entry = self.older.pop(id(state), None) or StateAnswers(state)
             self.recent[id(state)] = entry
-        return entry[1]
+        return entry
+
+    def keep(self, entry: StateAnswers) -> None:
+        """Register ``entry`` (reached through a step answer) in the current window."""
+        if id(entry.state) not in self.recent:
+            self.older.pop(id(entry.state), None)
+            self.recent[id(entry.state)] = entry
 
     def age(self) -> None:
         """A commit happened: forget identity-keyed states untouched since the commit before."""
@@ -529,10 +550,9 @@ class CharAdapter(CharModel):
         memo, key = self._lm_memo, value_key(state)
         if key is None:
             answers = memo.answers(state)
-            dist = answers.get("dist")
-            if dist is None:
-                dist = answers["dist"] = self._ask_logprobs(state)
-            return dist
+            if answers.dist is None:
+                answers.dist = self._ask_logprobs(state)
+            return answers.dist
         dist = memo.dists.get(key)
         if dist is None:
             dist = memo.dists[key] = self._ask_logprobs(state)
@@ -550,18 +570,27 @@ class CharAdapter(CharModel):
         """The state after ``token``; the LM is asked once per (state, token) (``StateMemo``)."""
         memo, key = self._lm_memo, value_key(state)
         if key is None:
-            answers = memo.answers(state)
-            if token not in answers:
-                answers[token] = self._ask_step(state, token)
-            return answers[token]
-        pair = (key, token)
-        if pair in memo.steps:
-            memo.steps.move_to_end(pair)
-            return memo.steps[pair]
-        after = memo.steps[pair] = self._ask_step(state, token)
-        if len(memo.steps) > STEP_CACHE:
-            memo.steps.popitem(last=False)
-        return after
+            parent = memo.answers(state)
+            known = parent.steps.get(token)
+            if known is None:
+                known = parent.steps[token] = self._remembered(self._ask_step(state, token))
+        else:
+            pair = (key, token)
+            known = memo.steps.get(pair)
+            if known is None:
+                known = memo.steps[pair] = self._remembered(self._ask_step(state, token))
+                if len(memo.steps) > STEP_CACHE:
+                    memo.steps.popitem(last=False)
+            else:
+                memo.steps.move_to_end(pair)
+        if type(known) is StateAnswers:
+            memo.keep(known)
+            return known.state
+        return known
+
+    def _remembered(self, state: Any) -> Any:
+        """What a step answer stores: a plain state itself, an identity-keyed one as its memo entry."""
+        return state if value_key(state) is not None else self._lm_memo.answers(state)
 
     def _ask_step(self, state: Any, token: int) -> Any:
         self.diagnostics.lm_step_calls += 1

@@ -1,9 +1,11 @@
 import json
 import math
+import signal
 import time
 
 import pytest
 
+import eval.energy
 from eval.energy import EnergyMeter
 from eval.guard import TrainingTimeoutError, wall_clock_guard
 from eval.records import RunRecord, write_json_atomic
@@ -108,9 +110,71 @@ def test_timeout_raises_and_keeps_partial_energy():
 
 
 def test_guard_does_not_fire_when_work_finishes_in_time():
+    handler = signal.getsignal(signal.SIGALRM)
     with wall_clock_guard(5.0):
         time.sleep(0.01)
-    time.sleep(0.02)  # the alarm must be cancelled: nothing fires after the block
+        assert 0 < signal.getitimer(signal.ITIMER_REAL)[0] <= 5.0
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # the alarm is cancelled
+    assert signal.getsignal(signal.SIGALRM) is handler  # and the previous handler is back
+
+
+class FakeClock:
+    """``time.monotonic`` that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingGpu:
+    """An energy counter that reads ``joules`` as set by the test."""
+
+    name = "Fake GPU"
+
+    def __init__(self) -> None:
+        self.joules = 0.0
+
+    def energy_J(self):
+        return self.joules
+
+    def power_W(self):
+        return 50.0
+
+
+def test_each_phase_and_the_total_are_floored_at_50_watts(monkeypatch):
+    """Phase 'tokenizer': 10 s, 100 J GPU net + 12.5 J CPU -> its floor 500 J. Phase 'train': 2 s, 1,000 J
+    net + 12.5 J -> 1,012.5 J. The report floors the summed duration, not the sum of floored phases:
+    max(1,125 J, 12 s × 50 W = 600 J) = 1,125 J (the phases' own totals would add to 1,512.5 J)."""
+    clock, gpu = FakeClock(), CountingGpu()
+    monkeypatch.setattr(eval.energy.time, "monotonic", clock)
+    meter = EnergyMeter(gpu=gpu, cpu=FakeCpu(), idle_watts=50.0)
+    with meter.phase("tokenizer") as tokenizer:
+        clock.now += 10.0
+        gpu.joules += 10.0 * 50.0 + 100.0  # idle draw plus 100 J of work
+    with meter.phase("train") as train:
+        clock.now += 2.0
+        gpu.joules += 2.0 * 50.0 + 1_000.0
+    assert (tokenizer.duration_s, tokenizer.gpu_energy_J, tokenizer.cpu_energy_J) == (10.0, 100.0, 12.5)
+    assert tokenizer.total_energy_J == 500.0 and tokenizer.to_dict()["total_energy_J"] == 500.0
+    assert train.total_energy_J == 1_012.5
+    report = meter.report.to_dict()
+    assert report["duration_s"] == 12.0 and report["gpu_energy_J"] == 1_100.0 and report["cpu_energy_J"] == 25.0
+    assert report["total_energy_J"] == 1_125.0
+    assert report["phases"]["tokenizer"]["total_energy_J"] == 500.0
+
+
+def test_total_floor_wins_when_little_energy_is_measured(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(eval.energy.time, "monotonic", clock)
+    meter = EnergyMeter(gpu=None, cpu=FakeCpu())
+    for _ in range(2):
+        with meter.phase("train"):
+            clock.now += 3.0
+    report = meter.report
+    assert report.phases["train"].duration_s == 6.0 and report.cpu_energy_J == 25.0
+    assert report.phases["train"].total_energy_J == report.total_energy_J == 300.0
 
 
 def test_run_record_has_benchmark_fields_and_writes_atomically(tmp_path, monkeypatch):

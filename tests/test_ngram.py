@@ -147,11 +147,18 @@ def test_stepping_an_out_of_vocabulary_token_is_a_user_error():
 
 
 def test_canonical_states_give_the_probabilities_of_the_full_history():
+    """The state keeps only the longest suffix the counts have seen; the brute force sees the whole history."""
     rng = np.random.default_rng(11)
-    lm = KneserNeyLM.fit(rng.integers(0, 12, size=3000), vocab_size=16, order=5)
-    for _ in range(50):
+    tokens = rng.integers(0, 6, size=500)
+    lm = KneserNeyLM.fit(tokens, vocab_size=8, order=5)
+    ref = BruteForceKN(tokens.tolist(), 5, 8)
+    shortened = 0
+    for _ in range(20):
         state, history = lm.start(), ()
-        for token in rng.integers(0, 16, size=rng.integers(1, 9)):
+        for token in rng.integers(0, 8, size=rng.integers(1, 9)):
             state, history = lm.step(state, token), (*history, int(token))[-4:]
             assert history[len(history) - len(state):] == state
-            assert np.array_equal(lm.probs(state), lm._compute(history))
+            shortened += len(state) < len(history)
+            expected = [ref.prob(history, w) for w in range(8)]
+            np.testing.assert_allclose(lm.probs(state), expected, rtol=1e-12, atol=0)
+    assert shortened > 0  # unseen contexts (token 6 and 7 never occur) really were cut short

@@ -8,6 +8,7 @@ import torch
 
 from eval.energy import EnergyMeter
 from eval.errors import UserError
+from test_ngram import BruteForceKN
 from zoo.ngram import KneserNeyLM
 from zoo.train import NGRAM, TrainSettings, model_names, train
 
@@ -80,7 +81,13 @@ def test_ngram_training_is_counting():
     assert isinstance(result.model, KneserNeyLM) and result.model.order == 3
     assert result.config == {"vocab_size": 24, "order": 3}
     assert result.tokens_seen == len(ids) and result.stop_reason == "counted"
-    np.testing.assert_array_equal(result.model.probs((0, 1)), KneserNeyLM.fit(ids, 24, 3).probs((0, 1)))
+    reference = BruteForceKN(ids.tolist(), 3, 24)
+    for history in [(0, 1), (11, 0), (5, 20), ()]:
+        state = result.model.start()
+        for token in history:
+            state = result.model.step(state, token)
+        expected = [reference.prob(history, w) for w in range(24)]
+        np.testing.assert_allclose(result.model.probs(state), expected, rtol=1e-12, atol=0)
 
 
 def test_same_seed_same_weights():
