@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from eval.errors import UserError
+from eval.leak import ValFingerprint, refuse_val_file_name
 
 Split = Literal["train", "valid", "test"]
 SPLITS: tuple[str, ...] = get_args(Split)
@@ -86,11 +87,11 @@ def resolve_train_file(train_file: str | os.PathLike | None) -> Path | None:
     return Path(chosen).expanduser() if chosen else None
 
 
-def read_utf8(path: Path) -> str:
+def read_utf8(path: Path, hint: str = FETCH_HINT) -> str:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise UserError(f"file not found: {path}; {FETCH_HINT}") from None
+        raise UserError(f"file not found: {path}; {hint}") from None
     except IsADirectoryError:
         raise UserError(f"{path} is a directory, expected a text file") from None
     try:
@@ -110,28 +111,51 @@ def load_split(
     """Load one split as the benchmark's stream; ``train_file`` (or SUBCHAR_TRAIN_FILE) is a proxy train text.
 
     A ``.raw`` proxy file goes through the same bake rule as the real splits; any other file is used as is.
+    Train text is refused when it holds validation text (``eval.leak``), checked against the valid split of the
+    data directory and of the proxy file's own folder, whichever are there.
     """
     split = check_split(split)
+    root = resolve_data_dir(data_dir)
     if split == "train":
         proxy_path = resolve_train_file(train_file)
         if proxy_path is not None:
-            text = read_utf8(proxy_path)
+            refuse_val_file_name(proxy_path)
+            text = read_utf8(proxy_path, "check the --train-file path (or SUBCHAR_TRAIN_FILE)")
             if proxy_path.suffix == ".raw":
                 text = stream_from_raw(text)
-            return SplitText(text, "train", str(proxy_path), proxy=True)
-    root = resolve_data_dir(data_dir)
+            train = SplitText(text, "train", str(proxy_path), proxy=True)
+            refuse_val_leak(train, [root, proxy_path.parent])
+            return train
     if root is None:
         raise UserError(f"no data directory given for the {split} split; {FETCH_HINT}")
     if not root.is_dir():
         raise UserError(f"data directory {root} does not exist; {FETCH_HINT}")
+    loaded = split_in_folder(root, split)
+    if loaded is None:
+        hint = " (or pass --train-file PATH for a proxy train text)" if split == "train" else ""
+        raise UserError(f"no wiki.{split}.raw or {split} parquet shards in {root}; {FETCH_HINT}{hint}")
+    if split == "train":
+        refuse_val_leak(loaded, [root])
+    return loaded
+
+
+def split_in_folder(root: Path, split: Split) -> SplitText | None:
+    """``wiki.<split>.raw`` or the split's parquet shards in ``root``, baked into the stream; None if absent."""
     raw_path = root / f"wiki.{split}.raw"
     if raw_path.is_file():
         return SplitText(stream_from_raw(read_utf8(raw_path)), split, str(raw_path))
     shards = parquet_shards(root, split)
     if shards:
         return SplitText("\n".join(rows_from_parquet(shards)), split, f"{root} ({len(shards)} parquet shards)")
-    hint = " (or pass --train-file PATH for a proxy train text)" if split == "train" else ""
-    raise UserError(f"no wiki.{split}.raw or {split} parquet shards in {root}; {FETCH_HINT}{hint}")
+    return None
+
+
+def refuse_val_leak(train: SplitText, folders: list[Path | None]) -> None:
+    """Check ``train`` against the valid split of each of ``folders`` that has one (none: nothing to leak)."""
+    for folder in {folder.resolve() for folder in folders if folder is not None and folder.is_dir()}:
+        val = split_in_folder(folder, "valid")
+        if val is not None:
+            ValFingerprint.of(val.text, VAL_WINDOW_CHARS).refuse_leak(train.text, train.source)
 
 
 def val_window(data_dir: str | os.PathLike | None = None, chars: int = VAL_WINDOW_CHARS) -> SplitText:
