@@ -49,7 +49,7 @@ def read_results(path: Path) -> list[dict[str, Any]]:
 def append_result(path: Path, record: dict[str, Any]) -> None:
     """One line per record, flushed and fsynced before the next cell starts."""
     with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+        handle.write(json.dumps(record, allow_nan=False) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -39,7 +40,19 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Strict JSON only (``allow_nan=False``): a NaN or infinity is an error here, never an unparsable file."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float, at any depth, replaced by None (JSON's null)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(item) for item in value]
+    return value
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -135,7 +148,9 @@ class RunRecord:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain, strict-JSON data: an infinite bits/char (a true char at p=0) becomes None; the p=0 count and
+        the bits/char over the other chars stand beside it in ``extra``."""
+        return finite(asdict(self))
 
     def save(self, path: str | os.PathLike) -> None:
         write_json_atomic(path, self.to_dict())

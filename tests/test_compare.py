@@ -12,6 +12,7 @@ from eval.modal_backend import describe, modal_backend
 from eval.pipeline import Cell, CellOptions
 from eval.report import pareto_front, table_markdown, winner
 from subchar.cli import main
+from test_records import strict_loads
 
 SENTENCES = [
     " The cat sat on the mat . \n",
@@ -54,6 +55,7 @@ def test_grid_resumes_and_writes_the_three_files(tmp_path):
     with pytest.raises(Killed):
         compare(cells, OPTIONS, out, data_dir=str(data), train_file=str(train), on_record=kill_after_first)
     assert [r["submission"] for r in read_results(out / "results.jsonl")] == ["char-kn"]
+    assert [strict_loads(line)["submission"] for line in (out / "results.jsonl").read_text().splitlines()] == ["char-kn"]
 
     seen = []
     records, table, plot = compare(cells, OPTIONS, out, data_dir=str(data), train_file=str(train),
@@ -69,6 +71,8 @@ def test_grid_resumes_and_writes_the_three_files(tmp_path):
     subword = records[1]
     assert set(subword["energy_phases"]) == {"tokenizer", "tokenize", "train"}
     assert subword["tokenizer"]["family"] == "bytebpe" and subword["tokenizer"]["chars_per_token"] > 1.0
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert [strict_loads(line)["submission"] for line in lines] == [r["submission"] for r in records]
     text = (out / "table.md").read_text()
     assert "char-kn" in text and "proxy train text" in text and text.count("\n|") == 4 and "| 400 |" in text
     width, height = png_size((out / "pareto.png").read_bytes())
