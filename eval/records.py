@@ -28,11 +28,19 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
+            os.fchmod(handle.fileno(), 0o666 & ~current_umask())  # mkstemp's 0600 would hide results from others
             os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -65,7 +73,9 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def replace_directory(staging: Path, target: Path) -> None:
     """Rename a fully written ``staging`` folder onto ``target``; an old folder there is moved aside first and
-    deleted only afterwards, so a crash leaves the old folder or the new one, never half of one."""
+    deleted only afterwards, so a crash leaves the old folder or the new one, never half of one. The folder gets
+    the permissions the umask gives a new folder (mkdtemp makes staging folders private)."""
+    staging.chmod(0o777 & ~current_umask())
     if not target.exists():
         staging.rename(target)
         return

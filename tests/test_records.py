@@ -30,3 +30,24 @@ def test_non_finite_numbers_are_refused_not_written(tmp_path):
     with pytest.raises(ValueError):
         write_json_atomic(tmp_path / "x.json", {"energy": math.inf})
     assert not (tmp_path / "x.json").exists()
+
+
+def test_outputs_follow_the_umask(tmp_path):
+    """Results, tables and saved folders are ordinary files (0644 / 0755 under the usual umask 022)."""
+    import os
+
+    from eval.records import replace_directory, write_text_atomic
+
+    previous = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "table.md", "| a |\n")
+        staging = tmp_path / "staging"
+        staging.mkdir(mode=0o700)
+        replace_directory(staging, tmp_path / "checkpoint")
+        os.umask(0o077)
+        write_text_atomic(tmp_path / "private.md", "x")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "table.md").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "checkpoint").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "private.md").stat().st_mode & 0o777 == 0o600
