@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, get_args
 
 from eval.errors import UserError
 from eval.leak import ValFingerprint, refuse_val_file_name
+from eval.records import write_text_atomic
 
 Split = Literal["train", "valid", "test"]
 SPLITS: tuple[str, ...] = get_args(Split)
@@ -181,8 +185,25 @@ def rows_from_parquet(shards: list[Path]) -> list[str]:
     return rows
 
 
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub answers at all: ``datasets`` itself retries for half a minute when offline."""
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return True  # it answered, if only with an error status
+    except (OSError, ValueError):  # URLError, refused, timed out, unresolvable; ValueError: a malformed endpoint
+        return False
+    return True
+
+
 def rows_from_hub(split: Split) -> list[str]:
     """Rows of one split from the Hugging Face Hub (needs the network)."""
+    if not hub_reachable():
+        raise UserError(
+            f"cannot reach the Hugging Face Hub to download {HF_DATASET[0]}/{HF_DATASET[1]}: no network? copy "
+            "wiki.<split>.raw files or parquet shards into the data directory, or pass --data-dir / --train-file"
+        )
     try:
         import datasets
     except ImportError:
@@ -202,10 +223,18 @@ def fetch(data_dir: str | os.PathLike, splits: tuple[str, ...] = SPLITS, rows_so
 
     Every file is checked to bake back into exactly ``"\\n".join(rows)`` before it is kept.
     """
-    from eval.records import write_text_atomic
-
-    root = Path(data_dir).expanduser()
+    root = Path(data_dir).expanduser().absolute()
+    made = next((folder for folder in [*reversed(root.parents), root] if not folder.exists()), None)
     root.mkdir(parents=True, exist_ok=True)
+    try:
+        return fetch_into(root, splits, rows_source)
+    except BaseException:
+        if made is not None:  # a refused or interrupted fetch leaves no folder of its own behind
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+
+
+def fetch_into(root: Path, splits: tuple[str, ...], rows_source) -> list[Path]:
     written = []
     for split in map(check_split, splits):
         target = root / f"wiki.{split}.raw"

@@ -1,4 +1,5 @@
 import hashlib
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -65,6 +66,22 @@ def test_fetch_without_network_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="no network"):
         fetch(tmp_path, ("valid",), rows_source=offline)
     assert not (tmp_path / "wiki.valid.raw").exists()
+
+
+def test_offline_hub_fetch_fails_fast_and_removes_the_folder_it_made(tmp_path, monkeypatch):
+    """A Hub that cannot be reached (here a closed local port) is one line within seconds, not datasets' retries."""
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    target = tmp_path / "new" / "data"
+    started = time.monotonic()
+    with pytest.raises(UserError, match="cannot reach the Hugging Face Hub .* --data-dir / --train-file"):
+        fetch(target, ("valid",))
+    assert time.monotonic() - started < 5
+    assert not (tmp_path / "new").exists()  # the folders fetch made are removed
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    with pytest.raises(UserError):
+        fetch(existing, ("valid",))
+    assert existing.is_dir()
 
 
 def test_missing_data_names_the_fix(tmp_path, monkeypatch):
