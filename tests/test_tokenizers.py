@@ -231,3 +231,10 @@ def test_cli_train_then_stats(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     printed = capsys.readouterr().out
     assert "round trip (whole val split)       OK" in printed and "PROXY" in printed
     assert subchar_main([*argv, "--train-chars", "0", "--out", str(out)]) == 2
+
+
+@pytest.mark.parametrize("family", ["bpe", "wordpiece"])
+def test_training_with_progress_prints_no_blank_lines_into_logs(family, capfd):
+    train_tokenizer(TRAIN, family, VOCAB, progress=True)
+    out, _ = capfd.readouterr()
+    assert out == ""

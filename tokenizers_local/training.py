@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -45,7 +46,8 @@ def train_tokenizer(
         raise UserError("the train text is empty; check --train-chars / --train-file")
     chosen = {**cls.option_defaults, **options}
     started = time.perf_counter()
-    backend = cls.train_backend(text.text, vocab_size, progress, **chosen)
+    # HF trainers print one blank line per bar to a stdout that is not a terminal (logs, pipes, CI)
+    backend = cls.train_backend(text.text, vocab_size, progress and sys.stdout.isatty(), **chosen)
     seconds = time.perf_counter() - started
     info = TrainInfo(
         requested_vocab_size=vocab_size,
