@@ -15,12 +15,19 @@ from typing import Any
 
 import numpy as np
 
+import tokenizers_local
 from eval.data import SplitText, VAL_WINDOW_CHARS, load_split
 from eval.energy import EnergyMeter
 from eval.errors import UserError
 from eval.evaluate import EvalResult, evaluate
 from eval.guard import MAX_TRAIN_SECONDS, TrainingTimeoutError, wall_clock_guard
 from eval.records import RunRecord, write_json_atomic
+from subchar import CharAdapter
+from zoo.char_baseline import CharKneserNey
+from zoo.checkpoint import save_checkpoint
+from zoo.registry import num_params
+from zoo.streaming import TorchTokenLM
+from zoo.train import NGRAM, train as train_model
 
 CHAR_BASELINE = "char-kn"
 ACC_MIN = 0.70
@@ -105,18 +112,9 @@ def run_cell(
 def train_cell(cell: Cell, options: CellOptions, train: SplitText, run_dir: Path, meter: EnergyMeter):
     """The measured part: returns the trained CharModel and facts about tokenizer and model."""
     if cell.model == CHAR_BASELINE:
-        from zoo.char_baseline import CharKneserNey
-
         with meter.phase("train"), wall_clock_guard(options.budget_s):
             model = CharKneserNey.fit(train, order=options.char_order)
         return model, {"model": {"name": CHAR_BASELINE, "config": {"order": options.char_order}}}
-
-    import tokenizers_local
-    from subchar import CharAdapter
-    from zoo.checkpoint import save_checkpoint
-    from zoo.registry import num_params
-    from zoo.streaming import TorchTokenLM
-    from zoo.train import NGRAM, train as train_model
 
     started = time.monotonic()
     with meter.phase("tokenizer"), wall_clock_guard(options.budget_s):
