@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from eval.errors import UserError
+from eval.records import write_text_atomic
 
 Split = Literal["train", "valid", "test"]
 SPLITS: tuple[str, ...] = get_args(Split)
@@ -145,7 +146,7 @@ def parquet_shards(root: Path, split: Split) -> list[Path]:
 
 
 def rows_from_parquet(shards: list[Path]) -> list[str]:
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # heavy, and needed only when the data folder holds parquet shards
 
     rows: list[str] = []
     for shard in shards:
@@ -159,7 +160,7 @@ def rows_from_parquet(shards: list[Path]) -> list[str]:
 
 def rows_from_hub(split: Split) -> list[str]:
     """Rows of one split from the Hugging Face Hub (needs the network)."""
-    try:
+    try:  # heavy, and needed only to download the splits
         import datasets
     except ImportError:
         raise UserError("the `datasets` package is missing; pip install datasets") from None
@@ -178,8 +179,6 @@ def fetch(data_dir: str | os.PathLike, splits: tuple[str, ...] = SPLITS, rows_so
 
     Every file is checked to bake back into exactly ``"\\n".join(rows)`` before it is kept.
     """
-    from eval.records import write_text_atomic
-
     root = Path(data_dir).expanduser()
     root.mkdir(parents=True, exist_ok=True)
     written = []

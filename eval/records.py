@@ -7,10 +7,11 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from eval.errors import UserError
 
@@ -61,6 +62,22 @@ def replace_directory(staging: Path, target: Path) -> None:
     target.rename(old)
     staging.rename(target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
+    """A fresh folder beside ``target`` to fill; when the block ends it replaces ``target`` (:func:`replace_directory`),
+    and when the block raises it is deleted, so a saved folder (tokenizer, checkpoint) is whole or absent."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        staging.chmod(0o755)  # mkdtemp makes it private; a saved folder is an ordinary shared artefact
+        yield staging
+        replace_directory(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def read_manifest(folder: Path, name: str, fmt: str, version: int, what: str, make: str) -> dict[str, Any]:

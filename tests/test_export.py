@@ -15,14 +15,15 @@ import pytest
 import torch
 
 import tokenizers_local
-from eval import export
+from lab import export
+from lab.export import parts
 from eval.contract import CharModel
 from eval.data import SplitText, load_split, raw_from_rows
 from eval.errors import UserError
 from eval.evaluate import evaluate
-from eval.pipeline import Cell, CellOptions, run_cell
+from lab.cell import Cell, CellOptions, run_cell
 from subchar import CharAdapter
-from subchar.cli import main
+from lab.cli import main
 from zoo.checkpoint import save_checkpoint
 from zoo.streaming import TorchTokenLM
 from zoo.train import TrainSettings, train
@@ -257,10 +258,10 @@ def test_folders_that_are_not_runs(tmp_path):
 def test_self_checks_catch_a_stale_part_list(ngram_run, monkeypatch):
     folder, *_ = ngram_run
     facts = export.read_run(folder / "run")
-    monkeypatch.setattr(export, "NGRAM_TRAINER", (export.Part("zoo.ngram"),))
+    monkeypatch.setattr(parts, "NGRAM_TRAINER", (export.Part("zoo.ngram"),))
     with pytest.raises(RuntimeError, match="uses undefined .*check_ids.*count_ngram"):
         export.build_submission(facts)
-    monkeypatch.setattr(export, "NGRAM_TRAINER", (export.Part("zoo.ngram"), export.Part("zoo.train", ("no_such",))))
+    monkeypatch.setattr(parts, "NGRAM_TRAINER", (export.Part("zoo.ngram"), export.Part("zoo.train", ("no_such",))))
     with pytest.raises(RuntimeError, match="no longer defines no_such"):
         export.build_submission(facts)
 

@@ -8,17 +8,17 @@ import pytest
 
 import subchar
 import tokenizers_local
-import zoo.cli
+import lab.commands.train as train_command
 from eval.data import load_split
 from eval.energy import EnergyMeter
-from subchar.cli import main
+from lab.cli import main
 
 WORDS = [a + b + c for a in "bcdfglmnpst" for b in "aeiou" for c in "nrstx"]
 
 
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
-    monkeypatch.setattr(zoo.cli, "EnergyMeter", lambda: EnergyMeter(gpu=None, cpu=None))
+    monkeypatch.setattr(train_command, "EnergyMeter", lambda: EnergyMeter(gpu=None, cpu=None))
     train_file = tmp_path / "train.txt"
     train_file.write_text(" ".join(WORDS[(i * 37) % len(WORDS)] for i in range(3000)) + ".\n")
     data = tmp_path / "data"

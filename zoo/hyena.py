@@ -193,6 +193,14 @@ class Model(nn.Module):
             nn.init.normal_(block.hyena.out_proj.weight, std=residual_std)
             nn.init.normal_(block.mlp.c_proj.weight, std=residual_std)
 
+    @property
+    def vocab_size(self) -> int:
+        return self.cfg.vocab_size
+
+    @property
+    def block_size(self) -> int:
+        return self.cfg.block_size
+
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Logits [B, T, vocab] for the next token at every position of idx [B, T]."""
         x = self.wte(idx)

@@ -28,7 +28,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from eval.errors import UserError
 
 @dataclass
 class Config:
@@ -44,7 +43,7 @@ class Config:
 
     def __post_init__(self) -> None:
         if self.n_embd % (2 * self.n_head):
-            raise UserError(f"n_embd={self.n_embd} must be a multiple of 2*n_head={2 * self.n_head} "
+            raise ValueError(f"n_embd={self.n_embd} must be a multiple of 2*n_head={2 * self.n_head} "
                             "(RoPE needs an even head size): change n_embd or n_head")
 
 
@@ -170,6 +169,14 @@ class Model(nn.Module):
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.cfg.vocab_size
+
+    @property
+    def block_size(self) -> int:
+        return self.cfg.block_size
 
     @property
     def head_dim(self) -> int:
