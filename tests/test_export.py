@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import subprocess
@@ -17,6 +18,7 @@ import torch
 import tokenizers_local
 from lab import export
 from lab.export import parts
+from lab.export.inline import PROJECT_PACKAGES
 from eval.contract import CharModel
 from eval.data import SplitText, load_split, raw_from_rows
 from eval.errors import UserError
@@ -271,3 +273,12 @@ def test_import_and_name_checks():
     assert export.unguarded_imports(source) == ["tqdm"]
     source = "from __future__ import annotations\ndef f(x: Missing) -> int:\n    return helper(x) + len(x)\n"
     assert export.undefined_names(source) == ["helper"]
+
+
+@pytest.mark.parametrize("template", ["register", "base_class", "run", "tokenizer", "standins", "ngram_entry",
+                                      "neural_entry"])
+def test_templates_are_real_modules_that_lint_clean(template):
+    module = importlib.import_module(f"lab.export.templates.{template}")
+    source = Path(module.__file__).read_text(encoding="utf-8")
+    assert export.undefined_names(source) == []
+    assert set(export.unguarded_imports(source)) <= PROJECT_PACKAGES  # dropped when inlined: earlier parts define them

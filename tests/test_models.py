@@ -186,3 +186,24 @@ def test_config_round_trips_through_json(name):
 def test_mamba_fused_kernels_need_mamba_ssm():
     with pytest.raises(ValueError, match="pip install 'subchar\\[cuda\\]'"):
         tiny("mamba").use_fused_kernels(True)
+
+
+@pytest.mark.parametrize("name", NEURAL)
+def test_the_models_share_one_naming_scheme(name):
+    names = set(tiny(name).state_dict())
+    assert {"wte.weight", "ln_f.weight", "blocks.0.ln_1.weight"} <= names
+    assert tiny(name).vocab_size == VOCAB and tiny(name).block_size == BLOCK
+
+
+def test_mamba_loads_weights_saved_under_its_old_names():
+    model = sharpened("mamba")
+    renames = (("wte.", "embedding."), ("ln_f.", "norm_f."), (".ln_1.", ".norm."))
+    old = {}
+    for key, value in model.state_dict().items():
+        for new, before in renames:
+            key = key.replace(new, before, 1)
+        old[key] = value
+    assert {"embedding.weight", "norm_f.weight", "blocks.1.norm.weight"} <= set(old)
+    restored = tiny("mamba")
+    restored.load_state_dict(old)
+    assert all(torch.equal(restored.state_dict()[k], v) for k, v in model.state_dict().items())
