@@ -11,12 +11,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
+from eval.energy import EnergyReport
 from eval.errors import UserError
-
-if TYPE_CHECKING:
-    from eval.energy import EnergyReport
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

@@ -60,6 +60,8 @@ def test_train_neural_respects_budget(workspace):
         (["--model", "nope"], "unknown model 'nope'"),
         (["--model", "ngram", "--set", "order"], "--set expects KEY=VALUE"),
         (["--model", "ngram", "--train-chars", "0"], "--train-chars must be positive"),
+        (["--model", "ngram", "--set", "order=0"], "n-gram order must be >= 1"),  # a model file's ValueError
+        (["--model", "transformer", "--set", "n_embd=36", "--set", "n_head=4"], "n_embd=36 must be a multiple"),
     ],
 )
 def test_train_argument_errors(workspace, capsys, argv, message):
