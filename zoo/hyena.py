@@ -175,6 +175,7 @@ class Model(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg
+        self.vocab_size, self.block_size = cfg.vocab_size, cfg.block_size  # zoo.interface.TokenModel
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.RMSNorm(cfg.n_embd)
@@ -192,14 +193,6 @@ class Model(nn.Module):
             nn.init.normal_(block.mlp.c_fc.weight, std=0.02)
             nn.init.normal_(block.hyena.out_proj.weight, std=residual_std)
             nn.init.normal_(block.mlp.c_proj.weight, std=residual_std)
-
-    @property
-    def vocab_size(self) -> int:
-        return self.cfg.vocab_size
-
-    @property
-    def block_size(self) -> int:
-        return self.cfg.block_size
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Logits [B, T, vocab] for the next token at every position of idx [B, T]."""

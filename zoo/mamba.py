@@ -202,6 +202,7 @@ class Model(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg
+        self.vocab_size, self.block_size = cfg.vocab_size, cfg.block_size  # zoo.interface.TokenModel
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.RMSNorm(cfg.d_model)
@@ -214,14 +215,6 @@ class Model(nn.Module):
         for block in self.blocks:  # residual-branch outputs shrink with depth (GPT-2 scaling)
             nn.init.normal_(block.mixer.out_proj.weight, std=0.02 / math.sqrt(cfg.n_layer))
         self._register_load_state_dict_pre_hook(rename_legacy_keys)
-
-    @property
-    def vocab_size(self) -> int:
-        return self.cfg.vocab_size
-
-    @property
-    def block_size(self) -> int:
-        return self.cfg.block_size
 
     def use_fused_kernels(self, enabled: bool) -> None:
         """Choose mamba-ssm's kernels (used on CUDA tensors only) or the pure-torch path."""
