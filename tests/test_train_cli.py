@@ -6,9 +6,8 @@ import json
 
 import pytest
 
-import subchar
-import tokenizers_local
 import lab.commands.train as train_command
+import tokenizers_local
 from eval.data import load_split
 from eval.energy import EnergyMeter
 from lab.cli import main
