@@ -153,7 +153,7 @@ def train(
     meter = meter or EnergyMeter()
     seed_everything(seed)
     with meter.phase("train") as phase, wall_clock_guard(budget_s):
-        if isinstance(model, str) and model == NGRAM:
+        if model == NGRAM:
             result = count_ngram(ids, vocab_size, overrides or {})
         else:
             result = train_neural(model, ids, vocab_size, budget_s, overrides or {}, device, settings)
