@@ -173,7 +173,7 @@ def parquet_shards(root: Path, split: Split) -> list[Path]:
 
 
 def rows_from_parquet(shards: list[Path]) -> list[str]:
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # heavy, and needed only when the data folder holds parquet shards
 
     rows: list[str] = []
     for shard in shards:
@@ -204,7 +204,7 @@ def rows_from_hub(split: Split) -> list[str]:
             f"cannot reach the Hugging Face Hub to download {HF_DATASET[0]}/{HF_DATASET[1]}: no network? copy "
             "wiki.<split>.raw files or parquet shards into the data directory, or pass --data-dir / --train-file"
         )
-    try:
+    try:  # heavy, and needed only to download the splits
         import datasets
     except ImportError:
         raise UserError("the `datasets` package is missing; pip install datasets") from None

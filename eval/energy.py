@@ -41,7 +41,7 @@ class NvmlGpu:
     """NVML's monotonic total-energy counter (mJ) and instantaneous power of one GPU."""
 
     def __init__(self, index: int = 0) -> None:
-        import pynvml
+        import pynvml  # optional at run time: a host without NVML measures no GPU energy
 
         pynvml.nvmlInit()
         self._nvml = pynvml
@@ -61,7 +61,7 @@ class CodeCarbonCpu:
     """CodeCarbon's CPU estimate with the benchmark's settings, offline (no network look-ups)."""
 
     def __init__(self) -> None:
-        from codecarbon import OfflineEmissionsTracker
+        from codecarbon import OfflineEmissionsTracker  # slow to import: loaded only when a meter measures CPU
 
         logging.getLogger("codecarbon").setLevel(logging.ERROR)  # its import sets INFO; keep progress bars readable
         self._factory = OfflineEmissionsTracker

@@ -8,15 +8,14 @@ import math
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Iterator
 
+from eval.energy import EnergyReport
 from eval.errors import UserError
-
-if TYPE_CHECKING:
-    from eval.energy import EnergyReport
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -84,6 +83,21 @@ def replace_directory(staging: Path, target: Path) -> None:
     target.rename(old)
     staging.rename(target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
+    """A fresh folder beside ``target`` to fill; when the block ends it replaces ``target`` (:func:`replace_directory`),
+    and when the block raises it is deleted, so a saved folder (tokenizer, checkpoint) is whole or absent."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield staging
+        replace_directory(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def read_manifest(folder: Path, name: str, fmt: str, version: int, what: str, make: str) -> dict[str, Any]:

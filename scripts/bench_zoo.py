@@ -23,6 +23,8 @@ from eval.data import load_split, val_window
 from eval.energy import EnergyMeter
 from eval.evaluate import evaluate
 from subchar import CharAdapter
+from zoo.registry import num_params
+from zoo.streaming import TorchTokenLM
 from zoo.train import NGRAM, TrainSettings, model_names, train
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "wikitext"
@@ -80,9 +82,6 @@ def main() -> None:
         if name == NGRAM:
             lm, params = result.model, sum(len(t.keys) for t in result.model.tables)
         else:
-            from zoo.registry import num_params
-            from zoo.streaming import TorchTokenLM
-
             lm, params = TorchTokenLM(result.model.float(), args.eval_device), num_params(result.model)
         stream = streaming_tokens_per_s(lm, val_ids)
         adapter = CharAdapter(lm, tokenizer, mode=args.mode, beam=args.beam)

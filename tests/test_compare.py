@@ -5,13 +5,13 @@ import struct
 
 import pytest
 
-from eval.compare import compare, grid, load_grid, read_results, save_grid
+from lab.compare import compare, grid, load_grid, read_results, save_grid
 from eval.data import raw_from_rows
 from eval.errors import UserError
-from eval.modal_backend import describe, modal_backend
-from eval.pipeline import Cell, CellOptions
-from eval.report import pareto_front, table_markdown, winner
-from subchar.cli import main
+from lab.modal_backend import describe, modal_backend
+from lab.cell import Cell, CellOptions
+from lab.report import pareto_front, table_markdown, winner
+from lab.cli import main
 from test_records import strict_loads
 
 SENTENCES = [
@@ -128,7 +128,7 @@ def test_modal_dry_run_and_local_executor(tmp_path, capsys):
 
 
 def test_test_window_is_not_scored_when_it_was_the_proxy_train_text(tmp_path):
-    from eval.pipeline import run_cell
+    from lab.cell import run_cell
 
     data, _ = fixture_dir(tmp_path)
     record = run_cell(Cell("char-kn"), OPTIONS, tmp_path / "run", str(data), str(data / "wiki.test.raw"))

@@ -8,7 +8,7 @@ import pytest
 import eval.energy
 from eval.energy import EnergyMeter
 from eval.guard import TrainingTimeoutError, wall_clock_guard
-from eval.records import RunRecord, write_json_atomic
+from eval.records import RunRecord, staged_folder, write_json_atomic
 
 
 class FakeGpu:
@@ -207,3 +207,20 @@ def test_run_record_has_benchmark_fields_and_writes_atomically(tmp_path, monkeyp
         write_json_atomic(path, {"half": "written"})
     assert json.loads(path.read_text()) == saved  # the old file is intact
     assert [p.name for p in path.parent.iterdir()] == ["result.json"]  # no temp file left behind
+
+
+def test_staged_folder_swaps_in_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "saved"
+    with staged_folder(target) as staging:
+        (staging / "a.txt").write_text("first")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved"] and (target / "a.txt").read_text() == "first"
+
+    with pytest.raises(RuntimeError, match="crash"):
+        with staged_folder(target) as staging:
+            (staging / "a.txt").write_text("second")
+            raise RuntimeError("crash while writing")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved"] and (target / "a.txt").read_text() == "first"
+
+    with staged_folder(target) as staging:
+        (staging / "b.txt").write_text("third")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["saved"]

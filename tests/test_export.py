@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import subprocess
@@ -15,14 +16,16 @@ import pytest
 import torch
 
 import tokenizers_local
-from eval import export
+from lab import export
+from lab.export import parts
+from lab.export.inline import PROJECT_PACKAGES
 from eval.contract import CharModel
 from eval.data import SplitText, load_split, raw_from_rows
 from eval.errors import UserError
 from eval.evaluate import evaluate
-from eval.pipeline import Cell, CellOptions, run_cell
+from lab.cell import Cell, CellOptions, run_cell
 from subchar import CharAdapter
-from subchar.cli import main
+from lab.cli import main
 from zoo.checkpoint import save_checkpoint
 from zoo.streaming import TorchTokenLM
 from zoo.train import TrainSettings, train
@@ -257,10 +260,10 @@ def test_folders_that_are_not_runs(tmp_path):
 def test_self_checks_catch_a_stale_part_list(ngram_run, monkeypatch):
     folder, *_ = ngram_run
     facts = export.read_run(folder / "run")
-    monkeypatch.setattr(export, "NGRAM_TRAINER", (export.Part("zoo.ngram"),))
+    monkeypatch.setattr(parts, "NGRAM_TRAINER", (export.Part("zoo.ngram"),))
     with pytest.raises(RuntimeError, match="uses undefined .*check_ids.*count_ngram"):
         export.build_submission(facts)
-    monkeypatch.setattr(export, "NGRAM_TRAINER", (export.Part("zoo.ngram"), export.Part("zoo.train", ("no_such",))))
+    monkeypatch.setattr(parts, "NGRAM_TRAINER", (export.Part("zoo.ngram"), export.Part("zoo.train", ("no_such",))))
     with pytest.raises(RuntimeError, match="no longer defines no_such"):
         export.build_submission(facts)
 
@@ -270,3 +273,12 @@ def test_import_and_name_checks():
     assert export.unguarded_imports(source) == ["tqdm"]
     source = "from __future__ import annotations\ndef f(x: Missing) -> int:\n    return helper(x) + len(x)\n"
     assert export.undefined_names(source) == ["helper"]
+
+
+@pytest.mark.parametrize("template", ["register", "base_class", "run", "tokenizer", "standins", "ngram_entry",
+                                      "neural_entry"])
+def test_templates_are_real_modules_that_lint_clean(template):
+    module = importlib.import_module(f"lab.export.templates.{template}")
+    source = Path(module.__file__).read_text(encoding="utf-8")
+    assert export.undefined_names(source) == []
+    assert set(export.unguarded_imports(source)) <= PROJECT_PACKAGES  # dropped when inlined: earlier parts define them

@@ -106,7 +106,7 @@ def test_tokenizer_train_on_val_is_one_line_before_any_work(data_dir: Path, tmp_
     out = tmp_path / "tok"
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "subchar.cli", "tokenizer", "train", "--family", "bpe", "--vocab-size", "512",
+        [sys.executable, "-m", "lab.cli", "tokenizer", "train", "--family", "bpe", "--vocab-size", "512",
          "--data-dir", str(data_dir), "--train-file", str(data_dir / "wiki.valid.raw"), "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )

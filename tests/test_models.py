@@ -14,6 +14,7 @@ from subchar.lm import TokenLM
 from zoo import mamba
 from zoo.registry import MODELS, lookup, num_params
 from zoo.streaming import TorchTokenLM
+from zoo.train import train
 
 VOCAB = 17
 BLOCK = 8
@@ -164,8 +165,13 @@ def test_num_params_counts_tied_weights_once(name, expected):
 
 
 def test_transformer_config_rejects_odd_head_size():
-    with pytest.raises(UserError, match="n_embd=36 must be a multiple of 2\\*n_head=8"):
+    with pytest.raises(ValueError, match="n_embd=36 must be a multiple of 2\\*n_head=8"):
         lookup("transformer")[0](vocab_size=VOCAB, n_embd=36, n_head=4)
+
+
+def test_the_trainer_turns_a_bad_setting_into_a_user_error():
+    with pytest.raises(UserError, match="n_embd=36 must be a multiple of 2\\*n_head=8"):
+        train("transformer", np.arange(64) % VOCAB, VOCAB, overrides={"n_embd": 36, "n_head": 4}, device="cpu")
 
 
 @pytest.mark.parametrize("name", NEURAL)
@@ -178,5 +184,26 @@ def test_config_round_trips_through_json(name):
 
 @pytest.mark.skipif(mamba.FUSED_AVAILABLE, reason="mamba-ssm is installed here")
 def test_mamba_fused_kernels_need_mamba_ssm():
-    with pytest.raises(UserError, match="pip install 'subchar\\[cuda\\]'"):
+    with pytest.raises(ValueError, match="pip install 'subchar\\[cuda\\]'"):
         tiny("mamba").use_fused_kernels(True)
+
+
+@pytest.mark.parametrize("name", NEURAL)
+def test_the_models_share_one_naming_scheme(name):
+    names = set(tiny(name).state_dict())
+    assert {"wte.weight", "ln_f.weight", "blocks.0.ln_1.weight"} <= names
+    assert tiny(name).vocab_size == VOCAB and tiny(name).block_size == BLOCK
+
+
+def test_mamba_loads_weights_saved_under_its_old_names():
+    model = sharpened("mamba")
+    renames = (("wte.", "embedding."), ("ln_f.", "norm_f."), (".ln_1.", ".norm."))
+    old = {}
+    for key, value in model.state_dict().items():
+        for new, before in renames:
+            key = key.replace(new, before, 1)
+        old[key] = value
+    assert {"embedding.weight", "norm_f.weight", "blocks.1.norm.weight"} <= set(old)
+    restored = tiny("mamba")
+    restored.load_state_dict(old)
+    assert all(torch.equal(restored.state_dict()[k], v) for k, v in model.state_dict().items())

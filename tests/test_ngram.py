@@ -12,6 +12,7 @@ import pytest
 from eval.errors import UserError
 from subchar.lm import TokenLM
 from zoo.ngram import KneserNeyLM
+from zoo.train import train
 
 
 def reference_discounts(counts: list[int]) -> tuple[float, float, float]:
@@ -135,14 +136,19 @@ def test_save_load_round_trip(tmp_path):
     "tokens,vocab_size,order,message",
     [([0, 1, 5], 3, 2, "token ids must lie"), ([0, 1], 3, 3, "at least 3"), ([0, 1, 2], 3, 0, "order must be")],
 )
-def test_bad_input_is_a_user_error(tokens, vocab_size, order, message):
-    with pytest.raises(UserError, match=message):
+def test_bad_input_is_a_value_error(tokens, vocab_size, order, message):
+    with pytest.raises(ValueError, match=message):  # plain ValueError in the model file; UserError at the trainer
         KneserNeyLM.fit(np.array(tokens), vocab_size, order)
 
 
-def test_stepping_an_out_of_vocabulary_token_is_a_user_error():
+def test_the_trainer_turns_a_bad_order_into_a_user_error():
+    with pytest.raises(UserError, match="order must be"):
+        train("ngram", np.arange(32) % 3, 3, overrides={"order": 0})
+
+
+def test_stepping_an_out_of_vocabulary_token_is_a_value_error():
     lm = KneserNeyLM.fit(np.array([0, 1, 2, 0]), vocab_size=3, order=2)
-    with pytest.raises(UserError, match="outside the model's vocabulary 0..2"):
+    with pytest.raises(ValueError, match="outside the model's vocabulary 0..2"):
         lm.step(lm.start(), 3)
 
 

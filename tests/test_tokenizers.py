@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from eval.data import SplitText
 from eval.errors import UserError
-from subchar.cli import main as subchar_main
+from lab.cli import main as subchar_main
 from tokenizers_local import END_OF_TEXT, FAMILIES, LocalTokenizer, load, to_tiktoken, train_tokenizer
 from tokenizers_local.hf_common import ENCODE_CHUNK_CHARS
 from tokenizers_local.text_stream import chunks

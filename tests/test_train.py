@@ -115,3 +115,23 @@ def test_bad_input_is_a_user_error(kwargs, message):
     with pytest.raises(UserError, match=message):
         train(args.pop("model_name"), args.pop("token_ids"), 24, device="cpu", meter=quiet_meter(),
               settings=TrainSettings(max_steps=1, progress=False), **args)
+
+
+def test_a_module_of_your_own_is_checked_before_training():
+    ids = np.arange(64) % 8
+
+    class NoSizes(torch.nn.Module):
+        def forward(self, idx):
+            return idx
+
+    with pytest.raises(UserError, match="NoSizes needs an int attribute vocab_size"):
+        train(NoSizes(), ids, 8, budget_s=5, device="cpu")
+    model = NoSizes()
+    model.vocab_size, model.block_size = 9, 4
+    with pytest.raises(UserError, match="NoSizes has vocab_size 9 but the token ids need 8"):
+        train(model, ids, 8, budget_s=5, device="cpu")
+    model.vocab_size = 8
+    with pytest.raises(UserError, match="apply to zoo models only"):
+        train(model, ids, 8, budget_s=5, overrides={"n_layer": 2}, device="cpu")
+    with pytest.raises(UserError, match="cannot train object: pass a zoo model's name or an nn.Module"):
+        train(object(), ids, 8, budget_s=5, device="cpu")

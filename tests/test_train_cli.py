@@ -6,19 +6,18 @@ import json
 
 import pytest
 
-import subchar
+import lab.commands.train as train_command
 import tokenizers_local
-import zoo.cli
 from eval.data import load_split
 from eval.energy import EnergyMeter
-from subchar.cli import main
+from lab.cli import main
 
 WORDS = [a + b + c for a in "bcdfglmnpst" for b in "aeiou" for c in "nrstx"]
 
 
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
-    monkeypatch.setattr(zoo.cli, "EnergyMeter", lambda: EnergyMeter(gpu=None, cpu=None))
+    monkeypatch.setattr(train_command, "EnergyMeter", lambda: EnergyMeter(gpu=None, cpu=None))
     train_file = tmp_path / "train.txt"
     train_file.write_text(" ".join(WORDS[(i * 37) % len(WORDS)] for i in range(3000)) + ".\n")
     data = tmp_path / "data"
@@ -60,6 +59,8 @@ def test_train_neural_respects_budget(workspace):
         (["--model", "nope"], "unknown model 'nope'"),
         (["--model", "ngram", "--set", "order"], "--set expects KEY=VALUE"),
         (["--model", "ngram", "--train-chars", "0"], "--train-chars must be positive"),
+        (["--model", "ngram", "--set", "order=0"], "n-gram order must be >= 1"),  # a model file's ValueError
+        (["--model", "transformer", "--set", "n_embd=36", "--set", "n_head=4"], "n_embd=36 must be a multiple"),
     ],
 )
 def test_train_argument_errors(workspace, capsys, argv, message):

@@ -6,15 +6,13 @@ character adapter and the round-trip checks all rest on one table.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from eval.errors import UserError
-from eval.records import file_sha256, replace_directory, utc_now, write_json_atomic
+from eval.records import file_sha256, staged_folder, utc_now, write_json_atomic
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "subchar-tokenizer"
@@ -140,17 +138,9 @@ class LocalTokenizer(ABC):
         target = Path(directory).expanduser()
         if target.exists() and not is_replaceable(target):
             raise UserError(f"{target} exists and is not a saved tokenizer; choose another --out path")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            staging.chmod(0o755)  # mkdtemp makes it private; a saved tokenizer is an ordinary shared artefact
+        with staged_folder(target) as staging:
             self.write_backend(staging / self.backend_file)
             write_json_atomic(staging / MANIFEST_NAME, self.manifest(file_sha256(staging / self.backend_file)))
-            (staging / MANIFEST_NAME).chmod(0o644)
-            replace_directory(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return target
 
     def __repr__(self) -> str:

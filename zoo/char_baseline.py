@@ -11,6 +11,7 @@ import numpy as np
 
 from eval.contract import CharModel
 from eval.data import SplitText, require_train
+from eval.errors import UserError
 from zoo.ngram import KneserNeyLM
 
 
@@ -39,7 +40,11 @@ class CharKneserNey(CharModel):
         vocab = np.unique(points)
         ids = np.searchsorted(vocab, points)
         chars = "".join(map(chr, vocab.tolist()))
-        return cls(KneserNeyLM.fit(ids, vocab_size=len(chars) + 1, order=order), chars)
+        try:
+            lm = KneserNeyLM.fit(ids, vocab_size=len(chars) + 1, order=order)
+        except ValueError as err:  # the model file raises plain ValueError; here it is the user's setting
+            raise UserError(str(err)) from None
+        return cls(lm, chars)
 
     def reset(self) -> None:
         self.state = self.lm.start()

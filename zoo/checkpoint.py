@@ -18,18 +18,20 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+import tokenizers_local
 from eval.data import SplitText
 from eval.errors import UserError
-from eval.records import file_sha256, replace_directory, utc_now, write_json_atomic
+from eval.records import file_sha256, staged_folder, utc_now, write_json_atomic
 from eval.records import read_manifest as read_json_manifest
 from zoo.ngram import KneserNeyLM
+from zoo.registry import lookup
+from zoo.streaming import TorchTokenLM
 from zoo.train import NGRAM, TrainResult
 
 FORMAT = "subchar-checkpoint"
@@ -59,8 +61,6 @@ class Checkpoint:
         """The model as a subchar TokenLM (the n-gram already is one)."""
         if self.model_name == NGRAM:
             return self.model
-        from zoo.streaming import TorchTokenLM
-
         return TorchTokenLM(self.model, device)
 
 
@@ -72,9 +72,7 @@ def folder_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def load_tokenizer(folder: Path):
-    import tokenizers_local
-
+def load_tokenizer(folder: Path) -> tokenizers_local.LocalTokenizer:
     return tokenizers_local.load(folder)
 
 
@@ -100,9 +98,7 @@ def save_checkpoint(
         raise UserError(f"{target} exists and is not a checkpoint folder; choose another --out path")
     vocab_size = int(result.config["vocab_size"])
     check_vocab(load_tokenizer(tokenizer_dir), vocab_size, tokenizer_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with staged_folder(target) as staging:
         write_json_atomic(staging / CONFIG, result.config)
         if result.model_name == NGRAM:
             weights = NGRAM_WEIGHTS
@@ -134,10 +130,6 @@ def save_checkpoint(
             "files": {name: file_sha256(staging / name) for name in (CONFIG, weights)},
         }
         write_json_atomic(staging / MANIFEST, manifest)
-        replace_directory(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 
@@ -185,8 +177,6 @@ def build_saved_model(folder: Path, name: str, config: dict[str, Any], vocab_siz
             return KneserNeyLM.load(folder / NGRAM_WEIGHTS)
         except Exception as err:  # numpy raises many types for a damaged npz
             raise UserError(f"{folder / NGRAM_WEIGHTS} is unreadable ({type(err).__name__}); train again") from None
-    from zoo.registry import lookup
-
     config_cls, model_cls = lookup(name)
     try:
         model = model_cls(config_cls(**config))

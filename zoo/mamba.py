@@ -29,7 +29,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from eval.errors import UserError
 
 try:  # fused kernels, optional extra ``cuda``; mamba-ssm >= 2.3 installs its compiled scan only on request
     import selective_scan_cuda  # noqa: F401
@@ -169,18 +168,33 @@ class Mixer(nn.Module):
         return self.out_proj(y), conv_state, ssm_state
 
 
+# Parameter names before the zoo's models shared one scheme (wte, ln_1, ln_f): old checkpoints still load.
+LEGACY_PREFIXES = (("embedding.", "wte."), ("norm_f.", "ln_f."))
+
+
+def rename_legacy_keys(state_dict: dict, prefix: str, *args) -> None:
+    """Load-state-dict pre-hook: rename in place the parameters of a checkpoint saved with the old names."""
+    for key in list(state_dict):
+        name = key[len(prefix):]
+        renamed = next((new + name[len(old):] for old, new in LEGACY_PREFIXES if name.startswith(old)), None)
+        if renamed is None and name.startswith("blocks.") and ".norm." in name:
+            renamed = name.replace(".norm.", ".ln_1.", 1)
+        if renamed is not None:
+            state_dict[prefix + renamed] = state_dict.pop(key)
+
+
 class Block(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
-        self.norm = nn.RMSNorm(cfg.d_model)
+        self.ln_1 = nn.RMSNorm(cfg.d_model)
         self.mixer = Mixer(cfg)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.dropout(self.mixer(self.norm(x)))
+        return x + self.dropout(self.mixer(self.ln_1(x)))
 
     def step(self, x, conv_state, ssm_state):
-        y, conv_state, ssm_state = self.mixer.step(self.norm(x), conv_state, ssm_state)
+        y, conv_state, ssm_state = self.mixer.step(self.ln_1(x), conv_state, ssm_state)
         return x + y, conv_state, ssm_state
 
 
@@ -188,34 +202,36 @@ class Model(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg
-        self.embedding = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.vocab_size, self.block_size = cfg.vocab_size, cfg.block_size  # zoo.interface.TokenModel
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.norm_f = nn.RMSNorm(cfg.d_model)
+        self.ln_f = nn.RMSNorm(cfg.d_model)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        nn.init.normal_(self.embedding.weight, std=0.02)
+        nn.init.normal_(self.wte.weight, std=0.02)
         if cfg.tie_embeddings:
-            self.lm_head.weight = self.embedding.weight
+            self.lm_head.weight = self.wte.weight
         else:
             nn.init.normal_(self.lm_head.weight, std=0.02)
         for block in self.blocks:  # residual-branch outputs shrink with depth (GPT-2 scaling)
             nn.init.normal_(block.mixer.out_proj.weight, std=0.02 / math.sqrt(cfg.n_layer))
+        self._register_load_state_dict_pre_hook(rename_legacy_keys)
 
     def use_fused_kernels(self, enabled: bool) -> None:
         """Choose mamba-ssm's kernels (used on CUDA tensors only) or the pure-torch path."""
         if enabled and not FUSED_AVAILABLE:
-            raise UserError("mamba-ssm is not installed: pip install 'subchar[cuda]' on a CUDA machine")
+            raise ValueError("mamba-ssm is not installed: pip install 'subchar[cuda]' on a CUDA machine")
         for block in self.blocks:
             block.mixer.use_fused = enabled
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Logits [B, T, vocab] for the next token at every position of idx [B, T]."""
-        x = self.embedding(idx)
+        x = self.wte(idx)
         for block in self.blocks:
             x = block(x)
-        return self.lm_head(self.norm_f(x))
+        return self.lm_head(self.ln_f(x))
 
     def empty_cache(self) -> MambaCache:
-        w = self.embedding.weight
+        w = self.wte.weight
         conv = w.new_zeros(1, self.cfg.d_inner, self.cfg.d_conv)
         ssm = w.new_zeros(1, self.cfg.d_inner, self.cfg.d_state, dtype=torch.float32)
         return MambaCache(conv_states=(conv,) * self.cfg.n_layer, ssm_states=(ssm,) * self.cfg.n_layer)
@@ -223,10 +239,10 @@ class Model(nn.Module):
     @torch.no_grad()
     def step(self, cache: MambaCache, token: int) -> tuple[torch.Tensor, MambaCache]:
         """Append one token: logits [vocab] for the next one and a new cache (``cache`` is left untouched)."""
-        x = self.embedding(torch.tensor([token], device=self.embedding.weight.device))
+        x = self.wte(torch.tensor([token], device=self.wte.weight.device))
         conv_states, ssm_states = [], []
         for block, conv, ssm in zip(self.blocks, cache.conv_states, cache.ssm_states):
             x, conv, ssm = block.step(x, conv, ssm)
             conv_states.append(conv)
             ssm_states.append(ssm)
-        return self.lm_head(self.norm_f(x))[0], MambaCache(tuple(conv_states), tuple(ssm_states))
+        return self.lm_head(self.ln_f(x))[0], MambaCache(tuple(conv_states), tuple(ssm_states))

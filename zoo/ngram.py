@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.errors import UserError
 
 State = tuple[int, ...]
 FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
@@ -130,7 +129,7 @@ class KneserNeyLM:
 
     def __init__(self, tables: list[tuple[np.ndarray, np.ndarray]], vocab_size: int, cache_size: int = 65_536):
         if not tables:
-            raise UserError("a Kneser-Ney model needs order >= 1")
+            raise ValueError("a Kneser-Ney model needs order >= 1")
         self.vocab_size = int(vocab_size)
         self.order = len(tables)
         num_contexts = [1] + [len(keys) for keys, _ in tables[:-1]]
@@ -146,13 +145,13 @@ class KneserNeyLM:
         """Count ``tokens`` (ints in [0, vocab_size)) up to ``order``."""
         tokens = np.asarray(tokens)
         if order < 1:
-            raise UserError(f"n-gram order must be >= 1, got {order}")
+            raise ValueError(f"n-gram order must be >= 1, got {order}")
         if tokens.ndim != 1 or len(tokens) < order:
-            raise UserError(f"need a 1-D sequence of at least {order} token ids to count {order}-grams, got {tokens.shape}")
+            raise ValueError(f"need a 1-D sequence of at least {order} token ids to count {order}-grams, got {tokens.shape}")
         if len(tokens) and (tokens.min() < 0 or tokens.max() >= vocab_size):
-            raise UserError(f"token ids must lie in [0, {vocab_size}); check the tokenizer's vocab_size")
+            raise ValueError(f"token ids must lie in [0, {vocab_size}); check the tokenizer's vocab_size")
         if vocab_size * len(tokens) >= 2**62:
-            raise UserError("vocab_size x tokens is too large for int64 n-gram keys; train on fewer tokens")
+            raise ValueError("vocab_size x tokens is too large for int64 n-gram keys; train on fewer tokens")
         return cls(count_tables(tokens.astype(np.int64), order, vocab_size), vocab_size, cache_size)
 
     # --- TokenLM -----------------------------------------------------------------------------------------------
@@ -161,7 +160,7 @@ class KneserNeyLM:
 
     def step(self, state: State, token: int) -> State:
         if not 0 <= token < self.vocab_size:
-            raise UserError(f"token id {token} is outside the model's vocabulary 0..{self.vocab_size - 1}; "
+            raise ValueError(f"token id {token} is outside the model's vocabulary 0..{self.vocab_size - 1}; "
                             "use the tokenizer the model was trained with")
         if self.order == 1:
             return ()

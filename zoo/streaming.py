@@ -35,7 +35,7 @@ def _frozen(array: np.ndarray) -> np.ndarray:
 
 
 class TorchTokenLM:
-    """``subchar.lm.TokenLM`` over a model with ``cfg.vocab_size``, ``empty_cache()`` and ``step()``.
+    """``subchar.lm.TokenLM`` over a model with ``vocab_size``, ``empty_cache()`` and ``step()`` (zoo.interface).
 
     The model is moved to ``device`` and put in eval mode (dropout off), and must not be trained while
     states made from it are in use.
@@ -43,7 +43,7 @@ class TorchTokenLM:
 
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu"):
         self.model = model.to(device).eval()
-        self.vocab_size: int = model.cfg.vocab_size
+        self.vocab_size: int = model.vocab_size
 
     def start(self) -> TokenState:
         with torch.no_grad():

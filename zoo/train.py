@@ -10,6 +10,10 @@ architectures here (attention, selective SSM, implicit long convolutions) well w
 Muon would need a split between matrix and non-matrix parameters that differs per model.
 
 The n-gram "trains" by counting, under the same guard and meter.
+
+``train`` takes a zoo model's name (``model_names()``) or a model of your own: any ``torch.nn.Module`` that follows
+:class:`zoo.interface.TokenModel` (``vocab_size``, ``block_size``, ``forward`` over token ids; ``empty_cache`` and
+``step`` for streaming through ``zoo.streaming.TorchTokenLM``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from eval.energy import EnergyMeter, PhaseEnergy
 from eval.errors import UserError
 from eval.guard import TrainingTimeoutError, wall_clock_guard
 from zoo.ngram import KneserNeyLM
+from zoo.registry import MODELS, lookup
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +47,6 @@ COMPILE_MIN_BUDGET_S = 120.0  # a cold torch.compile takes tens of seconds: it p
 
 def model_names() -> list[str]:
     """Every trainable model: the n-gram and the neural models of zoo.registry."""
-    from zoo.registry import MODELS
-
     return [NGRAM, *MODELS]
 
 
@@ -126,7 +129,7 @@ def check_ids(token_ids: np.ndarray, vocab_size: int) -> np.ndarray:
 
 
 def train(
-    model_name: str,
+    model: str | torch.nn.Module,
     token_ids: np.ndarray,
     vocab_size: int,
     *,
@@ -137,9 +140,10 @@ def train(
     settings: TrainSettings | None = None,
     meter: EnergyMeter | None = None,
 ) -> TrainResult:
-    """Train ``model_name`` on ``token_ids`` within ``budget_s`` seconds, measured as the meter's "train" phase.
+    """Train ``model`` (a zoo model's name, or a module following :class:`zoo.interface.TokenModel`, trained in
+    place) on ``token_ids`` within ``budget_s`` seconds, measured as the meter's "train" phase.
 
-    ``overrides`` set fields of the model's Config (or ``order`` for the n-gram). Raises
+    ``overrides`` set fields of a zoo model's Config (or ``order`` for the n-gram). Raises
     :class:`eval.guard.TrainingTimeoutError` only if the planned stop failed (e.g. torch.compile took the budget).
     """
     settings = settings or TrainSettings()
@@ -149,10 +153,10 @@ def train(
     meter = meter or EnergyMeter()
     seed_everything(seed)
     with meter.phase("train") as phase, wall_clock_guard(budget_s):
-        if model_name == NGRAM:
+        if model == NGRAM:
             result = count_ngram(ids, vocab_size, overrides or {})
         else:
-            result = train_neural(model_name, ids, vocab_size, budget_s, overrides or {}, device, settings)
+            result = train_neural(model, ids, vocab_size, budget_s, overrides or {}, device, settings)
     result.energy = phase
     return result
 
@@ -163,7 +167,10 @@ def count_ngram(ids: np.ndarray, vocab_size: int, overrides: dict[str, Any]) -> 
         raise UserError(f"the n-gram takes only the override 'order', not {', '.join(sorted(unknown))}")
     order = int(overrides.get("order", NGRAM_DEFAULT_ORDER))
     start = time.monotonic()
-    lm = KneserNeyLM.fit(ids, vocab_size, order)
+    try:
+        lm = KneserNeyLM.fit(ids, vocab_size, order)
+    except ValueError as err:  # the model file raises plain ValueError; here it is the user's setting
+        raise UserError(str(err)) from None
     return TrainResult(
         model_name=NGRAM,
         model=lm,
@@ -176,21 +183,44 @@ def count_ngram(ids: np.ndarray, vocab_size: int, overrides: dict[str, Any]) -> 
     )
 
 
-def build_model(model_name: str, vocab_size: int, overrides: dict[str, Any], device: torch.device):
-    """Config (with device-dependent defaults under the overrides) and the model on ``device``."""
-    from zoo.registry import lookup
-
-    config_cls, model_cls = lookup(model_name)
+def build_model(
+    model: str | torch.nn.Module, vocab_size: int, overrides: dict[str, Any], device: torch.device
+) -> tuple[str, dict[str, Any], int, torch.nn.Module]:
+    """(name, config, training context length, module on ``device``) for a zoo model's name (its Config with
+    device-dependent defaults under the overrides) or for a module of your own (trained as it is)."""
+    if not isinstance(model, str):
+        return own_model(model, vocab_size, overrides, device)
+    config_cls, model_cls = lookup(model)
     fields = set(config_cls.__dataclass_fields__)
     unknown = set(overrides) - fields
     if unknown:
-        raise UserError(f"{model_name} has no setting {', '.join(sorted(unknown))}; choose from {', '.join(sorted(fields))}")
+        raise UserError(f"{model} has no setting {', '.join(sorted(unknown))}; choose from {', '.join(sorted(fields))}")
     defaults = config_cls(vocab_size=vocab_size)
     values = dict(overrides)
     if device.type == "cpu" and "block_size" not in values:
         values["block_size"] = min(defaults.block_size, CPU_MAX_BLOCK_SIZE)
-    cfg = config_cls(**{**asdict(defaults), **values, "vocab_size": vocab_size})
-    return cfg, model_cls(cfg).to(device)
+    try:
+        cfg = config_cls(**{**asdict(defaults), **values, "vocab_size": vocab_size})
+    except ValueError as err:  # the model file raises plain ValueError; here it is the user's setting
+        raise UserError(str(err)) from None
+    return model, asdict(cfg), cfg.block_size, model_cls(cfg).to(device)
+
+
+def own_model(
+    model: torch.nn.Module, vocab_size: int, overrides: dict[str, Any], device: torch.device
+) -> tuple[str, dict[str, Any], int, torch.nn.Module]:
+    """A module following :class:`zoo.interface.TokenModel`, checked before any step is taken."""
+    name = type(model).__name__
+    if not isinstance(model, torch.nn.Module) or not callable(getattr(model, "forward", None)):
+        raise UserError(f"cannot train {name}: pass a zoo model's name or an nn.Module (zoo.interface.TokenModel)")
+    if overrides:
+        raise UserError(f"settings ({', '.join(sorted(overrides))}) apply to zoo models only; configure {name} itself")
+    for attribute in ("vocab_size", "block_size"):
+        if not isinstance(getattr(model, attribute, None), int):
+            raise UserError(f"{name} needs an int attribute {attribute} (see zoo.interface.TokenModel)")
+    if model.vocab_size != vocab_size:
+        raise UserError(f"{name} has vocab_size {model.vocab_size} but the token ids need {vocab_size}")
+    return name, {"vocab_size": vocab_size, "block_size": model.block_size}, model.block_size, model.to(device)
 
 
 def make_optimizer(model: torch.nn.Module, settings: TrainSettings, fused: bool) -> torch.optim.AdamW:
@@ -247,7 +277,7 @@ def next_token_loss(runner, x: torch.Tensor, y: torch.Tensor, autocast) -> torch
 
 
 def train_neural(
-    model_name: str,
+    model: str | torch.nn.Module,
     ids: np.ndarray,
     vocab_size: int,
     budget_s: float,
@@ -260,9 +290,9 @@ def train_neural(
     deadline = start + budget_s - margin
     dev = resolve_device(device)
     cuda = dev.type == "cuda"
-    cfg, model = build_model(model_name, vocab_size, overrides, dev)
+    model_name, config, block_size, model = build_model(model, vocab_size, overrides, dev)
     batch_size = settings.batch_size or (64 if cuda else 8)
-    batches = Batches(ids, cfg.block_size, batch_size, settings.val_fraction, dev, seed=torch.initial_seed())
+    batches = Batches(ids, block_size, batch_size, settings.val_fraction, dev, seed=torch.initial_seed())
     optimizer = make_optimizer(model, settings, fused=cuda)
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
     use_compile = (cuda and budget_s >= COMPILE_MIN_BUDGET_S) if settings.compile is None else settings.compile
@@ -324,7 +354,7 @@ def train_neural(
     return TrainResult(
         model_name=model_name,
         model=model,
-        config=asdict(cfg),
+        config=config,
         device=str(dev),
         seconds=time.monotonic() - start,
         steps=steps,

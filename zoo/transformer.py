@@ -28,7 +28,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from eval.errors import UserError
 
 @dataclass
 class Config:
@@ -44,7 +43,7 @@ class Config:
 
     def __post_init__(self) -> None:
         if self.n_embd % (2 * self.n_head):
-            raise UserError(f"n_embd={self.n_embd} must be a multiple of 2*n_head={2 * self.n_head} "
+            raise ValueError(f"n_embd={self.n_embd} must be a multiple of 2*n_head={2 * self.n_head} "
                             "(RoPE needs an even head size): change n_embd or n_head")
 
 
@@ -153,6 +152,7 @@ class Model(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg
+        self.vocab_size, self.block_size = cfg.vocab_size, cfg.block_size  # zoo.interface.TokenModel
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))

@@ -3,7 +3,9 @@
 Everything the benchmark's ``train()`` would do is measured as energy phases and shares one wall-clock budget:
 ``tokenizer`` (learning the vocabulary on the train split), ``tokenize`` (encoding the train text) and ``train``
 (the model). Evaluation is not charged, as in the benchmark. The character-level Kneser–Ney baseline (the
-benchmark's leading family) runs through the same pipeline as the cell ``char-kn``.
+benchmark's leading family) runs through the same pipeline as the cell ``char-kn``. The step from token ids to the
+character model (:func:`ngram_char_model`, :func:`neural_char_model`) is what an exported submission's ``train()``
+runs as well (``lab.export``).
 """
 
 from __future__ import annotations
@@ -15,12 +17,27 @@ from typing import Any
 
 import numpy as np
 
+import tokenizers_local
 from eval.data import SplitText, VAL_WINDOW_CHARS, load_split
 from eval.energy import EnergyMeter
 from eval.errors import UserError
 from eval.evaluate import EvalResult, evaluate
 from eval.guard import MAX_TRAIN_SECONDS, TrainingTimeoutError, wall_clock_guard
 from eval.records import RunRecord, write_json_atomic
+from subchar import CharAdapter
+from zoo.char_baseline import CharKneserNey
+from zoo.checkpoint import save_checkpoint
+from zoo.registry import num_params
+from zoo.streaming import TorchTokenLM
+from zoo.train import (
+    NGRAM,
+    TrainResult,
+    TrainSettings,
+    check_ids,
+    count_ngram,
+    seed_everything,
+    train_neural,
+)
 
 CHAR_BASELINE = "char-kn"
 ACC_MIN = 0.70
@@ -105,18 +122,9 @@ def run_cell(
 def train_cell(cell: Cell, options: CellOptions, train: SplitText, run_dir: Path, meter: EnergyMeter):
     """The measured part: returns the trained CharModel and facts about tokenizer and model."""
     if cell.model == CHAR_BASELINE:
-        from zoo.char_baseline import CharKneserNey
-
         with meter.phase("train"), wall_clock_guard(options.budget_s):
             model = CharKneserNey.fit(train, order=options.char_order)
         return model, {"model": {"name": CHAR_BASELINE, "config": {"order": options.char_order}}}
-
-    import tokenizers_local
-    from subchar import CharAdapter
-    from zoo.checkpoint import save_checkpoint
-    from zoo.registry import num_params
-    from zoo.streaming import TorchTokenLM
-    from zoo.train import NGRAM, train as train_model
 
     started = time.monotonic()
     with meter.phase("tokenizer"), wall_clock_guard(options.budget_s):
@@ -127,12 +135,16 @@ def train_cell(cell: Cell, options: CellOptions, train: SplitText, run_dir: Path
     if remaining <= 0:
         raise TrainingTimeoutError(f"the tokenizer took the whole {options.budget_s:g} s budget")
     overrides = options.overrides.get(cell.model, {})
-    result = train_model(cell.model, ids, tokenizer.vocab_size, budget_s=remaining, overrides=overrides,
-                         device=options.device, seed=options.seed, meter=meter)
+    with meter.phase("train"), wall_clock_guard(remaining):
+        if cell.model == NGRAM:
+            adapter, result = ngram_char_model(ids, tokenizer.vocab_size, tokenizer, overrides, options.mode,
+                                               options.beam)
+        else:
+            adapter, result = neural_char_model(cell.model, ids, tokenizer.vocab_size, tokenizer, remaining, overrides,
+                                                options.device, options.seed, TrainSettings(), options.mode,
+                                                options.beam)
     tokenizer_dir = tokenizer.save(run_dir / "tokenizer")
     save_checkpoint(run_dir / "checkpoint", result, tokenizer_dir, train)
-    lm = result.model if cell.model == NGRAM else TorchTokenLM(result.model, result.device)
-    adapter = CharAdapter(lm, tokenizer, mode=options.mode, beam=options.beam)
     facts = {
         "tokenizer": {
             "family": tokenizer.family,
@@ -148,6 +160,27 @@ def train_cell(cell: Cell, options: CellOptions, train: SplitText, run_dir: Path
         },
     }
     return adapter, facts
+
+
+def ngram_char_model(
+    ids: np.ndarray, vocab_size: int, tokenizer: Any, overrides: dict[str, Any], mode: str, beam: int | None
+) -> tuple[CharAdapter, TrainResult]:
+    """Count the n-gram on the token ids and read it per character: a cell's model step, which an exported
+    n-gram submission's ``train()`` runs too (``tokenizer`` may be a tiktoken Encoding there)."""
+    result = count_ngram(check_ids(ids, vocab_size), vocab_size, overrides)
+    return CharAdapter(result.model, tokenizer, mode=mode, beam=beam), result
+
+
+def neural_char_model(
+    model_name: str, ids: np.ndarray, vocab_size: int, tokenizer: Any, budget_s: float, overrides: dict[str, Any],
+    device: str, seed: int, settings: TrainSettings, mode: str, beam: int | None,
+) -> tuple[CharAdapter, TrainResult]:
+    """Train the neural model on the token ids within ``budget_s`` and read it per character: a cell's model step,
+    which an exported neural submission's ``train()`` runs too."""
+    ids = check_ids(ids, vocab_size)
+    seed_everything(seed)
+    result = train_neural(model_name, ids, vocab_size, budget_s, overrides, device, settings)
+    return CharAdapter(TorchTokenLM(result.model, result.device), tokenizer, mode=mode, beam=beam), result
 
 
 def base_record(cell: Cell, meter: EnergyMeter, train: SplitText, facts: dict[str, Any]) -> RunRecord:

@@ -1,20 +1,15 @@
-"""The ``subchar`` command: one entry point; each subcommand lives beside the code it drives."""
+"""The ``subchar`` command: one entry point for every subcommand (``lab.commands``)."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from eval.errors import UserError
+from lab.commands import data, export, grid, tokenizer, train
 
-# Each module exposes ``register(subparsers)``, adding its parser with ``set_defaults(func=...)``.
-COMMAND_MODULES = (
-    "eval.cli",
-    "eval.export",
-    "tokenizers_local.cli",
-    "zoo.cli",
-)
+# Each module's ``register(subparsers)`` adds its parsers with ``set_defaults(func=...)``, in help order.
+COMMAND_MODULES = (data, grid, export, tokenizer, train)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,8 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="subchar", description="Subword language models in the character-level WikiText benchmark."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    for module in COMMAND_MODULES:
+        module.register(subparsers)
     return parser
 
 

@@ -1,7 +1,7 @@
 """Cells on Modal: one A100-80GB function call per cell, fanned out in parallel, records streamed back.
 
 The benchmark itself runs on Modal's A100-80GB, so this is where subchar's energy figures are comparable to the
-leaderboard's. The image installs the project's dependencies and ships the four packages as local sources; the
+leaderboard's. The image installs the project's dependencies and ships the five packages as local sources; the
 WikiText splits live on a Modal volume, filled on first use by ``eval.data.fetch`` from the Hub. ``dry_run``
 builds the app (no network) and prints what it would run; ``executor="local"`` calls the very same function in
 this process, which is how it is tested offline.
@@ -14,13 +14,14 @@ from dataclasses import asdict
 from typing import Any, Callable, Iterator
 
 from eval.errors import UserError
-from eval.pipeline import Cell, CellOptions
+from eval.data import fetch
+from lab.cell import Cell, CellOptions, run_cell
 
 GPU = "A100-80GB"
 VOLUME = "subchar-wikitext"
 DATA_MOUNT = "/data"
 TIMEOUT_S = 50 * 60  # the benchmark's Modal limit for a whole run
-PACKAGES = ("subchar", "eval", "zoo", "tokenizers_local")
+PACKAGES = ("lab", "subchar", "eval", "zoo", "tokenizers_local")
 REQUIREMENTS = (
     "torch==2.5.1", "numpy", "tokenizers", "tiktoken", "sentencepiece", "datasets", "pyarrow",
     "nvidia-ml-py", "codecarbon~=3.2", "tqdm", "matplotlib",
@@ -29,16 +30,13 @@ REQUIREMENTS = (
 
 def run_cell_in_container(cell: dict[str, Any], options: dict[str, Any], data_dir: str = DATA_MOUNT) -> dict[str, Any]:
     """The remote body: make sure the splits are on the volume, then run the cell like the local backend."""
-    from eval.data import fetch
-    from eval.pipeline import run_cell
-
     fetch(data_dir)
     return run_cell(Cell(**cell), CellOptions(**options), f"/tmp/subchar-runs/{Cell(**cell).id}", data_dir)
 
 
 def build_app(gpu: str = GPU):
     """The Modal app and its function; building them needs the `modal` package but no network."""
-    try:
+    try:  # optional extra `modal`: imported only when a Modal app is built
         import modal
     except ImportError:
         raise UserError("the Modal backend needs the `modal` package: pip install 'subchar[modal]'") from None

@@ -2,7 +2,7 @@
 
 Finished cells are appended to ``results.jsonl`` one record per line as they complete; a restarted comparison reads
 that file first and skips them, so an interruption loses at most the cell in progress. Cells run on a backend: the
-local one (sequential, this machine) or Modal (parallel functions, one A100 each, see :mod:`eval.modal_backend`).
+local one (sequential, this machine) or Modal (parallel functions, one A100 each, see :mod:`lab.modal_backend`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from eval.errors import UserError
-from eval.pipeline import CHAR_BASELINE, Cell, CellOptions, run_cell
+from lab.cell import CHAR_BASELINE, Cell, CellOptions, run_cell
 from eval.records import write_json_atomic
-from eval.report import write_reports
+from lab.report import write_reports
 
 RESULTS = "results.jsonl"
 

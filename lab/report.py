@@ -104,7 +104,7 @@ def label_points(ax, points: list[dict[str, Any]], line_px: float = 12.0) -> Non
 def pareto_png(records: list[dict[str, Any]], title: str = "energy to accuracy") -> bytes:
     """Energy (log x) against val accuracy: one colour per model, squares for the char baseline, hollow markers for
     disqualified runs, the 0.70 floor, the Pareto front joined in orange and the winner circled in red."""
-    import matplotlib
+    import matplotlib  # slow to import: loaded only when a plot is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

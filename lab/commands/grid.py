@@ -1,67 +1,20 @@
-"""``subchar data`` (fetch and inspect WikiText) and ``subchar quickstart`` (the main job on the data at hand)."""
+"""``subchar compare`` (the tokenizer × model grid), ``subchar quickstart`` (a small grid) and ``subchar modal``."""
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 
-from eval.data import SPLITS, fetch, load_split
 from eval.errors import UserError
-
-
-def add_data_args(parser: argparse.ArgumentParser, *, train_file: bool = False) -> None:
-    parser.add_argument("--data-dir", help="directory with wiki.<split>.raw or parquet shards (default: $SUBCHAR_DATA)")
-    if train_file:
-        parser.add_argument(
-            "--train-file",
-            help="proxy text standing in for the train split (default: $SUBCHAR_TRAIN_FILE); results are marked proxy",
-        )
-
-
-def register(subparsers) -> None:
-    data = subparsers.add_parser("data", help="fetch or inspect WikiText-103-raw-v1")
-    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    fetch_parser = data_commands.add_parser("fetch", help="write wiki.<split>.raw from local parquet shards or the Hub")
-    fetch_parser.add_argument("--data-dir", required=True)
-    fetch_parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
-    fetch_parser.set_defaults(func=run_fetch)
-    info_parser = data_commands.add_parser("info", help="length and checksum of each split's scored stream")
-    add_data_args(info_parser, train_file=True)
-    info_parser.add_argument("--splits", nargs="+", choices=SPLITS, default=["valid", "test"])
-    info_parser.set_defaults(func=run_info)
-    register_compare(subparsers)
-
-
-def run_fetch(args: argparse.Namespace) -> int:
-    for path in fetch(args.data_dir, tuple(args.splits)):
-        print(f"ready: {path}")
-    return 0
-
-
-def run_info(args: argparse.Namespace) -> int:
-    for split in args.splits:
-        text = load_split(split, args.data_dir, getattr(args, "train_file", None))
-        stream_sha = hashlib.sha256(text.text.encode("utf-8")).hexdigest()[:16]
-        window_sha = hashlib.sha256(text.text[:60_000].encode("utf-8")).hexdigest()[:16]
-        proxy = " (proxy train)" if text.proxy else ""
-        print(f"{split}{proxy}: {len(text.text):,} chars, sha256 {stream_sha}, window sha256 {window_sha}  <- {text.source}")
-    return 0
-
+from eval.records import write_json_atomic
+from lab.cell import CellOptions
+from lab.commands.common import DEFAULT_BEAM, add_data_args, beam_width
+from lab.compare import compare, grid, load_grid, read_results, save_grid
+from lab.modal_backend import modal_backend
+from lab.report import winner
 
 QUICKSTART_TOKENIZERS = ("bytebpe:2048", "unigram:2048")
 QUICKSTART_MODELS = ("ngram",)
-
-
-DEFAULT_BEAM = 8
-
-
-def beam_width(text: str) -> int | None:
-    """``--beam K``: K coverings kept; 0 means none pruned (the exact sum, whose cost grows with the buffer)."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("the beam must be 0 (no pruning) or positive")
-    return value or None
 
 
 def add_grid_args(parser: argparse.ArgumentParser, *, budget: float, eval_chars: int, test_chars: int) -> None:
@@ -78,7 +31,7 @@ def add_grid_args(parser: argparse.ArgumentParser, *, budget: float, eval_chars:
     parser.add_argument("--seed", type=int, default=0)
 
 
-def register_compare(subparsers) -> None:
+def register(subparsers) -> None:
     compare_parser = subparsers.add_parser("compare", help="tokenizer × model grid: energy to accuracy, resumable")
     compare_parser.add_argument("--tokenizers", nargs="+", required=True, metavar="FAMILY:VOCAB",
                                 help="e.g. bytebpe:4096 unigram:8192 wordpiece:8192 word:16384")
@@ -102,9 +55,7 @@ def register_compare(subparsers) -> None:
     modal_parser.set_defaults(func=run_modal)
 
 
-def options_from(args: argparse.Namespace):
-    from eval.pipeline import CellOptions
-
+def options_from(args: argparse.Namespace) -> CellOptions:
     for name in ("budget", "eval_chars"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive")
@@ -114,9 +65,6 @@ def options_from(args: argparse.Namespace):
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from eval.compare import compare, grid, save_grid
-    from eval.modal_backend import modal_backend
-
     cells = grid(args.tokenizers, args.models)
     options = options_from(args)
     save_grid(args.out, cells, options, args.data_dir, args.train_file)
@@ -129,13 +77,8 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def run_quickstart(args: argparse.Namespace) -> int:
-    from eval.report import winner
-
     code = run_compare(args)
     if args.json:
-        from eval.compare import read_results
-        from eval.records import write_json_atomic
-
         records = read_results(Path(args.out) / "results.jsonl")
         best = winner(records) or max(records, key=lambda r: r.get("val_char_accuracy") or 0.0)
         write_json_atomic(args.json, best)
@@ -144,9 +87,6 @@ def run_quickstart(args: argparse.Namespace) -> int:
 
 
 def run_modal(args: argparse.Namespace) -> int:
-    from eval.compare import compare, load_grid
-    from eval.modal_backend import modal_backend
-
     cells, options, out = load_grid(args.target)
     records, table, plot = compare(cells, options, out, modal_backend(dry_run=args.dry_run))
     if not args.dry_run:

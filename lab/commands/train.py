@@ -15,14 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from eval.cli import DEFAULT_BEAM, beam_width
+import tokenizers_local
 from eval.data import load_split
 from eval.energy import EnergyMeter
 from eval.errors import UserError
 from eval.evaluate import evaluate
 from eval.guard import MAX_TRAIN_SECONDS, TrainingTimeoutError
 from eval.records import RunRecord
+from lab.commands.common import DEFAULT_BEAM, beam_width
+from subchar import CharAdapter
 from zoo.checkpoint import folder_digest, load_checkpoint, save_checkpoint
+from zoo.registry import num_params
 from zoo.train import NGRAM, TrainSettings, model_names, train
 
 TRAIN_RECORD = "train_record.json"
@@ -76,8 +79,6 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    import tokenizers_local
-
     if args.model not in model_names():
         raise UserError(f"unknown model {args.model!r}: choose one of {', '.join(model_names())}")
     if args.train_chars is not None and args.train_chars <= 0:
@@ -109,8 +110,6 @@ def run_train(args: argparse.Namespace) -> int:
 def model_facts(result) -> dict[str, Any]:
     facts: dict[str, Any] = {"name": result.model_name, "config": result.config}
     if result.model_name != NGRAM:
-        from zoo.registry import num_params
-
         facts["params"] = num_params(result.model)
     return facts
 
@@ -135,8 +134,6 @@ def train_record(args: argparse.Namespace, tokenizer, text, meter: EnergyMeter, 
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from subchar import CharAdapter
-
     if args.chars <= 0:
         raise UserError(f"--chars must be positive, got {args.chars}")
     checkpoint = load_checkpoint(args.run, device=args.device)

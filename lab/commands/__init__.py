@@ -1,0 +1,1 @@
+"""The ``subchar`` subcommands, one module per group; each exposes ``register(subparsers)``."""

@@ -1,0 +1,164 @@
+"""``subchar export RUN --out DIR``: one self-contained ``submission.py`` for the benchmark harness.
+
+The harness (cybertronai/wikitext) loads a single file in an image holding only torch, numpy and tiktoken (with
+its dependency regex) beside the standard library, times and meters its ``train(train_text)`` (300 s cap) and
+scores the CharModel it returns. The file is *generated from this package's own sources*, so it runs the code
+the run was measured with:
+
+1. The tokenizer becomes data: the run's byte-level BPE as tiktoken's constructor arguments (merge ranks as
+   base64, the pre-tokenisation regex, the special tokens), rebuilt into a ``tiktoken.Encoding`` in-process.
+   Its ids equal the run's tokenizer's (tokenizers_local.tiktoken_bridge); the merges were learned on the
+   run's (proxy) train split, so ``train()`` only encodes.
+2. The modules the model needs are inlined in dependency order (``lab.export.parts``; ``lab.export.inline``):
+   whole modules, or the named top-level definitions of a module whose other parts need the rest of the package.
+3. The templates (``lab/export/templates/``, real modules) tie them together: ``train()`` encodes (threads) and
+   calls the grid cell's own step from token ids to the character model (``lab.cell.ngram_char_model`` or
+   ``neural_char_model``) with the run's settings.
+
+Every export checks the file it writes (``lab.export.checks``). A failure there means the part lists are out of
+date with the sources.
+"""
+
+from __future__ import annotations
+
+import base64
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from eval.errors import UserError
+from eval.records import utc_now, write_text_atomic
+from lab.export import parts
+from lab.export.checks import SUBMISSION_FILE, check_submission
+from lab.export.inline import inline
+from lab.export.run import RunFacts, read_run, train_settings
+from lab.export.templates import run as run_template
+from tokenizers_local import to_tiktoken
+
+TRAIN_BUDGET_S = 285.0  # the harness disqualifies at 300 s; the trainer plans its own stop inside this
+RANKS_PER_LINE = 12
+
+
+# --- generating the file ---------------------------------------------------------------------------------------
+def build_submission(facts: RunFacts, batch_size: int | None = None, lr: float | None = None,
+                     author: str | None = None) -> str:
+    """The text of submission.py for ``facts`` (checked, see the module docstring)."""
+    checkpoint = facts.checkpoint
+    model = checkpoint.model_name
+    state = to_tiktoken(checkpoint.tokenizer).__getstate__()  # tiktoken's pickle state: its constructor arguments
+    constants: dict[str, Any] = {
+        "ENCODING_NAME": state["name"],
+        "VOCAB_SIZE": int(checkpoint.manifest["vocab_size"]),
+        "PAT_STR": state["pat_str"],
+        "SPECIAL_TOKENS": state["special_tokens"],
+        "ENCODE_CHUNK_CHARS": 1 << 20,
+        "MODE": facts.mode,
+        "BEAM": facts.beam,
+    }
+    settings = None
+    if model == parts.NGRAM_MODEL:
+        body = (*parts.ADAPTER, *parts.NGRAM_TRAINER)
+        constants["ORDER"] = int(checkpoint.config["order"])
+        entry = parts.NGRAM_ENTRY
+    else:
+        body = (*parts.ADAPTER, *parts.MODEL_PARTS[model], *parts.NEURAL_TRAINER)
+        settings = train_settings(facts, batch_size, lr)
+        constants.update(MODEL_NAME=model, TRAIN_BUDGET_S=TRAIN_BUDGET_S, SEED=facts.seed, SETTINGS=settings,
+                         CONFIG={k: v for k, v in checkpoint.config.items() if k != "vocab_size"})
+        entry = parts.NEURAL_ENTRY
+    constants["MERGEABLE_RANKS"] = ranks_text(state["mergeable_ranks"], set(state["special_tokens"].values()))
+    unknown = set(constants) - set(run_template.__annotations__)
+    if unknown:
+        raise RuntimeError(f"{', '.join(sorted(unknown))} not declared in lab/export/templates/run.py")
+    sections = [
+        f'"""{header_docstring(facts, settings)}"""\n',
+        "from __future__ import annotations\n",
+        *([f"__author__ = {author!r}\n"] if author else []),
+        *(inline(part) for part in (*parts.HEAD, *parts.CONTRACT, *body)),
+        "\n# ==== the run ====\n" + "".join(constant_line(name, value) for name, value in constants.items()),
+        *(inline(part) for part in (*parts.TOKENIZER, *entry)),
+    ]
+    source = "\n".join(section.rstrip("\n") + "\n" for section in sections)
+    check_submission(source)
+    return source
+
+
+def header_docstring(facts: RunFacts, settings: dict[str, Any] | None) -> str:
+    manifest, config = facts.checkpoint.manifest, facts.checkpoint.config
+    proxy = bool(manifest.get("proxy_train"))
+    split = "a PROXY for the train split" if proxy else "the train split"
+    record = facts.record or {}
+    if record.get("val_char_accuracy") is not None:
+        scored = (f"val char accuracy {record['val_char_accuracy']:.4f} over {record['val_chars']:,} chars"
+                  + (f" (disqualified: {record['reason']})" if record.get("disqualified") else "")
+                  + (" - a development figure (proxy train text), not a benchmark result" if proxy else ""))
+    else:
+        scored = "no val accuracy recorded with this checkpoint (score it with `subchar eval`)"
+    beam = "no beam" if facts.beam is None else f"beam {facts.beam}"
+    if settings is None:
+        recipe = f"train() counts the train text's {config['order']}-grams (modified Kneser-Ney), as the run did."
+    else:
+        exact = ("It planned its steps too, so on the run's device the weights are the run's."
+                 if manifest.get("stop_reason") == "max_steps" else
+                 "The run stopped on its clock, with a time-based learning-rate schedule; the export replays its "
+                 "step count with a step-based one: the same recipe, not bit-identical weights.")
+        recipe = (f"train() trains {facts.checkpoint.model_name} {config} from scratch: seed {facts.seed}, "
+                  f"{settings['max_steps']} steps of batch {settings['batch_size']}, lr {settings['lr']:g}, as "
+                  f"the run (on {manifest.get('device')}). {exact}")
+    lines = [
+        f"subchar submission {facts.name}: {facts.checkpoint.tokenizer.family}{manifest['vocab_size']} tokens, "
+        f"{facts.checkpoint.model_name}, read per character by subchar's CharAdapter ({facts.mode} mode, {beam}).",
+        "",
+        f"Exported from {facts.checkpoint.path.resolve()} (trained on {manifest.get('train_source')}, "
+        f"{manifest.get('train_chars'):,} chars, {split}): {scored}.",
+        "",
+        f"The tokenizer's merges were learned on that {'proxy ' if proxy else ''}train text and are embedded below "
+        "(MERGEABLE_RANKS); train() only encodes with them. " + recipe,
+        "",
+        f"Generated by `subchar export` on {utc_now()} from subchar's own sources (the sections marked "
+        "'inlined from'); regenerate it rather than editing it. It needs only the standard library, "
+        + ("torch, " if settings else "") + "numpy and tiktoken (with its dependency regex).",
+    ]
+    text = "\n".join(textwrap.fill(line, 116) if line else "" for line in lines) + "\n"
+    return text.replace("\\", "\\\\").replace('"""', "'''")  # it goes into a """ literal
+
+
+def constant_line(name: str, value: Any) -> str:
+    if name == "MERGEABLE_RANKS":  # one token per base64 word, many per line: readable and diff-friendly
+        return f'{name} = """\n{value}\n"""\n'
+    return f"{name} = {value!r}\n"
+
+
+def ranks_text(mergeable_ranks: dict[bytes, int], special_ids: set[int]) -> str:
+    """Every token's bytes in base64, in rank order (special ids skipped), RANKS_PER_LINE to a line."""
+    ordered = sorted(mergeable_ranks.items(), key=lambda item: item[1])
+    expected = [rank for rank in range(len(ordered) + len(special_ids)) if rank not in special_ids][: len(ordered)]
+    if [rank for _, rank in ordered] != expected:
+        raise UserError("this tokenizer's ranks have gaps besides its special tokens; train the tokenizer again")
+    pieces = [base64.b64encode(token).decode("ascii") for token, _ in ordered]
+    return "\n".join(" ".join(pieces[i : i + RANKS_PER_LINE]) for i in range(0, len(pieces), RANKS_PER_LINE))
+
+
+# --- entry points ----------------------------------------------------------------------------------------------
+def export_run(
+    run: str | Path,
+    out: str | Path,
+    *,
+    mode: str | None = None,
+    beam: int | None = None,
+    seed: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    author: str | None = None,
+) -> Path:
+    """Write ``out/submission.py`` for the run in ``run``; returns its path."""
+    if mode not in (None, "spec", "exact"):
+        raise UserError(f"mode must be spec or exact, not {mode!r}")
+    if beam is not None and beam < 0:
+        raise UserError(f"--beam must be a positive width (0: no beam), got {beam}")
+    facts = read_run(run, mode=mode, beam=beam, seed=seed)
+    target = Path(out).expanduser() / SUBMISSION_FILE
+    write_text_atomic(target, build_submission(facts, batch_size=batch_size, lr=lr, author=author))
+    return target
+
+

@@ -1,0 +1,45 @@
+"""What a submission is made of, in dependency order: the modules (or named definitions) ``build`` inlines.
+
+The templates (``lab/export/templates/``) are parts like any other; their imports of this project only name
+what earlier parts define. A stale list shows up as a failed check on the generated file (``checks``).
+"""
+
+from __future__ import annotations
+
+from lab.export.inline import Part
+
+NGRAM_MODEL = "ngram"
+
+HEAD = (Part("lab.export.templates.register"),)
+CONTRACT = (Part("eval.contract"), Part("eval.errors"), Part("lab.export.templates.base_class"))
+ADAPTER = (
+    Part("tokenizers_local.text_stream", ("CHUNK_BOUNDARY", "DEFAULT_CHUNK_CHARS", "chunks")),
+    Part("subchar.tokenizer_view"),
+    Part("subchar.surface_index"),
+    Part("subchar.commit_point"),
+    Part("subchar.adapter"),
+)
+NGRAM_TRAINER = (
+    Part("zoo.ngram"),
+    Part("zoo.train", ("NGRAM", "NGRAM_DEFAULT_ORDER", "TrainResult", "check_ids", "count_ngram")),
+)
+NEURAL_TRAINER = (
+    Part("eval.guard", ("TIMEOUT_REASON", "TrainingTimeoutError")),
+    Part("lab.export.templates.standins"),
+    Part("zoo.streaming"),
+    Part("zoo.train", (
+        "log", "CPU_MAX_BLOCK_SIZE", "COMPILE_MIN_BUDGET_S", "TrainSettings", "TrainResult", "resolve_device",
+        "seed_everything", "check_ids", "build_model", "own_model", "make_optimizer", "lr_at", "Batches", "next_token_loss",
+        "train_neural", "validation_loss",
+    )),
+)
+MODEL_PARTS = {
+    "transformer": (Part("zoo.transformer"),),
+    "mamba": (Part("zoo.mamba"),),
+    "hyena": (Part("zoo.transformer", ("MLP",)), Part("zoo.hyena")),
+}
+TOKENIZER = (Part("lab.export.templates.tokenizer"),)
+# train(): the grid cell's own step from token ids to the character model, then the template that calls it
+NGRAM_ENTRY = (Part("lab.cell", ("ngram_char_model",)), Part("lab.export.templates.ngram_entry"))
+NEURAL_ENTRY = (Part("lab.cell", ("neural_char_model",)), Part("lab.export.templates.neural_entry"))
+EXPORTABLE_MODELS = (NGRAM_MODEL, *MODEL_PARTS)

@@ -1,0 +1,24 @@
+"""Stand-ins for what a submission knows about its run, so that the templates import and lint.
+
+A generated submission defines each of these names in its "the run" section with the run's values, and does not
+carry this module (``lab.export.build`` checks that it writes exactly these names).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ENCODING_NAME: str = ""  # the tokenizer, as tiktoken's constructor arguments
+VOCAB_SIZE: int = 0
+PAT_STR: str = ""
+SPECIAL_TOKENS: dict[str, int] = {}
+MERGEABLE_RANKS: str = ""  # every token's bytes in base64, rank order, special ids skipped
+ENCODE_CHUNK_CHARS: int = 1 << 20
+MODE: str = "exact"  # the CharAdapter's settings
+BEAM: int | None = None
+ORDER: int = 0  # n-gram runs
+MODEL_NAME: str = ""  # neural runs
+TRAIN_BUDGET_S: float = 285.0
+SEED: int = 0
+SETTINGS: dict[str, Any] = {}
+CONFIG: dict[str, Any] = {}
