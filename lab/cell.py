@@ -79,6 +79,7 @@ class CellOptions:
     seed: int = 0
     overrides: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
+    repeat: int = 0  # which run of `compare --repeats N` (compare gives run k the seed --seed + k)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

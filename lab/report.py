@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import os
+import statistics
 from typing import Any
 
+from eval.energy import FLOOR_WATTS
 from eval.records import write_bytes_atomic, write_text_atomic
 
 ACC_MIN = 0.70
@@ -43,6 +45,72 @@ def _fmt(value: Any, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
+def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per run name. A single record stays as it is; the records of ``compare --repeats`` become their
+    median energy, accuracy and training time, with the min–max ranges in ``extra.energy_range`` and
+    ``extra.acc_range`` and the count in ``extra.runs``; the row is disqualified when any run was."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(run_label(record), []).append(record)
+    rows = []
+    for group in groups.values():
+        if len(group) == 1:
+            rows.append(group[0])
+            continue
+        row = {**group[0], "extra": dict(group[0].get("extra") or {})}
+        for key, range_key in (("total_energy_J", "energy_range"), ("val_char_accuracy", "acc_range"),
+                               ("training_duration_s", None)):
+            values = [r[key] for r in group if r.get(key) is not None]
+            row[key] = statistics.median(values) if values else None
+            if range_key:
+                row["extra"][range_key] = [min(values), max(values)] if values else None
+        failed = [r for r in group if r.get("disqualified")]
+        row["disqualified"], row["reason"] = bool(failed), failed[0].get("reason") if failed else None
+        row["extra"]["runs"] = len(group)
+        rows.append(row)
+    return rows
+
+
+def value_span(row: dict[str, Any], key: str, range_key: str) -> tuple[float, float] | None:
+    """(min, max) of ``key`` over a row's runs: its range when repeated, else the value twice (None if missing)."""
+    span = (row.get("extra") or {}).get(range_key)
+    if span:
+        return span[0], span[1]
+    value = row.get(key)
+    return None if value is None else (value, value)
+
+
+def energy_span(row: dict[str, Any]) -> tuple[float, float] | None:
+    return value_span(row, "total_energy_J", "energy_range")
+
+
+def ties(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """For each row of repeated runs, the other rows whose energy range overlaps its own: their order is noise."""
+    tied: dict[str, list[str]] = {}
+    for row in rows:
+        span = energy_span(row)
+        if span is None or not (row.get("extra") or {}).get("runs"):
+            continue
+        for other in rows:
+            other_span = energy_span(other)
+            if other is not row and other_span and other_span[0] <= span[1] and span[0] <= other_span[1]:
+                tied.setdefault(run_label(row), []).append(run_label(other))
+    return tied
+
+
+def with_range(value: Any, span: list[float] | None, spec: str) -> str:
+    text = _fmt(value, spec)
+    return text if not span else f"{text} [{format(span[0], spec)}–{format(span[1], spec)}]"
+
+
+def on_energy_floor(record: dict[str, Any]) -> bool:
+    """No GPU counter, and the total is the 50 W × seconds floor (CodeCarbon's CPU estimate stayed below it)."""
+    total, seconds = record.get("total_energy_J"), record.get("training_duration_s")
+    if record.get("training_energy_J") is not None or total is None or seconds is None:
+        return False
+    return abs(total - FLOOR_WATTS * seconds) <= 1e-9 * max(1.0, total)
+
+
 def bits_cell(record: dict[str, Any]) -> str:
     """bits/char; where some true chars got no mass, the mean over the others and how many were missed."""
     extra = record.get("extra") or {}
@@ -53,17 +121,20 @@ def bits_cell(record: dict[str, Any]) -> str:
 
 
 def table_markdown(records: list[dict[str, Any]]) -> str:
-    """Markdown table sorted by total energy; proxy-trained runs are labelled so they are never read as results."""
-    rows = sorted(records, key=lambda r: (r.get("total_energy_J") is None, r.get("total_energy_J") or 0.0))
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    """Markdown table sorted by total energy (medians and ranges for repeated runs, with energy ties named);
+    proxy-trained runs are labelled so they are never read as results."""
+    rows = sorted(summarise(records), key=lambda r: (r.get("total_energy_J") is None, r.get("total_energy_J") or 0.0))
+    tied = ties(rows)
+    columns = COLUMNS + (("energy tied with",) if any((r.get("extra") or {}).get("runs") for r in rows) else ())
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
         extra = r.get("extra") or {}
         tokenizer = r.get("tokenizer") or {}
         reason = r.get("reason") if r.get("disqualified") else ""
-        lines.append("| " + " | ".join([
-            run_label(r),
-            _fmt(r.get("total_energy_J"), ",.0f"),
-            _fmt(r.get("val_char_accuracy"), ".4f"),
+        cells = [
+            run_label(r) + (f" (×{extra['runs']})" if extra.get("runs") else ""),
+            with_range(r.get("total_energy_J"), extra.get("energy_range"), ",.0f"),
+            with_range(r.get("val_char_accuracy"), extra.get("acc_range"), ".4f"),
             _fmt(r.get("val_chars"), ","),
             _fmt(extra.get("test_char_accuracy"), ".4f"),
             bits_cell(r),
@@ -71,16 +142,25 @@ def table_markdown(records: list[dict[str, Any]]) -> str:
             _fmt(r.get("eval_chars_per_s"), ",.0f"),
             _fmt(r.get("training_duration_s"), ".1f"),
             reason or "",
-        ]) + " |")
+        ]
+        if len(columns) > len(COLUMNS):
+            cells.append(", ".join(tied.get(run_label(r), [])))
+        lines.append("| " + " | ".join(cells) + " |")
     notes = []
     if any(r.get("proxy_train") for r in records):
         notes.append("Trained on a proxy train text: development figures, not benchmark results.")
     if any((r.get("extra") or {}).get("zero_prob_chars") for r in records):
         notes.append("bits/char marked (+N p=0): N true chars got no mass (infinite bits); the figure averages the rest.")
-    best = winner(records)
+    if any(on_energy_floor(r) for r in records):
+        notes.append(f"No GPU energy counter on this host: totals marked by the floor sit on {FLOOR_WATTS:g} W × "
+                     "training seconds, so they rank training time, not measured energy; use --repeats to see the noise.")
+    if tied:
+        notes.append("Repeated runs whose energy ranges overlap are tied: their order by median energy is noise.")
+    best = winner(rows)
     notes.append(
-        f"Winner (least energy with val acc ≥ {ACC_MIN}): {run_label(best)}" if best
-        else f"No run reaches val acc {ACC_MIN}."
+        f"Winner (least energy with val acc ≥ {ACC_MIN}): {run_label(best)}"
+        + (f", tied with {', '.join(tied[run_label(best)])}" if best and run_label(best) in tied else "")
+        if best else f"No run reaches val acc {ACC_MIN}."
     )
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
@@ -109,11 +189,11 @@ def pareto_png(records: list[dict[str, Any]], title: str = "energy to accuracy")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [r for r in records if r.get("total_energy_J") and r.get("val_char_accuracy") is not None]
+    points = [r for r in summarise(records) if r.get("total_energy_J") and r.get("val_char_accuracy") is not None]
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
     if points:  # fixed limits first, so labels can be laid out in screen space
-        energies = [r["total_energy_J"] for r in points]
-        accuracies = [r["val_char_accuracy"] for r in points]
+        energies = [e for r in points for e in energy_span(r)]
+        accuracies = [a for r in points for a in value_span(r, "val_char_accuracy", "acc_range")]
         ax.set_xscale("log")
         ax.set_xlim(min(energies) / 1.6, max(energies) * 3.0)
         ax.set_ylim(max(0.0, min(accuracies) - 0.05), max(ACC_MIN, max(accuracies)) + 0.04)
@@ -131,6 +211,13 @@ def pareto_png(records: list[dict[str, Any]], title: str = "energy to accuracy")
                        label=name if not disqualified or not any(
                            not r.get("disqualified") and (r.get("model") or {}).get("name") == name for r in points
                        ) else None)
+    for r in points:  # repeated runs: the median with the min–max of energy and accuracy
+        extra = r.get("extra") or {}
+        if extra.get("energy_range") and extra.get("acc_range"):
+            (e_lo, e_hi), (a_lo, a_hi) = extra["energy_range"], extra["acc_range"]
+            energy, accuracy = r["total_energy_J"], r["val_char_accuracy"]
+            ax.errorbar(energy, accuracy, xerr=[[energy - e_lo], [e_hi - energy]],
+                        yerr=[[accuracy - a_lo], [a_hi - accuracy]], color="0.45", linewidth=0.9, capsize=3, zorder=2)
     label_points(ax, points)
     front = pareto_front(points)
     if front:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
+from eval.data import fetch, load_split, resolve_data_dir, resolve_train_file, split_in_folder
 from eval.errors import UserError
 from eval.records import write_json_atomic
 from lab.cell import CellOptions
@@ -15,6 +17,7 @@ from lab.report import winner
 
 QUICKSTART_TOKENIZERS = ("bytebpe:2048", "unigram:2048")
 QUICKSTART_MODELS = ("ngram",)
+REMOTE_TRAIN = "remote:wikitext-103-raw-v1/train"  # what a Modal cell trains on: the real split, in the container
 
 
 def add_grid_args(parser: argparse.ArgumentParser, *, budget: float, eval_chars: int, test_chars: int) -> None:
@@ -29,6 +32,9 @@ def add_grid_args(parser: argparse.ArgumentParser, *, budget: float, eval_chars:
     parser.add_argument("--char-order", type=int, default=6, help="order of the char Kneser-Ney baseline (default 6)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run each cell N times with seeds seed..seed+N-1; the table shows medians and ranges")
+    parser.add_argument("--all", action="store_true", help="show every current run of the folder, not only this grid's")
 
 
 def register(subparsers) -> None:
@@ -65,18 +71,70 @@ def options_from(args: argparse.Namespace) -> CellOptions:
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    """Everything that can be refused is checked first (names, numbers, the output folder, the train text and its
+    val-leak guard, the val split), so a refused command fails in a second and leaves nothing behind."""
     cells = grid(args.tokenizers, args.models)
     options = options_from(args)
-    save_grid(args.out, cells, options, args.data_dir, args.train_file)
-    backend = modal_backend(dry_run=args.dry_run) if args.backend == "modal" else None
-    records, table, plot = compare(cells, options, args.out, backend, args.data_dir, args.train_file,
-                                   on_record=lambda r: print(f"done: {r['submission']}", flush=True))
+    if args.repeats < 1:
+        raise UserError("--repeats must be at least 1")
+    out = writable_folder(args.out)
+    remote = args.backend == "modal"
+    train_sha256 = REMOTE_TRAIN if remote else (
+        load_split("train", args.data_dir, args.train_file).prefix(options.train_chars).digest())
+    if not remote:
+        load_split("valid", args.data_dir)
+    save_grid(out, cells, options, args.data_dir, args.train_file, args.repeats)
+    backend = modal_backend(dry_run=args.dry_run) if remote else None
+    ran: list[str] = []
+
+    def finished(record: dict) -> None:
+        ran.append(record["submission"])
+        print(f"done: {record['submission']}", flush=True)
+
+    records, table, plot = compare(cells, options, out, backend, args.data_dir, args.train_file, on_record=finished,
+                                   repeats=args.repeats, train_sha256=train_sha256,
+                                   backend_name=args.backend, show_all=args.all)
+    if len(records) > len(ran):
+        print(f"reused {len(records) - len(ran)} finished run(s) with these exact settings from {out / 'results.jsonl'}")
     print(Path(table).read_text(encoding="utf-8"))
     print(f"table: {table}\nplot:  {plot}")
     return 0
 
 
+def quickstart_data(data_dir: str | None, train_file: str | None) -> str:
+    """The data folder (``--data-dir``, ``$SUBCHAR_DATA`` or ``./data``) with the splits the quickstart needs,
+    fetched from the Hub when missing; offline, one line on how to point it at local files instead."""
+    root = resolve_data_dir(data_dir) or Path("data")
+    needed = ("valid", "test") if resolve_train_file(train_file) else ("train", "valid", "test")
+    missing = tuple(split for split in needed if not root.is_dir() or split_in_folder(root, split) is None)
+    if missing:
+        print(f"fetching WikiText-103 ({', '.join(missing)}) into {root} …", flush=True)
+        try:
+            fetch(root, missing)
+        except UserError:
+            raise UserError(
+                f"no WikiText {'/'.join(missing)} split in {root} and the Hugging Face Hub cannot be reached: pass "
+                "--data-dir DIR holding wiki.valid.raw and wiki.test.raw, and --train-file PATH for a stand-in train "
+                "text (its results are marked proxy)"
+            ) from None
+    return str(root)
+
+
+def writable_folder(path: str) -> Path:
+    """``path`` as an output folder: refused up front when it is a file, sits below a file or cannot be written."""
+    folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--out {folder} is a file; choose a folder path")
+    existing = next((parent for parent in [folder, *folder.parents] if parent.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UserError(f"--out {folder} is below {existing}, which is a file; choose another path")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {folder}: {existing} is not writable; choose another path")
+    return folder
+
+
 def run_quickstart(args: argparse.Namespace) -> int:
+    args.data_dir = quickstart_data(args.data_dir, args.train_file)
     code = run_compare(args)
     if args.json:
         records = read_results(Path(args.out) / "results.jsonl")
@@ -88,7 +146,8 @@ def run_quickstart(args: argparse.Namespace) -> int:
 
 def run_modal(args: argparse.Namespace) -> int:
     cells, options, out = load_grid(args.target)
-    records, table, plot = compare(cells, options, out, modal_backend(dry_run=args.dry_run))
+    records, table, plot = compare(cells, options, out, modal_backend(dry_run=args.dry_run),
+                                   train_sha256=REMOTE_TRAIN, backend_name="modal")
     if not args.dry_run:
         print(Path(table).read_text(encoding="utf-8"))
     return 0
