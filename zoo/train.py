@@ -28,6 +28,9 @@ from typing import Any
 
 import numpy as np
 import torch
+# The first optimizer step imports torch._dynamo lazily; imported here, the 300 s alarm can never land mid-import
+# and leave a half-initialised torch behind for the rest of the process.
+import torch._dynamo  # noqa: F401
 import torch.nn.functional as F
 from tqdm import tqdm
 
