@@ -9,8 +9,9 @@ from eval.errors import UserError
 from eval.records import write_json_atomic
 from lab.cell import CellOptions
 from lab.commands.common import DEFAULT_BEAM, add_data_args, beam_width
-from lab.compare import compare, grid, load_grid, read_results, save_grid
-from lab.modal_backend import modal_backend
+from lab.compare import RESULTS, compare, grid, load_grid, read_results, save_grid
+from lab.modal_backend import GPU, modal_backend
+from lab.modal_container import outcome
 from lab.report import winner
 
 QUICKSTART_TOKENIZERS = ("bytebpe:2048", "unigram:2048")
@@ -49,9 +50,13 @@ def register(subparsers) -> None:
     quick.set_defaults(func=run_quickstart, tokenizers=QUICKSTART_TOKENIZERS, models=QUICKSTART_MODELS,
                        backend="local", dry_run=False)
 
-    modal_parser = subparsers.add_parser("modal", help="run a compare folder's grid (or one run) on Modal's A100-80GB")
+    modal_parser = subparsers.add_parser("modal", help="re-run a compare folder's grid (or one run) on Modal's A100-80GB")
     modal_parser.add_argument("target", help="a compare folder (grid.json) or a run folder (cell.json)")
-    modal_parser.add_argument("--dry-run", action="store_true", help="build the app and print what would run")
+    modal_parser.add_argument("--out", help="output folder (default TARGET/modal); cells already there are skipped")
+    modal_parser.add_argument("--gpu", default=GPU, help=f"Modal GPU type (default {GPU}, the benchmark's)")
+    modal_parser.add_argument("--allow-no-energy-counter", action="store_true",
+                              help="train even where NVML has no energy counter (energy is then the 50 W floor)")
+    modal_parser.add_argument("--dry-run", action="store_true", help="print the calls and the image spec, run nothing")
     modal_parser.set_defaults(func=run_modal)
 
 
@@ -68,7 +73,7 @@ def run_compare(args: argparse.Namespace) -> int:
     cells = grid(args.tokenizers, args.models)
     options = options_from(args)
     save_grid(args.out, cells, options, args.data_dir, args.train_file)
-    backend = modal_backend(dry_run=args.dry_run) if args.backend == "modal" else None
+    backend = modal_backend(args.out, dry_run=args.dry_run) if args.backend == "modal" else None
     records, table, plot = compare(cells, options, args.out, backend, args.data_dir, args.train_file,
                                    on_record=lambda r: print(f"done: {r['submission']}", flush=True))
     print(Path(table).read_text(encoding="utf-8"))
@@ -87,8 +92,22 @@ def run_quickstart(args: argparse.Namespace) -> int:
 
 
 def run_modal(args: argparse.Namespace) -> int:
-    cells, options, out = load_grid(args.target)
-    records, table, plot = compare(cells, options, out, modal_backend(dry_run=args.dry_run))
-    if not args.dry_run:
-        print(Path(table).read_text(encoding="utf-8"))
+    """The grid recorded in TARGET, run again on Modal into its own folder (TARGET/modal unless --out)."""
+    cells, options, folder = load_grid(args.target)
+    out = Path(args.out) if args.out else folder / "modal"
+    done = {record["submission"] for record in read_results(out / RESULTS)}
+    todo = [cell for cell in cells if cell.id not in done]
+    backend = modal_backend(out, gpu=args.gpu, dry_run=args.dry_run,
+                            allow_no_energy_counter=args.allow_no_energy_counter)
+    if done:
+        print(f"{len(cells) - len(todo)} of {len(cells)} cell(s) already in {out / RESULTS}: skipped")
+    if args.dry_run:
+        list(backend(todo, options))
+        return 0
+    save_grid(out, cells, options, None, None)
+    finished = iter(range(1, len(todo) + 1))
+    records, table, plot = compare(cells, options, out, backend, on_record=lambda record: print(
+        f"[{next(finished)}/{len(todo)}] {record['submission']}: {outcome(record)}", flush=True))
+    print(Path(table).read_text(encoding="utf-8"))
+    print(f"table: {table}\nplot:  {plot}\nrun folders: {out / 'runs'}")
     return 0
