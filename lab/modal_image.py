@@ -23,8 +23,10 @@ TORCH_INDEX = "https://download.pytorch.org/whl/cu124"
 # Exactly the benchmark image's pins (Dockerfile, submit.py's tiktoken layer, requirements' codecarbon range).
 BENCHMARK_PINS = ("numpy==2.1.3", "nvidia-ml-py==12.560.30", "pyarrow==18.1.0", "tiktoken==0.7.0", "codecarbon~=3.2")
 # What subchar needs beyond the benchmark's image; datasets as the benchmark's own bake pinned it.
+# huggingface-hub stays below 1.0, which datasets 3.2.0 predates (mamba-ssm's transformers would pull it up).
+HUB = "huggingface-hub>=0.23,<1"
 PROJECT_REQUIREMENTS = ("tokenizers>=0.19,<1", "regex>=2023.0", "sentencepiece>=0.2", "tqdm>=4.66",
-                        "datasets==3.2.0")
+                        "datasets==3.2.0", HUB)
 BUILD_TOOLS = ("packaging", "ninja", "wheel", "setuptools")
 # The releases built for torch 2.5 / CUDA 12 / Python 3.11; --no-build-isolation so they compile against that torch.
 MAMBA_KERNELS = ("causal-conv1d==1.5.0.post8", "mamba-ssm==2.2.4")
@@ -51,7 +53,7 @@ IMAGE_CALLS: tuple[ImageCall, ...] = (
     ImageCall("pip_install", BENCHMARK_PINS + PROJECT_REQUIREMENTS, {}),
     ImageCall("pip_install", BUILD_TOOLS, {}),
     ImageCall("env", ({"TORCH_CUDA_ARCH_LIST": KERNEL_ARCHS, "MAX_JOBS": "8"},), {}),
-    ImageCall("pip_install", MAMBA_KERNELS, {"extra_options": "--no-build-isolation"}),
+    ImageCall("pip_install", (*MAMBA_KERNELS, HUB), {"extra_options": "--no-build-isolation"}),
     ImageCall("env", ({"PYTHONUNBUFFERED": "1"},), {}),  # container prints reach the log as they happen
     ImageCall("add_local_python_source", PACKAGES, {}),
 )

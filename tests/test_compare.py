@@ -5,12 +5,11 @@ import struct
 
 import pytest
 
-from lab.compare import compare, grid, load_grid, read_results, save_grid
+from lab.compare import compare, grid, load_grid, read_results
 from eval.data import raw_from_rows
 from eval.errors import UserError
 from lab.cell import Cell, CellOptions
 from lab.report import pareto_front, table_markdown, winner
-from lab.cli import main
 from test_records import strict_loads
 
 SENTENCES = [
