@@ -147,7 +147,8 @@ def run_remote(handles: ModalApp, cells: list[Cell], options: CellOptions, out_d
          f"and come back into {out_dir}/runs")
     try:
         with modal.enable_output(), handles.app.run():
-            handles.bake.remote()
+            ready = handles.bake.remote()
+            echo(f"modal: data volume {DATA_VOLUME!r} holds {', '.join(Path(path).name for path in ready)}")
             outputs = handles.cell.map([asdict(cell) for cell in cells], kwargs=kwargs, order_outputs=True,
                                        return_exceptions=True)
             for cell, output in zip(cells, outputs):
@@ -183,6 +184,9 @@ def modal_backend(
     out = Path(out_dir)
 
     def run(cells: list[Cell], options: CellOptions) -> Iterator[dict[str, Any]]:
+        if not cells:  # no image build, no app for nothing
+            echo(f"modal: every cell is already in {out}; nothing to run")
+            return
         if dry_run:
             build_app(gpu)  # the version check and the image description, offline
             echo(describe(cells, options, gpu, allow_no_energy_counter))

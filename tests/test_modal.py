@@ -187,7 +187,7 @@ def fake_modal(tmp_path, monkeypatch):
 
     def remote(self, *args, **kwargs):
         state["bakes"] += 1
-        return []
+        return [f"/data/wiki.{split}.raw" for split in ("train", "valid", "test")]
 
     def fake_map(self, cells, kwargs={}, order_outputs=True, return_exceptions=False, **rest):
         cells = list(cells)
@@ -245,6 +245,7 @@ def test_a_failing_and_a_timed_out_cell_become_records_and_the_others_finish(tmp
     assert crash["extra"]["error"]["message"] == "container crashed"
 
     out = capsys.readouterr().out
+    assert "modal: data volume 'subchar-wikitext' holds wiki.train.raw, wiki.valid.raw, wiki.test.raw" in out
     assert "[1/3] char-kn: val acc" in out
     assert "[3/3] bytebpe280-ngram: no score, energy unmeasured, DQ (modal_error: FunctionTimeoutError)" in out
     assert "| unigram300-ngram" in out  # the table at the end
@@ -286,6 +287,14 @@ def test_rerun_skips_only_cells_already_in_the_modal_folder(tmp_path, capsys):
     assert main(["modal", str(folder), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "1 of 3 cell(s) already in" in out and "map(2 cell(s)" in out and "   cell char-kn" not in out
+
+
+def test_a_finished_modal_folder_opens_no_app(tmp_path, fake_modal, monkeypatch, capsys):
+    folder = grid_folder(tmp_path, fake_modal["data"], [Cell("char-kn")])
+    assert main(["modal", str(folder)]) == 0
+    monkeypatch.setattr(modal.App, "run", lambda self, **kw: pytest.fail("app.run() opened with nothing to run"))
+    assert main(["modal", str(folder)]) == 0
+    assert "nothing to run" in capsys.readouterr().out and fake_modal["bakes"] == 1
 
 
 def test_a_run_folder_reruns_its_one_cell(tmp_path, capsys):
