@@ -26,6 +26,7 @@ from eval.guard import MAX_TRAIN_SECONDS, TrainingTimeoutError, wall_clock_guard
 from eval.records import RunRecord, write_json_atomic
 from subchar import CharAdapter
 from zoo.char_baseline import CharKneserNey
+from zoo import mamba
 from zoo.checkpoint import save_checkpoint
 from zoo.registry import num_params
 from zoo.streaming import TorchTokenLM
@@ -160,7 +161,15 @@ def train_cell(cell: Cell, options: CellOptions, train: SplitText, run_dir: Path
             "train": result.summary(),
         },
     }
+    if isinstance(result.model, mamba.Model):
+        facts["model"]["scan"] = mamba_scan(result.model, result.device)
     return adapter, facts
+
+
+def mamba_scan(model: mamba.Model, device: str) -> str:
+    """Which scan trained a Mamba model: mamba-ssm's fused kernel (CUDA, installed) or the pure-torch reference."""
+    fused = model.blocks[0].mixer.use_fused and device.startswith("cuda") and mamba.selective_scan_fn is not None
+    return "fused" if fused else "torch"
 
 
 def ngram_char_model(

@@ -91,6 +91,19 @@ def is_current(record: dict[str, Any]) -> bool:
     return not (record.get("extra") or {}).get("superseded")
 
 
+def finished_keys(records: list[dict[str, Any]]) -> set[str]:
+    """Identity keys of the current records: the runs a comparison may reuse."""
+    return {(record.get("extra") or {}).get("cell_key") for record in records if is_current(record)}
+
+
+def pending_cells(cells: list[Cell], options: CellOptions, out_dir: str | os.PathLike, train_sha256: str,
+                  backend_name: str) -> list[Cell]:
+    """The cells whose run with ``options`` has no current record of the same identity in ``out_dir``."""
+    finished = finished_keys(read_results(Path(out_dir) / RESULTS))
+    return [cell for cell in cells
+            if identity_key(cell_identity(cell, options, train_sha256, backend_name)) not in finished]
+
+
 def compare(
     cells: list[Cell],
     options: CellOptions,
@@ -123,11 +136,11 @@ def compare(
     runs = [replace(options, seed=options.seed + k, repeat=k) for k in range(repeats)]
     wanted = {(cell.id, run.repeat): cell_identity(cell, run, train_sha256, backend_name) for run in runs for cell in cells}
     keys = {pair: identity_key(identity) for pair, identity in wanted.items()}
-    finished = {(record.get("extra") or {}).get("cell_key") for record in records if is_current(record)}
+    finished = finished_keys(records)
     backend = backend or local_backend(out, data_dir, train_file)
     for run in runs:
         todo = [cell for cell in cells if keys[cell.id, run.repeat] not in finished]
-        for record in backend(todo, run) if todo else ():
+        for record in backend(todo, run):
             pair = (record["submission"], run.repeat)
             record.setdefault("extra", {}).update(cell_key=keys[pair], cell_identity=wanted[pair], repeat=run.repeat)
             stale = [old for old in records if is_current(old) and old["submission"] == pair[0]

@@ -5,13 +5,11 @@ import struct
 
 import pytest
 
-from lab.compare import compare, grid, load_grid, read_results, save_grid
+from lab.compare import compare, grid, load_grid, read_results
 from eval.data import raw_from_rows
 from eval.errors import UserError
-from lab.modal_backend import describe, modal_backend
 from lab.cell import Cell, CellOptions
 from lab.report import pareto_front, table_markdown, winner
-from lab.cli import main
 from test_records import strict_loads
 
 SENTENCES = [
@@ -106,25 +104,6 @@ def test_bad_grid_specs_are_clear_errors():
         bad = __import__("pathlib").Path(__import__("tempfile").mkdtemp())
         (bad / "grid.json").write_text("{")
         load_grid(bad)
-
-
-def test_modal_dry_run_and_local_executor(tmp_path, capsys):
-    data, train = fixture_dir(tmp_path)
-    cells = [Cell("ngram", "bytebpe", 300)]
-    printed = []
-    assert list(modal_backend(dry_run=True, echo=printed.append)(cells, OPTIONS)) == []
-    plan = printed[0]
-    assert "1 function call(s) on A100-80GB" in plan and "bytebpe300-ngram" in plan and "torch==2.5.1" in plan
-    assert plan == describe(cells, OPTIONS)
-
-    (data / "wiki.train.raw").write_text(train.read_text(encoding="utf-8"), encoding="utf-8")
-    (record,) = modal_backend(executor="local", data_dir=str(data))(cells, OPTIONS)
-    assert record["submission"] == "bytebpe300-ngram" and record["proxy_train"] is False
-
-    out = tmp_path / "grid"
-    save_grid(out, cells, OPTIONS, str(data), None)
-    assert main(["modal", str(out), "--dry-run"]) == 0
-    assert "bytebpe300-ngram" in capsys.readouterr().out
 
 
 def test_test_window_is_not_scored_when_it_was_the_proxy_train_text(tmp_path):

@@ -11,8 +11,9 @@ from eval.errors import UserError
 from eval.records import write_json_atomic
 from lab.cell import CellOptions
 from lab.commands.common import DEFAULT_BEAM, add_data_args, beam_width
-from lab.compare import compare, grid, load_grid, read_results, save_grid
-from lab.modal_backend import modal_backend
+from lab.compare import RESULTS, compare, grid, load_grid, pending_cells, read_results, save_grid
+from lab.modal_backend import GPU, modal_backend
+from lab.modal_container import outcome
 from lab.report import winner
 
 QUICKSTART_TOKENIZERS = ("bytebpe:2048", "unigram:2048")
@@ -55,9 +56,13 @@ def register(subparsers) -> None:
     quick.set_defaults(func=run_quickstart, tokenizers=QUICKSTART_TOKENIZERS, models=QUICKSTART_MODELS,
                        backend="local", dry_run=False)
 
-    modal_parser = subparsers.add_parser("modal", help="run a compare folder's grid (or one run) on Modal's A100-80GB")
+    modal_parser = subparsers.add_parser("modal", help="re-run a compare folder's grid (or one run) on Modal's A100-80GB")
     modal_parser.add_argument("target", help="a compare folder (grid.json) or a run folder (cell.json)")
-    modal_parser.add_argument("--dry-run", action="store_true", help="build the app and print what would run")
+    modal_parser.add_argument("--out", help="output folder (default TARGET/modal); cells already there are skipped")
+    modal_parser.add_argument("--gpu", default=GPU, help=f"Modal GPU type (default {GPU}, the benchmark's)")
+    modal_parser.add_argument("--allow-no-energy-counter", action="store_true",
+                              help="train even where NVML has no energy counter (energy is then the 50 W floor)")
+    modal_parser.add_argument("--dry-run", action="store_true", help="print the calls and the image spec, run nothing")
     modal_parser.set_defaults(func=run_modal)
 
 
@@ -84,7 +89,7 @@ def run_compare(args: argparse.Namespace) -> int:
     if not remote:
         load_split("valid", args.data_dir)
     save_grid(out, cells, options, args.data_dir, args.train_file, args.repeats)
-    backend = modal_backend(dry_run=args.dry_run) if remote else None
+    backend = modal_backend(out, dry_run=args.dry_run) if remote else None
     ran: list[str] = []
 
     def finished(record: dict) -> None:
@@ -145,9 +150,22 @@ def run_quickstart(args: argparse.Namespace) -> int:
 
 
 def run_modal(args: argparse.Namespace) -> int:
-    cells, options, out = load_grid(args.target)
-    records, table, plot = compare(cells, options, out, modal_backend(dry_run=args.dry_run),
+    """The grid recorded in TARGET, run again on Modal into its own folder (TARGET/modal unless --out)."""
+    cells, options, folder = load_grid(args.target)
+    out = Path(args.out) if args.out else folder / "modal"
+    todo = pending_cells(cells, options, out, REMOTE_TRAIN, "modal")
+    backend = modal_backend(out, gpu=args.gpu, dry_run=args.dry_run,
+                            allow_no_energy_counter=args.allow_no_energy_counter)
+    if len(todo) < len(cells):
+        print(f"{len(cells) - len(todo)} of {len(cells)} cell(s) already in {out / RESULTS} with these settings: skipped")
+    if args.dry_run:
+        list(backend(todo, options))
+        return 0
+    save_grid(out, cells, options, None, None)
+    finished = iter(range(1, len(todo) + 1))
+    records, table, plot = compare(cells, options, out, backend, on_record=lambda record: print(
+        f"[{next(finished)}/{len(todo)}] {record['submission']}: {outcome(record)}", flush=True),
                                    train_sha256=REMOTE_TRAIN, backend_name="modal")
-    if not args.dry_run:
-        print(Path(table).read_text(encoding="utf-8"))
+    print(Path(table).read_text(encoding="utf-8"))
+    print(f"table: {table}\nplot:  {plot}\nrun folders: {out / 'runs'}")
     return 0
