@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from eval.errors import UserError
 from eval.records import write_json_atomic
-from lab.cell import CellOptions
-from lab.commands.common import DEFAULT_BEAM, add_data_args, beam_width
-from lab.compare import compare, grid, load_grid, read_results, save_grid
-from lab.modal_backend import modal_backend
-from lab.report import winner
+from lab.commands.common import DEFAULT_BEAM, MODEL_CHOICES, add_data_args, add_mode_arg, beam_width
+
+if TYPE_CHECKING:
+    from lab.cell import CellOptions
 
 QUICKSTART_TOKENIZERS = ("bytebpe:2048", "unigram:2048")
 QUICKSTART_MODELS = ("ngram",)
@@ -20,7 +20,7 @@ QUICKSTART_MODELS = ("ngram",)
 def add_grid_args(parser: argparse.ArgumentParser, *, budget: float, eval_chars: int, test_chars: int) -> None:
     add_data_args(parser, train_file=True)
     parser.add_argument("--budget", type=float, default=budget, help=f"training seconds per cell (default {budget:g})")
-    parser.add_argument("--mode", choices=("spec", "exact"), default="exact", help="adapter mode (default exact)")
+    add_mode_arg(parser)
     parser.add_argument("--beam", type=beam_width, default=DEFAULT_BEAM,
                         help=f"exact mode: keep the K heaviest coverings (default {DEFAULT_BEAM}; 0 = no pruning, can be very slow)")
     parser.add_argument("--eval-chars", type=int, default=eval_chars, help=f"val chars scored (default {eval_chars})")
@@ -35,7 +35,8 @@ def register(subparsers) -> None:
     compare_parser = subparsers.add_parser("compare", help="tokenizer × model grid: energy to accuracy, resumable")
     compare_parser.add_argument("--tokenizers", nargs="+", required=True, metavar="FAMILY:VOCAB",
                                 help="e.g. bytebpe:4096 unigram:8192 wordpiece:8192 word:16384")
-    compare_parser.add_argument("--models", nargs="+", required=True, help="zoo models, e.g. ngram transformer")
+    compare_parser.add_argument("--models", nargs="+", required=True, choices=MODEL_CHOICES, metavar="MODEL",
+                                help=f"zoo models: {', '.join(MODEL_CHOICES)}")
     compare_parser.add_argument("--out", required=True, help="output folder (results.jsonl, table.md, pareto.png)")
     compare_parser.add_argument("--backend", choices=("local", "modal"), default="local")
     compare_parser.add_argument("--dry-run", action="store_true", help="with --backend modal: print the plan, run nothing")
@@ -56,6 +57,8 @@ def register(subparsers) -> None:
 
 
 def options_from(args: argparse.Namespace) -> CellOptions:
+    from lab.cell import CellOptions  # deferred to the run, as below: `subchar --help` must not load torch
+
     for name in ("budget", "eval_chars"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive")
@@ -65,6 +68,10 @@ def options_from(args: argparse.Namespace) -> CellOptions:
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    # deferred to the run: `subchar --help` must not load torch, matplotlib or modal
+    from lab.compare import compare, grid, save_grid
+    from lab.modal_backend import modal_backend
+
     cells = grid(args.tokenizers, args.models)
     options = options_from(args)
     save_grid(args.out, cells, options, args.data_dir, args.train_file)
@@ -79,6 +86,9 @@ def run_compare(args: argparse.Namespace) -> int:
 def run_quickstart(args: argparse.Namespace) -> int:
     code = run_compare(args)
     if args.json:
+        from lab.compare import read_results  # deferred to the run: `subchar --help` must not load torch
+        from lab.report import winner
+
         records = read_results(Path(args.out) / "results.jsonl")
         best = winner(records) or max(records, key=lambda r: r.get("val_char_accuracy") or 0.0)
         write_json_atomic(args.json, best)
@@ -87,6 +97,10 @@ def run_quickstart(args: argparse.Namespace) -> int:
 
 
 def run_modal(args: argparse.Namespace) -> int:
+    # deferred to the run: `subchar --help` must not load torch or modal
+    from lab.compare import compare, load_grid
+    from lab.modal_backend import modal_backend
+
     cells, options, out = load_grid(args.target)
     records, table, plot = compare(cells, options, out, modal_backend(dry_run=args.dry_run))
     if not args.dry_run:
