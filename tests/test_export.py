@@ -162,7 +162,7 @@ def test_ngram_export_runs_under_subchar_evaluate(ngram_run, tmp_path):
     tokenizer = tokenizers_local.load(folder / "run" / "tokenizer")
     phase = record["energy_phases"]["tokenizer"]
     assert module.TOKENIZER == {
-        "family": "bytebpe", "vocab_size": 300, "learned_on": "train.raw (a proxy for the train split)",
+        "family": "bytebpe", "vocab_size": 300, "learned_on": "train.raw", "learned_on_proxy": True,
         "learned_on_chars": len(train_text), "learned_on_sha256": tokenizer.info.train_sha256,
         "learning_seconds": phase["duration_s"], "learning_joules": phase["total_energy_J"],
         "cost_counted": "no: learned before train(), outside the harness's measured window",
@@ -203,7 +203,10 @@ def test_transformer_export_replays_the_training(tmp_path, monkeypatch):
     source = path.read_text(encoding="utf-8")
     assert export.unguarded_imports(source) == []
     assert "'batch_size': 8" in source and "'max_steps': 3" in source and "SEED = 0\n" in source
+    assert str(tmp_path) not in source and "pytest-of" not in source
     module = load_in_process(path)
+    assert module.TOKENIZER["learning_seconds"] == tokenizer.info.training_seconds
+    assert module.TOKENIZER["learning_joules"] is None  # `subchar tokenizer train` meters no energy: said, not guessed
     model = module.train(text.text)
     assert isinstance(model, CharModel)
     trained = model.lm.model.state_dict()
