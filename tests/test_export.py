@@ -178,6 +178,14 @@ def test_ngram_export_runs_under_subchar_evaluate(ngram_run, tmp_path):
     assert ids.dtype == np.int64 and ids.tolist() == tokenizer.encode(train_text)
 
 
+def test_a_cell_checkpoint_is_scored_with_the_data_dir_it_was_trained_with(ngram_run, tmp_path, monkeypatch):
+    folder, record, *_ = ngram_run
+    monkeypatch.delenv("SUBCHAR_DATA", raising=False)
+    assert main(["eval", str(folder / "run" / "checkpoint"), "--chars", "400", "--beam", "4", "--json",
+                 str(tmp_path / "record.json")]) == 0
+    assert json.loads((tmp_path / "record.json").read_text())["val_char_accuracy"] == record["val_char_accuracy"]
+
+
 def test_cli_export_and_overrides(ngram_run, tmp_path, capsys):
     folder, *_ = ngram_run
     assert main(["export", str(folder / "run"), "--out", str(tmp_path), "--mode", "spec", "--beam", "0"]) == 0

@@ -6,9 +6,15 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from eval.errors import UserError
 from eval.records import write_json_atomic
-from lab.commands.common import DEFAULT_BEAM, MODEL_CHOICES, add_data_args, add_mode_arg, beam_width
+from lab.commands.common import (
+    DEFAULT_BEAM,
+    MODEL_CHOICES,
+    add_data_args,
+    add_mode_arg,
+    beam_width,
+    check_positive,
+)
 
 if TYPE_CHECKING:
     from lab.cell import CellOptions
@@ -57,11 +63,10 @@ def register(subparsers) -> None:
 
 
 def options_from(args: argparse.Namespace) -> CellOptions:
+    check_positive(args.budget, "--budget")
+    check_positive(args.eval_chars, "--eval-chars")
     from lab.cell import CellOptions  # deferred to the run, as below: `subchar --help` must not load torch
 
-    for name in ("budget", "eval_chars"):
-        if getattr(args, name) <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive")
     return CellOptions(budget_s=args.budget, mode=args.mode, beam=args.beam, eval_chars=args.eval_chars,
                        test_chars=args.test_chars, train_chars=args.train_chars, char_order=args.char_order,
                        device=args.device, seed=args.seed)
