@@ -42,6 +42,7 @@ class SplitText:
     split: Split
     source: str
     proxy: bool = False
+    data_dir: str | None = None  # the data directory it was loaded with (a proxy's: its own folder, if none given)
 
     def prefix(self, chars: int | None) -> SplitText:
         """The first ``chars`` characters (all when None), still tagged with the same split."""
@@ -127,7 +128,8 @@ def load_split(
             text = read_utf8(proxy_path, "check the --train-file path (or SUBCHAR_TRAIN_FILE)")
             if proxy_path.suffix == ".raw":
                 text = stream_from_raw(text)
-            train = SplitText(text, "train", str(proxy_path), proxy=True)
+            home = root if root is not None else proxy_path.parent  # where its val split is looked for (leak, eval)
+            train = SplitText(text, "train", str(proxy_path), proxy=True, data_dir=str(home.resolve()))
             refuse_val_leak(train, [root, proxy_path.parent])
             return train
     if root is None:
@@ -147,10 +149,11 @@ def split_in_folder(root: Path, split: Split) -> SplitText | None:
     """``wiki.<split>.raw`` or the split's parquet shards in ``root``, baked into the stream; None if absent."""
     raw_path = root / f"wiki.{split}.raw"
     if raw_path.is_file():
-        return SplitText(stream_from_raw(read_utf8(raw_path)), split, str(raw_path))
+        return SplitText(stream_from_raw(read_utf8(raw_path)), split, str(raw_path), data_dir=str(root.resolve()))
     shards = parquet_shards(root, split)
     if shards:
-        return SplitText("\n".join(rows_from_parquet(shards)), split, f"{root} ({len(shards)} parquet shards)")
+        return SplitText("\n".join(rows_from_parquet(shards)), split, f"{root} ({len(shards)} parquet shards)",
+                         data_dir=str(root))
     return None
 
 

@@ -1,4 +1,8 @@
-"""The ``subchar`` command: one entry point for every subcommand (``lab.commands``)."""
+"""The ``subchar`` command: one entry point for every subcommand (``lab.commands``).
+
+The command modules are light (parsers and argument checks); each imports the modules that do its work (torch,
+the tokenizer libraries, matplotlib, modal) only when it runs, so ``subchar --help`` starts at once.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from lab.commands import data, export, grid, tokenizer, train
 
 # Each module's ``register(subparsers)`` adds its parsers with ``set_defaults(func=...)``, in help order.
 COMMAND_MODULES = (data, grid, export, tokenizer, train)
+# What Ctrl-C leaves, for a command that does not say (``set_defaults(interrupted=...)``): the grid's resume.
+RESUMABLE = "finished work was kept; run the same command again to go on"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished work was kept; run the same command again to go on", file=sys.stderr)
+    except KeyboardInterrupt:  # a raising progress bar closes its line first, so this starts on a line of its own
+        print(f"interrupted: {getattr(args, 'interrupted', RESUMABLE)}", file=sys.stderr)
         return 130
 
 

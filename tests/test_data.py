@@ -38,7 +38,8 @@ def test_loads_raw_dir_tagged_with_split(tmp_path):
     root = write_raw_dir(tmp_path)
     for split in ("train", "valid", "test"):
         text = load_split(split, root)
-        assert text == SplitText(STREAM, split, str(root / f"wiki.{split}.raw"), proxy=False)
+        assert text == SplitText(STREAM, split, str(root / f"wiki.{split}.raw"), proxy=False,
+                                 data_dir=str(root.resolve()))
 
 
 def test_loads_parquet_shards_written_here(tmp_path):

@@ -151,19 +151,39 @@ def test_ngram_export_reproduces_the_run_under_the_harness(ngram_run, tmp_path):
 
 def test_ngram_export_runs_under_subchar_evaluate(ngram_run, tmp_path):
     folder, record, train_text, valid = ngram_run
-    module = load_in_process(export.export_run(folder / "run", tmp_path))
+    path = export.export_run(folder / "run", tmp_path)
+    module = load_in_process(path)
     assert module.CharModel is CharModel  # no wikitext module here: subchar's own contract
     model = module.train(train_text)
     assert isinstance(model, CharModel) and (model.mode, model.beam) == ("exact", 4)
+
+    source = path.read_text(encoding="utf-8")
+    assert str(folder) not in source and str(tmp_path) not in source and "pytest-of" not in source  # no local paths
+    tokenizer = tokenizers_local.load(folder / "run" / "tokenizer")
+    phase = record["energy_phases"]["tokenizer"]
+    assert module.TOKENIZER == {
+        "family": "bytebpe", "vocab_size": 300, "learned_on": "train.raw", "learned_on_proxy": True,
+        "learned_on_chars": len(train_text), "learned_on_sha256": tokenizer.info.train_sha256,
+        "learning_seconds": phase["duration_s"], "learning_joules": phase["total_energy_J"],
+        "cost_counted": "no: learned before train(), outside the harness's measured window",
+    }
+    assert f"sha256 {tokenizer.info.train_sha256}" in " ".join(source.split())
     result = evaluate(model, valid, None, progress=False)
     assert result.accuracy == record["val_char_accuracy"]
 
     encoding = module.build_encoding()
-    tokenizer = tokenizers_local.load(folder / "run" / "tokenizer")
     module.ENCODE_CHUNK_CHARS = 50  # many cuts: still the ids of the run's tokenizer over the whole text
     ids = module.encode(encoding, train_text)
     assert len(list(module.chunks(train_text, 50))) > 10
     assert ids.dtype == np.int64 and ids.tolist() == tokenizer.encode(train_text)
+
+
+def test_a_cell_checkpoint_is_scored_with_the_data_dir_it_was_trained_with(ngram_run, tmp_path, monkeypatch):
+    folder, record, *_ = ngram_run
+    monkeypatch.delenv("SUBCHAR_DATA", raising=False)
+    assert main(["eval", str(folder / "run" / "checkpoint"), "--chars", "400", "--beam", "4", "--json",
+                 str(tmp_path / "record.json")]) == 0
+    assert json.loads((tmp_path / "record.json").read_text())["val_char_accuracy"] == record["val_char_accuracy"]
 
 
 def test_cli_export_and_overrides(ngram_run, tmp_path, capsys):
@@ -174,7 +194,7 @@ def test_cli_export_and_overrides(ngram_run, tmp_path, capsys):
     assert "MODE = 'spec'\n" in source and "BEAM = None\n" in source and "ORDER = 5\n" in source
 
 
-def test_transformer_export_replays_the_training(tmp_path):
+def test_transformer_export_replays_the_training(tmp_path, monkeypatch):
     data, train_file = write_data(tmp_path)
     text = load_split("train", train_file=str(train_file))
     valid = load_split("valid", str(data)).text[:150]
@@ -191,13 +211,24 @@ def test_transformer_export_replays_the_training(tmp_path):
     source = path.read_text(encoding="utf-8")
     assert export.unguarded_imports(source) == []
     assert "'batch_size': 8" in source and "'max_steps': 3" in source and "SEED = 0\n" in source
+    assert str(tmp_path) not in source and "pytest-of" not in source
     module = load_in_process(path)
+    assert module.TOKENIZER["learning_seconds"] == tokenizer.info.training_seconds
+    assert module.TOKENIZER["learning_joules"] is None  # `subchar tokenizer train` meters no energy: said, not guessed
     model = module.train(text.text)
     assert isinstance(model, CharModel)
     trained = model.lm.model.state_dict()
     assert trained.keys() == result.model.state_dict().keys()
     assert all(torch.equal(trained[k], v) for k, v in result.model.state_dict().items())
     assert evaluate(model, valid, None, progress=False).accuracy == expected.accuracy
+
+    # the benchmark's `submit.py --seed N` sets SEED=N for the submission: train() follows it
+    reseeded = train("transformer", ids, tokenizer.vocab_size, budget_s=120, overrides=TINY_TRANSFORMER,
+                     device="cpu", seed=5, settings=TrainSettings(max_steps=3, progress=False))
+    monkeypatch.setenv("SEED", "5")
+    harness_seeded = module.train(text.text).lm.model.state_dict()
+    assert all(torch.equal(harness_seeded[k], v) for k, v in reseeded.model.state_dict().items())
+    assert not torch.equal(harness_seeded["wte.weight"], trained["wte.weight"])
 
 
 @pytest.mark.parametrize("model_name, overrides", [

@@ -6,10 +6,12 @@ import json
 
 import pytest
 
-import lab.commands.train as train_command
+import lab.checkpoint_runs as train_command
 import tokenizers_local
+import zoo.train
 from eval.data import load_split
 from eval.energy import EnergyMeter
+import lab.commands.train as train_cli
 from lab.cli import main
 
 WORDS = [a + b + c for a in "bcdfglmnpst" for b in "aeiou" for c in "nrstx"]
@@ -56,7 +58,6 @@ def test_train_neural_respects_budget(workspace):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["--model", "nope"], "unknown model 'nope'"),
         (["--model", "ngram", "--set", "order"], "--set expects KEY=VALUE"),
         (["--model", "ngram", "--train-chars", "0"], "--train-chars must be positive"),
         (["--model", "ngram", "--set", "order=0"], "n-gram order must be >= 1"),  # a model file's ValueError
@@ -67,6 +68,21 @@ def test_train_argument_errors(workspace, capsys, argv, message):
     code = main(["train", *argv, "--tokenizer", str(workspace / "tok"), "--train-file", str(workspace / "train.txt"),
                  "--out", str(workspace / "run")])
     assert code == 2 and message in capsys.readouterr().err
+
+
+def test_an_interrupted_training_says_so_on_its_own_line(workspace, monkeypatch, capsys):
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(zoo.train, "next_token_loss", interrupted)
+    run = workspace / "run"
+    code = main(["train", "--model", "transformer", "--tokenizer", str(workspace / "tok"), "--train-file",
+                 str(workspace / "train.txt"), "--set", "n_layer=1", "--set", "n_embd=32", "--set", "block_size=16",
+                 "--batch-size", "2", "--out", str(run)])
+    err = capsys.readouterr().err
+    assert code == 130 and "train transformer" in err  # the progress bar was drawn, then closed
+    assert err.splitlines()[-1] == "interrupted: " + train_cli.NOTHING_SAVED
+    assert not run.exists()
 
 
 def test_eval_completes_the_record(workspace):
@@ -85,6 +101,18 @@ def test_eval_completes_the_record(workspace):
     test_record = json.loads((workspace / "test.json").read_text())
     assert test_record["val_char_accuracy"] is None and test_record["val_chars"] == 0
     assert test_record["extra"]["test_chars"] == 100 and test_record["extra"]["test_char_accuracy"] == 0.87
+
+
+def test_eval_falls_back_to_the_data_dir_the_checkpoint_was_trained_with(workspace, monkeypatch):
+    run = workspace / "run"
+    monkeypatch.chdir(workspace)
+    assert main(["train", "--model", "ngram", "--tokenizer", "tok", "--data-dir", "data", "--train-file",
+                 "train.txt", "--set", "order=3", "--out", str(run)]) == 0
+    monkeypatch.delenv("SUBCHAR_DATA", raising=False)
+    monkeypatch.chdir(workspace / "data")  # the relative --data-dir of training was recorded as an absolute path
+    assert main(["eval", str(run), "--chars", "150", "--json", str(workspace / "record.json")]) == 0
+    record = json.loads((workspace / "record.json").read_text())
+    assert record["val_chars"] == 150 and record["extra"]["eval"]["mode"] == "exact"
 
 
 def test_eval_of_a_missing_run_is_a_user_error(workspace, capsys):

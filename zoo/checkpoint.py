@@ -121,6 +121,7 @@ def save_checkpoint(
             "train_source": train_text.source,
             "train_chars": len(train_text.text),
             "proxy_train": train_text.proxy,
+            "data_dir": train_text.data_dir,  # where `subchar eval` finds the val split when not told
             "train_seconds": result.seconds,
             "tokens_seen": result.tokens_seen,
             "steps": result.steps,

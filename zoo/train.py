@@ -309,48 +309,48 @@ def train_neural(
     step_time = 0.0  # running estimate of one step, to stop before the deadline, not after it
     val_time = 0.0  # duration of the last validation, to know whether a final one still fits
     stop_reason = "budget"
-    bar = tqdm(total=deadline - start, unit="s", desc=f"train {model_name}", disable=not settings.progress,
-               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}")
     model.train()
-    while True:
-        now = time.monotonic()
-        if settings.max_steps is not None and steps >= settings.max_steps:
-            stop_reason = "max_steps"
-            break
-        if now + step_time > deadline:
-            break
-        # the schedule follows steps when a step count is planned (reproducible), else the clock
-        progress = steps / settings.max_steps if settings.max_steps else (now - start) / (deadline - start)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(steps, progress, settings)
-        x, y = batches.train_batch()
-        try:
-            loss = next_token_loss(runner, x, y, autocast)
-        except TrainingTimeoutError:
-            raise
-        except Exception as err:  # torch.compile can fail on some kernels at the first call; eager still works
-            if runner is model:
+    # a with-block closes the bar on any exit (a timeout, Ctrl-C), so the message that follows starts on its own line
+    with tqdm(total=deadline - start, unit="s", desc=f"train {model_name}", disable=not settings.progress,
+              bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}") as bar:
+        while True:
+            now = time.monotonic()
+            if settings.max_steps is not None and steps >= settings.max_steps:
+                stop_reason = "max_steps"
+                break
+            if now + step_time > deadline:
+                break
+            # the schedule follows steps when a step count is planned (reproducible), else the clock
+            progress = steps / settings.max_steps if settings.max_steps else (now - start) / (deadline - start)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(steps, progress, settings)
+            x, y = batches.train_batch()
+            try:
+                loss = next_token_loss(runner, x, y, autocast)
+            except TrainingTimeoutError:
                 raise
-            log.warning("torch.compile failed (%s); training eagerly", type(err).__name__)
-            runner = model
-            loss = next_token_loss(runner, x, y, autocast)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-        optimizer.step()
-        steps += 1
-        tokens += x.numel()
-        loss_value = loss.item()  # syncs the GPU every step: that is what makes the step time below honest
-        elapsed = time.monotonic() - now
-        step_time = elapsed if steps <= 2 else 0.9 * step_time + 0.1 * elapsed
-        if val_set and eval_points and progress >= eval_points[0]:
-            eval_points.pop(0)
-            val_started = time.monotonic()
-            val_losses.append((steps, validation_loss(model, val_set, autocast)))
-            val_time = time.monotonic() - val_started
-        bar.update(max(0.0, min(time.monotonic(), deadline) - start - bar.n))
-        bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens / (time.monotonic() - start):,.0f}", refresh=False)
-    bar.close()
+            except Exception as err:  # torch.compile can fail on some kernels at the first call; eager still works
+                if runner is model:
+                    raise
+                log.warning("torch.compile failed (%s); training eagerly", type(err).__name__)
+                runner = model
+                loss = next_token_loss(runner, x, y, autocast)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            optimizer.step()
+            steps += 1
+            tokens += x.numel()
+            loss_value = loss.item()  # syncs the GPU every step: that is what makes the step time below honest
+            elapsed = time.monotonic() - now
+            step_time = elapsed if steps <= 2 else 0.9 * step_time + 0.1 * elapsed
+            if val_set and eval_points and progress >= eval_points[0]:
+                eval_points.pop(0)
+                val_started = time.monotonic()
+                val_losses.append((steps, validation_loss(model, val_set, autocast)))
+                val_time = time.monotonic() - val_started
+            bar.update(max(0.0, min(time.monotonic(), deadline) - start - bar.n))
+            bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens / (time.monotonic() - start):,.0f}", refresh=False)
     if val_losses and val_losses[-1][0] != steps and time.monotonic() + val_time < start + budget_s - margin / 2:
         val_losses.append((steps, validation_loss(model, val_set, autocast)))  # the final model, inside the margin
     model.eval()

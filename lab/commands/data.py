@@ -15,11 +15,12 @@ def register(subparsers) -> None:
     fetch_parser = data_commands.add_parser("fetch", help="write wiki.<split>.raw from local parquet shards or the Hub")
     fetch_parser.add_argument("--data-dir", required=True)
     fetch_parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
-    fetch_parser.set_defaults(func=run_fetch)
+    fetch_parser.set_defaults(func=run_fetch, interrupted="fetch stopped: the splits it finished stay, unless it made "
+                              "the folder (then the folder is removed); run the same command again")
     info_parser = data_commands.add_parser("info", help="length and checksum of each split's scored stream")
     add_data_args(info_parser, train_file=True)
     info_parser.add_argument("--splits", nargs="+", choices=SPLITS, default=["valid", "test"])
-    info_parser.set_defaults(func=run_info)
+    info_parser.set_defaults(func=run_info, interrupted="nothing was written")
 
 
 def run_fetch(args: argparse.Namespace) -> int:

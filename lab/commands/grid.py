@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from eval.data import fetch, load_split, resolve_data_dir, resolve_train_file, split_in_folder
 from eval.errors import UserError
 from eval.records import write_json_atomic
-from lab.cell import CellOptions
-from lab.commands.common import DEFAULT_BEAM, add_data_args, beam_width
-from lab.compare import RESULTS, compare, grid, load_grid, pending_cells, read_results, save_grid
-from lab.modal_backend import GPU, modal_backend
-from lab.modal_container import outcome
-from lab.report import winner
+from lab.commands.common import (
+    DEFAULT_BEAM,
+    MODEL_CHOICES,
+    add_data_args,
+    add_mode_arg,
+    beam_width,
+    check_positive,
+    check_results_folder,
+    tokenizer_spec,
+)
+
+if TYPE_CHECKING:
+    from lab.cell import CellOptions
 
 QUICKSTART_TOKENIZERS = ("bytebpe:2048", "unigram:2048")
 QUICKSTART_MODELS = ("ngram",)
@@ -24,7 +31,7 @@ REMOTE_TRAIN = "remote:wikitext-103-raw-v1/train"  # what a Modal cell trains on
 def add_grid_args(parser: argparse.ArgumentParser, *, budget: float, eval_chars: int, test_chars: int) -> None:
     add_data_args(parser, train_file=True)
     parser.add_argument("--budget", type=float, default=budget, help=f"training seconds per cell (default {budget:g})")
-    parser.add_argument("--mode", choices=("spec", "exact"), default="exact", help="adapter mode (default exact)")
+    add_mode_arg(parser)
     parser.add_argument("--beam", type=beam_width, default=DEFAULT_BEAM,
                         help=f"exact mode: keep the K heaviest coverings (default {DEFAULT_BEAM}; 0 = no pruning, can be very slow)")
     parser.add_argument("--eval-chars", type=int, default=eval_chars, help=f"val chars scored (default {eval_chars})")
@@ -40,9 +47,10 @@ def add_grid_args(parser: argparse.ArgumentParser, *, budget: float, eval_chars:
 
 def register(subparsers) -> None:
     compare_parser = subparsers.add_parser("compare", help="tokenizer × model grid: energy to accuracy, resumable")
-    compare_parser.add_argument("--tokenizers", nargs="+", required=True, metavar="FAMILY:VOCAB",
+    compare_parser.add_argument("--tokenizers", nargs="+", required=True, metavar="FAMILY:VOCAB", type=tokenizer_spec,
                                 help="e.g. bytebpe:4096 unigram:8192 wordpiece:8192 word:16384")
-    compare_parser.add_argument("--models", nargs="+", required=True, help="zoo models, e.g. ngram transformer")
+    compare_parser.add_argument("--models", nargs="+", required=True, choices=MODEL_CHOICES, metavar="MODEL",
+                                help=f"zoo models: {', '.join(MODEL_CHOICES)}")
     compare_parser.add_argument("--out", required=True, help="output folder (results.jsonl, table.md, pareto.png)")
     compare_parser.add_argument("--backend", choices=("local", "modal"), default="local")
     compare_parser.add_argument("--dry-run", action="store_true", help="with --backend modal: print the plan, run nothing")
@@ -59,7 +67,7 @@ def register(subparsers) -> None:
     modal_parser = subparsers.add_parser("modal", help="re-run a compare folder's grid (or one run) on Modal's A100-80GB")
     modal_parser.add_argument("target", help="a compare folder (grid.json) or a run folder (cell.json)")
     modal_parser.add_argument("--out", help="output folder (default TARGET/modal); cells already there are skipped")
-    modal_parser.add_argument("--gpu", default=GPU, help=f"Modal GPU type (default {GPU}, the benchmark's)")
+    modal_parser.add_argument("--gpu", help="Modal GPU type (default A100-80GB, the benchmark's)")
     modal_parser.add_argument("--allow-no-energy-counter", action="store_true",
                               help="train even where NVML has no energy counter (energy is then the 50 W floor)")
     modal_parser.add_argument("--dry-run", action="store_true", help="print the calls and the image spec, run nothing")
@@ -67,27 +75,32 @@ def register(subparsers) -> None:
 
 
 def options_from(args: argparse.Namespace) -> CellOptions:
-    for name in ("budget", "eval_chars"):
-        if getattr(args, name) <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive")
+    from lab.cell import CellOptions  # deferred to the run, as below: `subchar --help` must not load torch
+
     return CellOptions(budget_s=args.budget, mode=args.mode, beam=args.beam, eval_chars=args.eval_chars,
                        test_chars=args.test_chars, train_chars=args.train_chars, char_order=args.char_order,
                        device=args.device, seed=args.seed)
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    """Everything that can be refused is checked first (names, numbers, the output folder, the train text and its
-    val-leak guard, the val split), so a refused command fails in a second and leaves nothing behind."""
-    cells = grid(args.tokenizers, args.models)
-    options = options_from(args)
-    if args.repeats < 1:
-        raise UserError("--repeats must be at least 1")
-    out = writable_folder(args.out)
+    """Everything that can be refused is checked first, before the heavy imports (names by the parser, numbers,
+    the output folder, the train text and its val-leak guard, the val split): a refused command fails in a second
+    and leaves nothing behind."""
+    check_positive(args.budget, "--budget")
+    check_positive(args.eval_chars, "--eval-chars")
+    check_positive(args.repeats, "--repeats")
+    out = check_results_folder(args.out)
     remote = args.backend == "modal"
     train_sha256 = REMOTE_TRAIN if remote else (
-        load_split("train", args.data_dir, args.train_file).prefix(options.train_chars).digest())
+        load_split("train", args.data_dir, args.train_file).prefix(args.train_chars).digest())
     if not remote:
         load_split("valid", args.data_dir)
+    # deferred to the run: `subchar --help` must not load torch, matplotlib or modal
+    from lab.compare import compare, grid, save_grid
+    from lab.modal_backend import modal_backend
+
+    cells = grid(args.tokenizers, args.models)
+    options = options_from(args)
     save_grid(out, cells, options, args.data_dir, args.train_file, args.repeats)
     backend = modal_backend(out, dry_run=args.dry_run) if remote else None
     ran: list[str] = []
@@ -125,23 +138,13 @@ def quickstart_data(data_dir: str | None, train_file: str | None) -> str:
     return str(root)
 
 
-def writable_folder(path: str) -> Path:
-    """``path`` as an output folder: refused up front when it is a file, sits below a file or cannot be written."""
-    folder = Path(path).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"--out {folder} is a file; choose a folder path")
-    existing = next((parent for parent in [folder, *folder.parents] if parent.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise UserError(f"--out {folder} is below {existing}, which is a file; choose another path")
-    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"--out {folder}: {existing} is not writable; choose another path")
-    return folder
-
-
 def run_quickstart(args: argparse.Namespace) -> int:
     args.data_dir = quickstart_data(args.data_dir, args.train_file)
     code = run_compare(args)
     if args.json:
+        from lab.compare import read_results  # deferred to the run: `subchar --help` must not load torch
+        from lab.report import winner
+
         records = read_results(Path(args.out) / "results.jsonl")
         best = winner(records) or max(records, key=lambda r: r.get("val_char_accuracy") or 0.0)
         write_json_atomic(args.json, best)
@@ -151,10 +154,15 @@ def run_quickstart(args: argparse.Namespace) -> int:
 
 def run_modal(args: argparse.Namespace) -> int:
     """The grid recorded in TARGET, run again on Modal into its own folder (TARGET/modal unless --out)."""
+    # deferred to the run: `subchar --help` must not load torch or modal
+    from lab.compare import RESULTS, compare, load_grid, pending_cells, save_grid
+    from lab.modal_backend import GPU, modal_backend
+    from lab.modal_container import outcome
+
     cells, options, folder = load_grid(args.target)
     out = Path(args.out) if args.out else folder / "modal"
     todo = pending_cells(cells, options, out, REMOTE_TRAIN, "modal")
-    backend = modal_backend(out, gpu=args.gpu, dry_run=args.dry_run,
+    backend = modal_backend(out, gpu=args.gpu or GPU, dry_run=args.dry_run,
                             allow_no_energy_counter=args.allow_no_energy_counter)
     if len(todo) < len(cells):
         print(f"{len(cells) - len(todo)} of {len(cells)} cell(s) already in {out / RESULTS} with these settings: skipped")

@@ -5,12 +5,9 @@ from __future__ import annotations
 import argparse
 
 from eval.data import load_split, val_window
-from eval.errors import UserError
-from tokenizers_local.families import FAMILIES
-from tokenizers_local.stats import encode_throughput, measure
-from tokenizers_local.storage import load
-from tokenizers_local.tiktoken_bridge import to_tiktoken
-from tokenizers_local.training import train_tokenizer
+from lab.commands.common import FAMILY_CHOICES, check_output_folder, check_positive
+
+NOTHING_SAVED = "learning stopped and nothing was saved; run the command again to start over"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,24 +15,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="tokenizer_action", required=True, metavar="ACTION")
 
     train = actions.add_parser("train", help="learn a tokenizer on the train split and save it to a folder")
-    train.add_argument("--family", required=True, choices=list(FAMILIES))
+    train.add_argument("--family", required=True, choices=FAMILY_CHOICES)
     train.add_argument("--vocab-size", type=int, required=True, help="ids in all, bytes and specials included")
     train.add_argument("--data-dir", help="folder with wiki.train.raw or train parquet shards (or SUBCHAR_DATA)")
     train.add_argument("--train-file", help="proxy train text (recorded as a proxy), e.g. wiki.test.raw")
     train.add_argument("--train-chars", type=int, help="learn from this many leading characters only (quick runs)")
     train.add_argument("--out", required=True, help="folder to write (replaced if it holds a saved tokenizer)")
-    train.set_defaults(func=run_train)
+    train.set_defaults(func=run_train, interrupted=NOTHING_SAVED)
 
     stats = actions.add_parser("stats", help="chars/token, fallback, round trip and speed on the val split")
     stats.add_argument("path", help="folder written by `subchar tokenizer train`")
     stats.add_argument("--data-dir", help="folder with wiki.valid.raw or valid parquet shards (or SUBCHAR_DATA)")
-    stats.set_defaults(func=run_stats)
+    stats.set_defaults(func=run_stats, interrupted="nothing was written")
 
 
 def run_train(args: argparse.Namespace) -> int:
-    if args.train_chars is not None and args.train_chars < 1:
-        raise UserError(f"--train-chars must be positive, got {args.train_chars}")
-    text = load_split("train", args.data_dir, args.train_file).prefix(args.train_chars)
+    check_positive(args.vocab_size, "--vocab-size")
+    check_positive(args.train_chars, "--train-chars")
+    check_output_folder(args.out, what="tokenizer")
+    text = load_split("train", args.data_dir, args.train_file).prefix(args.train_chars)  # refuses val text
+    # deferred to the run: `subchar --help` must not load the tokenizer libraries
+    from tokenizers_local.training import train_tokenizer
+
     proxy = " (PROXY train text)" if text.proxy else ""
     print(f"training {args.family} ({args.vocab_size} ids) on {len(text.text):,} chars of {text.source}{proxy}")
     tokenizer = train_tokenizer(text, args.family, args.vocab_size, progress=True)
@@ -45,6 +46,11 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_stats(args: argparse.Namespace) -> int:
+    # deferred to the run: `subchar --help` must not load the tokenizer libraries
+    from tokenizers_local.stats import encode_throughput, measure
+    from tokenizers_local.storage import load
+    from tokenizers_local.tiktoken_bridge import to_tiktoken
+
     tokenizer = load(args.path)
     window = val_window(args.data_dir).text
     valid = load_split("valid", args.data_dir).text

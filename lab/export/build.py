@@ -8,12 +8,15 @@ the run was measured with:
 1. The tokenizer becomes data: the run's byte-level BPE as tiktoken's constructor arguments (merge ranks as
    base64, the pre-tokenisation regex, the special tokens), rebuilt into a ``tiktoken.Encoding`` in-process.
    Its ids equal the run's tokenizer's (tokenizers_local.tiktoken_bridge); the merges were learned on the
-   run's (proxy) train split, so ``train()`` only encodes.
+   run's (proxy) train split, so ``train()`` only encodes. Learning them is outside the harness's measured
+   window, so the file states what it cost (``TOKENIZER``, and the docstring).
 2. The modules the model needs are inlined in dependency order (``lab.export.parts``; ``lab.export.inline``):
    whole modules, or the named top-level definitions of a module whose other parts need the rest of the package.
 3. The templates (``lab/export/templates/``, real modules) tie them together: ``train()`` encodes (threads) and
    calls the grid cell's own step from token ids to the character model (``lab.cell.ngram_char_model`` or
-   ``neural_char_model``) with the run's settings.
+   ``neural_char_model``) with the run's settings, and the harness's seed when it passes one.
+
+The file names no local path: sources appear by file name only.
 
 Every export checks the file it writes (``lab.export.checks``). A failure there means the part lists are out of
 date with the sources.
@@ -22,6 +25,7 @@ date with the sources.
 from __future__ import annotations
 
 import base64
+import pprint
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -66,12 +70,13 @@ def build_submission(facts: RunFacts, batch_size: int | None = None, lr: float |
         constants.update(MODEL_NAME=model, TRAIN_BUDGET_S=TRAIN_BUDGET_S, SEED=facts.seed, SETTINGS=settings,
                          CONFIG={k: v for k, v in checkpoint.config.items() if k != "vocab_size"})
         entry = parts.NEURAL_ENTRY
+    constants["TOKENIZER"] = tokenizer_facts(facts)
     constants["MERGEABLE_RANKS"] = ranks_text(state["mergeable_ranks"], set(state["special_tokens"].values()))
     unknown = set(constants) - set(run_template.__annotations__)
     if unknown:
         raise RuntimeError(f"{', '.join(sorted(unknown))} not declared in lab/export/templates/run.py")
     sections = [
-        f'"""{header_docstring(facts, settings)}"""\n',
+        f'"""{header_docstring(facts, settings, constants["TOKENIZER"])}"""\n',
         "from __future__ import annotations\n",
         *([f"__author__ = {author!r}\n"] if author else []),
         *(inline(part) for part in (*parts.HEAD, *parts.CONTRACT, *body)),
@@ -83,7 +88,32 @@ def build_submission(facts: RunFacts, batch_size: int | None = None, lr: float |
     return source
 
 
-def header_docstring(facts: RunFacts, settings: dict[str, Any] | None) -> str:
+def tokenizer_facts(facts: RunFacts) -> dict[str, Any]:
+    """What the tokenizer is, the text it was learned on and what learning it cost (the run record's "tokenizer"
+    energy phase; a tokenizer from `subchar tokenizer train` has its seconds, no joules). Its merges are learned
+    before train() and embedded, so that cost falls outside the harness's measured train() window."""
+    tokenizer = facts.checkpoint.tokenizer
+    info = tokenizer.info
+    phase = ((facts.record or {}).get("energy_phases") or {}).get("tokenizer")
+    return {
+        "family": tokenizer.family,
+        "vocab_size": int(facts.checkpoint.manifest["vocab_size"]),
+        "learned_on": public_name(info.train_source),
+        "learned_on_proxy": info.train_proxy,  # a stand-in for the train split (development runs)
+        "learned_on_chars": info.train_chars,
+        "learned_on_sha256": info.train_sha256,
+        "learning_seconds": phase["duration_s"] if phase else info.training_seconds,
+        "learning_joules": phase["total_energy_J"] if phase else None,
+        "cost_counted": "no: learned before train(), outside the harness's measured window",
+    }
+
+
+def public_name(source: str | None) -> str:
+    """A data source without the local folders it was read from: a generated file must not carry them."""
+    return Path(source).name if source else "an unrecorded text"
+
+
+def header_docstring(facts: RunFacts, settings: dict[str, Any] | None, tokenizer: dict[str, Any]) -> str:
     manifest, config = facts.checkpoint.manifest, facts.checkpoint.config
     proxy = bool(manifest.get("proxy_train"))
     split = "a PROXY for the train split" if proxy else "the train split"
@@ -96,24 +126,33 @@ def header_docstring(facts: RunFacts, settings: dict[str, Any] | None) -> str:
         scored = "no val accuracy recorded with this checkpoint (score it with `subchar eval`)"
     beam = "no beam" if facts.beam is None else f"beam {facts.beam}"
     if settings is None:
-        recipe = f"train() counts the train text's {config['order']}-grams (modified Kneser-Ney), as the run did."
+        recipe = (f"train() counts the train text's {config['order']}-grams (modified Kneser-Ney), as the run did; "
+                  "counting is deterministic, so it takes no seed.")
     else:
         exact = ("It planned its steps too, so on the run's device the weights are the run's."
                  if manifest.get("stop_reason") == "max_steps" else
                  "The run stopped on its clock, with a time-based learning-rate schedule; the export replays its "
                  "step count with a step-based one: the same recipe, not bit-identical weights.")
-        recipe = (f"train() trains {facts.checkpoint.model_name} {config} from scratch: seed {facts.seed}, "
+        recipe = (f"train() trains {facts.checkpoint.model_name} {config} from scratch: seed {facts.seed} (SEED; "
+                  "the harness's when it sets the SEED environment variable, as `submit.py --seed N` does), "
                   f"{settings['max_steps']} steps of batch {settings['batch_size']}, lr {settings['lr']:g}, as "
                   f"the run (on {manifest.get('device')}). {exact}")
+    joules = tokenizer["learning_joules"]
+    cost = f"{tokenizer['learning_seconds']:.2f} s and " + (
+        f"{joules:,.1f} J" if joules is not None else "unmeasured joules (`subchar tokenizer train` has no meter)")
+    learned_on = (f"{tokenizer['learned_on']} ({tokenizer['learned_on_chars']:,} chars"
+                  + (", a proxy for the train split" if tokenizer["learned_on_proxy"] else "")
+                  + f", sha256 {tokenizer['learned_on_sha256']})")
     lines = [
-        f"subchar submission {facts.name}: {facts.checkpoint.tokenizer.family}{manifest['vocab_size']} tokens, "
+        f"subchar submission {facts.name}: {tokenizer['family']}{tokenizer['vocab_size']} tokens, "
         f"{facts.checkpoint.model_name}, read per character by subchar's CharAdapter ({facts.mode} mode, {beam}).",
         "",
-        f"Exported from {facts.checkpoint.path.resolve()} (trained on {manifest.get('train_source')}, "
+        f"Exported from the run {facts.name} (trained on {public_name(manifest.get('train_source'))}, "
         f"{manifest.get('train_chars'):,} chars, {split}): {scored}.",
         "",
-        f"The tokenizer's merges were learned on that {'proxy ' if proxy else ''}train text and are embedded below "
-        "(MERGEABLE_RANKS); train() only encodes with them. " + recipe,
+        f"The tokenizer's merges were learned on {learned_on} at a cost of {cost}, before train(): that cost is "
+        "outside the harness's measured train() window (TOKENIZER below). They are embedded below (MERGEABLE_RANKS); "
+        "train() only encodes with them. " + recipe,
         "",
         f"Generated by `subchar export` on {utc_now()} from subchar's own sources (the sections marked "
         "'inlined from'); regenerate it rather than editing it. It needs only the standard library, "
@@ -126,6 +165,8 @@ def header_docstring(facts: RunFacts, settings: dict[str, Any] | None) -> str:
 def constant_line(name: str, value: Any) -> str:
     if name == "MERGEABLE_RANKS":  # one token per base64 word, many per line: readable and diff-friendly
         return f'{name} = """\n{value}\n"""\n'
+    if isinstance(value, dict):  # one entry to a line when they do not fit on one
+        return f"{name} = {pprint.pformat(value, width=116, sort_dicts=False)}\n"
     return f"{name} = {value!r}\n"
 
 

@@ -12,6 +12,12 @@ class tqdm:
     def __init__(self, *args, **kwargs) -> None:
         self.n = 0.0
 
+    def __enter__(self) -> tqdm:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
     def update(self, n: float = 1) -> None:
         self.n += n
 
