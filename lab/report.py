@@ -152,8 +152,8 @@ def table_markdown(records: list[dict[str, Any]]) -> str:
     if any((r.get("extra") or {}).get("zero_prob_chars") for r in records):
         notes.append("bits/char marked (+N p=0): N true chars got no mass (infinite bits); the figure averages the rest.")
     if any(on_energy_floor(r) for r in records):
-        notes.append(f"No GPU energy counter on this host: totals marked by the floor sit on {FLOOR_WATTS:g} W × "
-                     "training seconds, so they rank training time, not measured energy; use --repeats to see the noise.")
+        notes.append(f"No GPU energy counter on this host: the totals sit on the {FLOOR_WATTS:g} W × "
+                     "training seconds floor, so they rank training time, not measured energy; use --repeats to see the noise.")
     if tied:
         notes.append("Repeated runs whose energy ranges overlap are tied: their order by median energy is noise.")
     best = winner(rows)

@@ -125,7 +125,7 @@ def test_repeats_give_medians_ranges_and_ties(tmp_path):
     assert row["total_energy_J"] == energies[1] and row["extra"]["energy_range"] == [energies[0], energies[2]]
     text = Path(table).read_text()
     assert "char-kn (×3)" in text and f"{energies[1]:,.0f} [{energies[0]:,.0f}–{energies[2]:,.0f}]" in text
-    assert "sit on 50 W × training seconds" in text  # CPU host: no GPU counter, CodeCarbon below the floor
+    assert "the totals sit on the 50 W × training seconds floor" in text  # CPU host: no GPU counter, CodeCarbon below the floor
 
 
 def test_overlapping_energy_ranges_are_named_as_ties():
