@@ -67,7 +67,8 @@ ADAPTER = (
 )
 NGRAM_TRAINER = (
     Part("zoo.ngram"),
-    Part("zoo.train", ("NGRAM", "NGRAM_DEFAULT_ORDER", "TrainResult", "check_ids", "count_ngram")),
+    Part("zoo.train", ("NGRAM", "NGRAM_DEFAULT_ORDER", "TrainResult", "check_ids", "ngram_order", "count_ngram",
+                       "ngram_result")),
 )
 NEURAL_TRAINER = (
     Part("eval.guard", ("TIMEOUT_REASON", "TrainingTimeoutError")),

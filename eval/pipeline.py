@@ -1,8 +1,9 @@
 """One cell of a comparison: tokenizer training + model training under the budget + streaming evaluation.
 
-Everything the benchmark's ``train()`` would do is measured as energy phases and shares one wall-clock budget:
-``tokenizer`` (learning the vocabulary on the train split), ``tokenize`` (encoding the train text) and ``train``
-(the model). Evaluation is not charged, as in the benchmark. The character-level Kneser–Ney baseline (the
+Everything the benchmark's ``train()`` would do is measured as energy phases and shares one wall-clock budget,
+split by eval.phase_plan: ``probe`` (measuring rates), ``tokenizer`` (learning the vocabulary on a sample of the
+train split), ``tokenize`` (encoding it into a cached memory-mapped id file, eval.cell_phases) and ``train`` (the
+model). Evaluation is not charged, as in the benchmark. The character-level Kneser–Ney baseline (the
 benchmark's leading family) runs through the same pipeline as the cell ``char-kn``.
 """
 
@@ -13,8 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from eval.cell_phases import phase_table, prepare_ids
 from eval.data import SplitText, VAL_WINDOW_CHARS, load_split
 from eval.energy import EnergyMeter
 from eval.errors import UserError
@@ -62,6 +62,7 @@ class CellOptions:
     seed: int = 0
     overrides: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
+    ids_cache: str | None = None  # folder of encoded id files (eval.cell_phases); None: beside the run folder
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,22 +112,20 @@ def train_cell(cell: Cell, options: CellOptions, train: SplitText, run_dir: Path
             model = CharKneserNey.fit(train, order=options.char_order)
         return model, {"model": {"name": CHAR_BASELINE, "config": {"order": options.char_order}}}
 
-    import tokenizers_local
     from subchar import CharAdapter
     from zoo.checkpoint import save_checkpoint
     from zoo.registry import num_params
     from zoo.streaming import TorchTokenLM
-    from zoo.train import NGRAM, train as train_model
+    from zoo.train import NGRAM, NGRAM_DEFAULT_ORDER, train as train_model
 
-    started = time.monotonic()
-    with meter.phase("tokenizer"), wall_clock_guard(options.budget_s):
-        tokenizer = tokenizers_local.train_tokenizer(train, cell.family, cell.vocab_size, progress=options.progress)
-    with meter.phase("tokenize"), wall_clock_guard(options.budget_s - (time.monotonic() - started)):
-        ids = np.asarray(tokenizer.encode(train.text), dtype=np.int64)
+    overrides = options.overrides.get(cell.model, {})
+    order = int(overrides.get("order", NGRAM_DEFAULT_ORDER)) if cell.model == NGRAM else None
+    prepared, started = prepare_ids(cell.family, cell.vocab_size, order, train, options.budget_s, meter,
+                                    ids_cache_dir(run_dir, options), progress=options.progress)
+    tokenizer, ids = prepared.tokenizer, prepared.id_file.ids()
     remaining = options.budget_s - (time.monotonic() - started)
     if remaining <= 0:
         raise TrainingTimeoutError(f"the tokenizer took the whole {options.budget_s:g} s budget")
-    overrides = options.overrides.get(cell.model, {})
     result = train_model(cell.model, ids, tokenizer.vocab_size, budget_s=remaining, overrides=overrides,
                          device=options.device, seed=options.seed, meter=meter)
     tokenizer_dir = tokenizer.save(run_dir / "tokenizer")
@@ -137,9 +136,12 @@ def train_cell(cell: Cell, options: CellOptions, train: SplitText, run_dir: Path
         "tokenizer": {
             "family": tokenizer.family,
             "vocab_size": tokenizer.vocab_size,
-            "chars_per_token": len(train.text) / max(1, len(ids)),
+            "chars_per_token": prepared.encoded_chars / max(1, len(ids)),
             "training_seconds": tokenizer.info.training_seconds,
+            "sample_chars": tokenizer.info.train_chars,
         },
+        "data": prepared.facts(),
+        "plan": prepared.plan,
         "model": {
             "name": cell.model,
             "config": result.config,
@@ -151,12 +153,20 @@ def train_cell(cell: Cell, options: CellOptions, train: SplitText, run_dir: Path
 
 
 def base_record(cell: Cell, meter: EnergyMeter, train: SplitText, facts: dict[str, Any]) -> RunRecord:
+    extra = {"train_source": train.source, "train_chars": len(train.text)}
+    if "plan" in facts:
+        extra.update(data=facts["data"], plan=facts["plan"].to_dict(), phases=phase_table(facts["plan"], meter.report))
     return RunRecord.after_training(
         cell.id, meter.report, train.proxy,
         tokenizer=facts.get("tokenizer"),
         model=facts.get("model"),
-        extra={"train_source": train.source, "train_chars": len(train.text)},
+        extra=extra,
     )
+
+
+def ids_cache_dir(run_dir: Path, options: CellOptions) -> Path:
+    """Where encoded id files are cached: --ids-cache, else beside the grid's runs (shared by its cells)."""
+    return Path(options.ids_cache).expanduser() if options.ids_cache else run_dir.parent / ".ids-cache"
 
 
 def fill_scores(record: RunRecord, val: EvalResult, test: EvalResult | None, options: CellOptions) -> None:
