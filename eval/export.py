@@ -67,8 +67,9 @@ ADAPTER = (
 )
 NGRAM_TRAINER = (
     Part("zoo.ngram"),
-    Part("zoo.train", ("NGRAM", "NGRAM_DEFAULT_ORDER", "TrainResult", "check_ids", "ngram_order", "count_ngram",
-                       "ngram_result")),
+    Part("zoo.ngram_count"),
+    Part("zoo.train", ("NGRAM", "NGRAM_DEFAULT_ORDER", "TrainResult", "resolve_device", "check_ids", "ngram_order",
+                       "count_ngram_chunked", "ngram_result")),
 )
 NEURAL_TRAINER = (
     Part("eval.guard", ("TIMEOUT_REASON", "TrainingTimeoutError")),
@@ -91,7 +92,7 @@ NGRAM_MODEL = "ngram"
 def head(neural: bool) -> str:
     """``from __future__`` first (every inlined module relies on it), then what the template itself imports."""
     stdlib = ["base64", "concurrent.futures", "gc", "itertools", "os", "sys", *(["time"] if neural else []), "types"]
-    third_party = ["numpy as np", "tiktoken", *(["torch"] if neural else [])]
+    third_party = ["numpy as np", "tiktoken", "torch"]
     return "\n".join(["from __future__ import annotations", "", *(f"import {name}" for name in stdlib), "",
                       *(f"import {name}" for name in third_party)]) + "\n"
 
@@ -142,13 +143,15 @@ def build_encoding() -> tiktoken.Encoding:
 def encode(encoding: tiktoken.Encoding, text: str) -> np.ndarray:
     """Token ids of ``text``, equal to encoding it whole: it is cut only at pre-token boundaries
     (text_stream.chunks) and the pieces are encoded in threads (tiktoken releases the GIL; the harness loads
-    this file so that multiprocessing could not pickle its functions)."""
+    this file so that multiprocessing could not pickle its functions). uint16 when the vocabulary allows: the
+    train split's ~130M ids then take 260 MB."""
+    dtype = np.uint16 if VOCAB_SIZE <= 1 << 16 else np.int64
     pieces = list(chunks(text, ENCODE_CHUNK_CHARS))
     if not pieces:
-        return np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=dtype)
 
     def encode_piece(piece: str) -> np.ndarray:
-        return np.asarray(encoding.encode_ordinary(piece), dtype=np.int64)
+        return np.asarray(encoding.encode_ordinary(piece), dtype=dtype)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         return np.concatenate(list(pool.map(encode_piece, pieces)))
@@ -157,11 +160,12 @@ def encode(encoding: tiktoken.Encoding, text: str) -> np.ndarray:
 NGRAM_TRAIN = '''
 # ==== the entry point ====
 def train(train_text: str, valid_text: str | None = None) -> CharModel:
-    """Encode ``train_text``, count its n-grams exactly as the run did (zoo.train.count_ngram) and return the
-    character model. ``valid_text`` is not used: training sees only the train split."""
+    """Encode ``train_text`` (threads), count its n-grams exactly as the run did (zoo.train.count_ngram_chunked:
+    chunked, on the GPU when there is one) and return the character model. ``valid_text`` is not used: training
+    sees only the train split."""
     encoding = build_encoding()
     ids = check_ids(encode(encoding, train_text), VOCAB_SIZE)
-    lm = count_ngram(ids, VOCAB_SIZE, {"order": ORDER}).model
+    lm = count_ngram_chunked(ids, VOCAB_SIZE, {"order": ORDER}, "auto").model
     return CharAdapter(lm, encoding, mode=MODE, beam=BEAM)
 '''
 
