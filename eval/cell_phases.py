@@ -9,11 +9,14 @@ Each phase runs under the benchmark's wall-clock guard for the budget that is st
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from eval.data import SplitText
 from eval.energy import EnergyMeter, EnergyReport
@@ -22,7 +25,7 @@ from eval.phase_plan import PhasePlan, Throughputs, encode_chars_that_fit, plan_
 from tokenizers_local.text_stream import chunks
 
 PROBE_TOKENIZER_CHARS = 1 << 18
-PROBE_ENCODE_CHARS = 1 << 19
+PROBE_ENCODE_CHARS = 1 << 20
 SAMPLE_SLICES = 16
 
 
@@ -66,6 +69,24 @@ def sample_text(text: str, chars: int, slices: int = SAMPLE_SLICES) -> str:
     return "".join(parts)
 
 
+def count_rate_for(ids: np.ndarray, order: int, vocab_size: int, expected_tokens: float) -> float:
+    """Tokens per second that counting ``expected_tokens`` will reach, from counts of half and all of ``ids``.
+
+    Small counts are dominated by fixed costs, so the rate comes from the difference of two sizes (floored at
+    what the whole probe reached), divided by the growth of log n from the probe to the full text (sorting).
+    """
+    from zoo.ngram_count import count_tables_chunked
+
+    seconds = []
+    for size in (len(ids) // 2, len(ids)):
+        started = time.monotonic()
+        count_tables_chunked(ids[:size], order, vocab_size)
+        seconds.append(time.monotonic() - started)
+    marginal = (len(ids) - len(ids) // 2) / max(1e-6, seconds[1] - seconds[0])
+    rate = max(len(ids) / max(1e-6, seconds[1]), min(marginal, 8 * len(ids) / max(1e-6, seconds[1])))
+    return rate / max(1.0, math.log(max(expected_tokens, 2)) / math.log(max(len(ids), 2)))
+
+
 def prefix_at_boundary(text: str, chars: int) -> str:
     """The first ``chars`` characters or a little more, ending at a pre-token boundary (so its ids are a prefix)."""
     return text if chars >= len(text) else next(chunks(text, max(1, chars)))
@@ -91,14 +112,9 @@ def probe_rates(train: SplitText, family: str, vocab_size: int, order: int | Non
         if rate > best_rate:
             best_rate, best_threads = rate, count
     count_rate = None
-    if order is not None and len(ids) >= order:
-        import numpy as np
-
-        from zoo.ngram_count import count_tables_chunked
-
-        count_started = time.monotonic()
-        count_tables_chunked(np.asarray(ids, dtype=np.int64), order, tokenizer.vocab_size)
-        count_rate = len(ids) / max(1e-3, time.monotonic() - count_started)
+    if order is not None and len(ids) >= 2 * order:
+        count_rate = count_rate_for(np.asarray(ids, dtype=np.int64), order, tokenizer.vocab_size,
+                                    expected_tokens=len(train.text) * len(ids) / len(probe_text))
     return Throughputs(
         probe_s=time.monotonic() - started,
         tokenizer_chars_per_s=tokenizer_rate,
