@@ -166,6 +166,12 @@ def prepare_ids(
     return PreparedIds(tokenizer, id_file, hit, len(text), plan, rates), started
 
 
+def train_budget(remaining_s: float, plan: PhasePlan, counting: bool) -> float:
+    """Seconds to give the model: counting cannot stop early, so it gets all that remains (under the guard); a
+    neural model stops itself at its budget, so it gets what remains less the plan's margin."""
+    return remaining_s if counting else remaining_s - plan.margin_s
+
+
 def phase_table(plan: PhasePlan, report: EnergyReport) -> dict[str, dict[str, float | None]]:
     """Planned and actual seconds and joules per phase, for the run record."""
     table = {}

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eval.cell_phases import phase_table, prepare_ids
+from eval.cell_phases import phase_table, prepare_ids, train_budget
 from eval.data import SplitText, VAL_WINDOW_CHARS, load_split
 from eval.energy import EnergyMeter
 from eval.errors import UserError
@@ -123,7 +123,7 @@ def train_cell(cell: Cell, options: CellOptions, train: SplitText, run_dir: Path
     prepared, started = prepare_ids(cell.family, cell.vocab_size, order, train, options.budget_s, meter,
                                     ids_cache_dir(run_dir, options), progress=options.progress)
     tokenizer, ids = prepared.tokenizer, prepared.id_file.ids()
-    remaining = options.budget_s - (time.monotonic() - started)
+    remaining = train_budget(options.budget_s - (time.monotonic() - started), prepared.plan, cell.model == NGRAM)
     if remaining <= 0:
         raise TrainingTimeoutError(f"the tokenizer took the whole {options.budget_s:g} s budget")
     result = train_model(cell.model, ids, tokenizer.vocab_size, budget_s=remaining, overrides=overrides,

@@ -40,7 +40,7 @@ def run_one(spec: str, corpus: Path, order: int, budget: float, data_dir: str, e
     import numpy as np
     import torch
 
-    from eval.cell_phases import prepare_ids
+    from eval.cell_phases import prepare_ids, train_budget
     from eval.data import load_split
     from eval.energy import EnergyMeter
     from eval.evaluate import evaluate
@@ -58,7 +58,7 @@ def run_one(spec: str, corpus: Path, order: int, budget: float, data_dir: str, e
                                        work / "ids-cache")
     rss_after["tokenize"] = rss_gb()
     ids = prepared.id_file.ids()
-    remaining = budget - (time.monotonic() - cell_start)
+    remaining = train_budget(budget - (time.monotonic() - cell_start), prepared.plan, model == NGRAM)
     overrides = {"order": order} if model == NGRAM else {}
     result = train_model(model, ids, prepared.tokenizer.vocab_size, budget_s=remaining, overrides=overrides,
                          meter=meter)
@@ -120,7 +120,7 @@ def print_table(results: list[dict]) -> None:
                         f"{data['ids_dtype']}, {data['ids_bytes'] / 1e6:.0f} MB on disk, "
                         f"{r['chars_per_token']:.3f} chars/token")
             elif name == "train":
-                rate_mb = mb
+                rate_mb = r["data"]["encoded_chars"] / 1e6  # the text the model saw (the plan may take a prefix)
                 if "ngrams" in r:
                     note = "n-grams per order " + " / ".join(f"{n:,}" for n in r["ngrams"])
                     note += f"; of which KneserNeyLM table build {r['lm_build_s']:.1f} s"
@@ -177,16 +177,17 @@ THIS_MACHINE_CORES = 2
 def print_projection(r: dict) -> None:
     """Seconds for the same cell on the benchmark's A100 host, from this row and the assumptions above."""
     phases = {name: phase["s"] for name, phase in r["phases"].items()}
-    encode = phases.get("tokenize", 0.0) * THIS_MACHINE_CORES / (A100_HOST_CORES * THREAD_EFFICIENCY)
-    tokens = r["data"]["ids_tokens"]
+    whole = r["load"]["chars"] / r["data"]["encoded_chars"]  # the plan may have encoded a prefix: scale to all
+    encode = whole * phases.get("tokenize", 0.0) * THIS_MACHINE_CORES / (A100_HOST_CORES * THREAD_EFFICIENCY)
+    tokens = int(r["data"]["ids_tokens"] * whole)
     order = len(r.get("ngrams", [])) or 1
-    count = CUDA_START_S + 2 * order * tokens / GPU_SORT_KEYS_PER_S + r.get("lm_build_s", 0.0)
+    count = CUDA_START_S + 2 * order * tokens / GPU_SORT_KEYS_PER_S + whole * r.get("lm_build_s", 0.0)
     total = phases.get("probe", 0.0) + phases.get("tokenizer", 0.0) + encode + count
-    print(f"A100 projection for {r['load']['mb']:.0f} MB {r['cell']}: probe {phases.get('probe', 0):.1f} s + tokenizer "
+    print(f"A100 projection for all {r['load']['mb']:.0f} MB, {r['cell']} (this row encoded {1 / whole:.0%}): probe {phases.get('probe', 0):.1f} s + tokenizer "
           f"{phases.get('tokenizer', 0):.1f} s (same sample, same per-core speed assumed) + encode {encode:.1f} s "
           f"({A100_HOST_CORES} cores x {THREAD_EFFICIENCY:.0%} efficiency) + count {count:.1f} s (CUDA start "
           f"{CUDA_START_S:.0f} s, {2 * order} sort passes over {tokens:,} keys at {GPU_SORT_KEYS_PER_S:.0e} keys/s, "
-          f"KneserNeyLM build on the CPU as here) = {total:.1f} s of the {r['plan']['budget_s']:.0f} s budget.")
+          f"KneserNeyLM build on the CPU as here, scaled by tokens) = {total:.1f} s of the {r['plan']['budget_s']:.0f} s budget.")
     print("Where it could be wrong: the host's core count and per-core speed (tiktoken and the BPE trainer scale "
           "with both; the BPE merge loop is single-threaded); tiktoken's thread scaling beyond 2 threads (memory "
           "bandwidth, the GIL around list building); the GPU sort rate for 64-bit keys and the host-to-device copy "

@@ -100,3 +100,18 @@ def test_cell_resumes_from_the_cached_id_file(synthetic_train_text, tmp_path, mo
     assert again["bits_per_char"] == first["bits_per_char"]
     saved = json.loads((tmp_path / "runs" / "a" / "record.json").read_text())
     assert saved["extra"]["plan"]["feasible"] and saved["extra"]["plan"]["encode_chars"] == 150_000
+
+
+def test_count_rate_probe_corrects_for_the_sort_at_full_size():
+    import numpy as np
+
+    ids = np.random.default_rng(0).integers(0, 300, 20_000)
+    same_size = cell_phases.count_rate_for(ids, 3, 300, expected_tokens=len(ids))
+    full_size = cell_phases.count_rate_for(ids, 3, 300, expected_tokens=1e8)
+    assert 0 < full_size < same_size < float("inf")
+
+
+def test_only_a_neural_model_leaves_the_margin():
+    plan = plan_phases(300.0, 10**8, Throughputs(2.0, 1e6, 1e7, 2, 4.0, 1e6), neural=False)
+    assert cell_phases.train_budget(100.0, plan, counting=True) == 100.0
+    assert cell_phases.train_budget(100.0, plan, counting=False) == 100.0 - plan.margin_s
