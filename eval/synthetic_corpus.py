@@ -21,7 +21,6 @@ and joined in order.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -194,7 +193,6 @@ def _worker_block(job: tuple[int, int]) -> str:
 
 
 # --- growth statistics --------------------------------------------------------------------------------------------
-WORD = re.compile(r"\S+")
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,7 @@ def sampling_cost(corpus: Path, spec: str, sizes: list[int], work: Path) -> None
 
     family, vocab = spec.split(":")[:2]
     train = load_split("train", train_file=str(corpus))
-    print(f"| corpus | tokenizer | sample chars | learn s | chars/token on the whole corpus | vs whole-text tokenizer |")
+    print("| corpus | tokenizer | sample chars | learn s | chars/token on the whole corpus | vs whole-text tokenizer |")
     print("|---|---|---|---|---|---|")
     rows = []
     for size in [*sizes, len(train.text)]:
