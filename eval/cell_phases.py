@@ -69,11 +69,7 @@ def sample_text(text: str, chars: int, slices: int = SAMPLE_SLICES) -> str:
 
 
 def count_rate_for(ids: np.ndarray, order: int, vocab_size: int, expected_tokens: float) -> float:
-    """Tokens per second that counting ``expected_tokens`` will reach, from counts of half and all of ``ids``.
-
-    Small counts are dominated by fixed costs, so the rate comes from the difference of two sizes (floored at
-    what the whole probe reached), divided by the growth of log n from the probe to the full text (sorting).
-    """
+    """Tokens per second that counting ``expected_tokens`` will reach, timed on half and all of ``ids``."""
     from zoo.ngram_count import count_tables_chunked
 
     seconds = []
@@ -81,9 +77,17 @@ def count_rate_for(ids: np.ndarray, order: int, vocab_size: int, expected_tokens
         started = time.monotonic()
         count_tables_chunked(ids[:size], order, vocab_size)
         seconds.append(time.monotonic() - started)
-    marginal = (len(ids) - len(ids) // 2) / max(1e-6, seconds[1] - seconds[0])
-    rate = max(len(ids) / max(1e-6, seconds[1]), min(marginal, 8 * len(ids) / max(1e-6, seconds[1])))
-    return rate / max(1.0, math.log(max(expected_tokens, 2)) / math.log(max(len(ids), 2)))
+    return extrapolated_count_rate(len(ids), seconds[0], seconds[1], expected_tokens)
+
+
+def extrapolated_count_rate(tokens: int, half_s: float, whole_s: float, expected_tokens: float) -> float:
+    """Small counts are dominated by fixed costs, so the rate comes from the difference of the two timings (at
+    least what the whole probe reached, at most 8 times it), divided by the growth of log n from the probe to
+    the full text (sorting)."""
+    whole_s = max(1e-6, whole_s)
+    marginal = (tokens - tokens // 2) / max(1e-6, whole_s - half_s)
+    rate = max(tokens / whole_s, min(marginal, 8 * tokens / whole_s))
+    return rate / max(1.0, math.log(max(expected_tokens, 2)) / math.log(max(tokens, 2)))
 
 
 def prefix_at_boundary(text: str, chars: int) -> str:

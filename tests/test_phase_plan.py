@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -102,13 +103,14 @@ def test_cell_resumes_from_the_cached_id_file(synthetic_train_text, tmp_path, mo
     assert saved["extra"]["plan"]["feasible"] and saved["extra"]["plan"]["encode_chars"] == 150_000
 
 
-def test_count_rate_probe_corrects_for_the_sort_at_full_size():
-    import numpy as np
-
-    ids = np.random.default_rng(0).integers(0, 300, 20_000)
-    same_size = cell_phases.count_rate_for(ids, 3, 300, expected_tokens=len(ids))
-    full_size = cell_phases.count_rate_for(ids, 3, 300, expected_tokens=1e8)
-    assert 0 < full_size < same_size < float("inf")
+def test_count_rate_probe_removes_fixed_costs_and_corrects_for_the_sort():
+    rate = cell_phases.extrapolated_count_rate
+    # 1000 tokens: 0.6 s for half, 1.0 s for all -> 0.4 s per 500 tokens at the margin = 1250 tokens/s
+    assert rate(1000, 0.6, 1.0, expected_tokens=1000) == pytest.approx(1250.0)
+    assert rate(1000, 0.6, 1.0, expected_tokens=10**6) == pytest.approx(1250.0 / 2.0)  # log(1e6) / log(1e3)
+    assert rate(1000, 0.1, 1.0, expected_tokens=1000) == pytest.approx(1000.0)  # never below the whole probe's
+    assert rate(1000, 1.0, 1.0, expected_tokens=1000) == pytest.approx(8000.0)  # noise: capped at 8 times it
+    assert 0 < cell_phases.count_rate_for(np.arange(2000) % 50, 3, 50, expected_tokens=10**6) < float("inf")
 
 
 def test_only_a_neural_model_leaves_the_margin():
