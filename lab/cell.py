@@ -1,8 +1,9 @@
 """One cell of a comparison: tokenizer training + model training under the budget + streaming evaluation.
 
-Everything the benchmark's ``train()`` would do is measured as energy phases and shares one wall-clock budget:
-``tokenizer`` (learning the vocabulary on the train split), ``tokenize`` (encoding the train text) and ``train``
-(the model). Evaluation is not charged, as in the benchmark. The character-level Kneser–Ney baseline (the
+Everything the benchmark's ``train()`` would do is measured as energy phases and shares one wall-clock budget,
+split by :mod:`lab.phase_plan`: ``probe`` (measuring rates), ``tokenizer`` (learning the vocabulary on a sample of
+the train split), ``tokenize`` (encoding it into a cached memory-mapped id file, :mod:`lab.cell_phases`) and
+``train`` (the model). Evaluation is not charged, as in the benchmark. The character-level Kneser–Ney baseline (the
 benchmark's leading family) runs through the same pipeline as the cell ``char-kn``. The step from token ids to the
 character model (:func:`ngram_char_model`, :func:`neural_char_model`) is what an exported submission's ``train()``
 runs as well (``lab.export``).
@@ -17,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
-import tokenizers_local
 from eval.data import SplitText, VAL_WINDOW_CHARS, load_split
 from eval.energy import EnergyMeter
 from eval.errors import UserError
 from eval.evaluate import EvalResult, evaluate
 from eval.guard import MAX_TRAIN_SECONDS, TrainingTimeoutError, wall_clock_guard
 from eval.records import RunRecord, write_json_atomic
+from lab.cell_phases import phase_table, prepare_ids, train_budget
 from subchar import CharAdapter
 from zoo.char_baseline import CharKneserNey
 from zoo import mamba
@@ -32,10 +33,11 @@ from zoo.registry import num_params
 from zoo.streaming import TorchTokenLM
 from zoo.train import (
     NGRAM,
+    NGRAM_DEFAULT_ORDER,
     TrainResult,
     TrainSettings,
     check_ids,
-    count_ngram,
+    count_ngram_chunked,
     seed_everything,
     train_neural,
 )
@@ -81,6 +83,7 @@ class CellOptions:
     overrides: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
     repeat: int = 0  # which run of `compare --repeats N` (compare gives run k the seed --seed + k)
+    ids_cache: str | None = None  # folder of encoded id files (lab.cell_phases); None: beside the run folder
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -128,19 +131,18 @@ def train_cell(cell: Cell, options: CellOptions, train: SplitText, run_dir: Path
             model = CharKneserNey.fit(train, order=options.char_order)
         return model, {"model": {"name": CHAR_BASELINE, "config": {"order": options.char_order}}}
 
-    started = time.monotonic()
-    with meter.phase("tokenizer"), wall_clock_guard(options.budget_s):
-        tokenizer = tokenizers_local.train_tokenizer(train, cell.family, cell.vocab_size, progress=options.progress)
-    with meter.phase("tokenize"), wall_clock_guard(options.budget_s - (time.monotonic() - started)):
-        ids = np.asarray(tokenizer.encode(train.text), dtype=np.int64)
-    remaining = options.budget_s - (time.monotonic() - started)
+    overrides = options.overrides.get(cell.model, {})
+    order = int(overrides.get("order", NGRAM_DEFAULT_ORDER)) if cell.model == NGRAM else None
+    prepared, started = prepare_ids(cell.family, cell.vocab_size, order, train, options.budget_s, meter,
+                                    ids_cache_dir(run_dir, options), progress=options.progress)
+    tokenizer, ids = prepared.tokenizer, prepared.id_file.ids()
+    remaining = train_budget(options.budget_s - (time.monotonic() - started), prepared.plan, cell.model == NGRAM)
     if remaining <= 0:
         raise TrainingTimeoutError(f"the tokenizer took the whole {options.budget_s:g} s budget")
-    overrides = options.overrides.get(cell.model, {})
     with meter.phase("train"), wall_clock_guard(remaining):
         if cell.model == NGRAM:
             adapter, result = ngram_char_model(ids, tokenizer.vocab_size, tokenizer, overrides, options.mode,
-                                               options.beam)
+                                               options.beam)  # counts on a GPU when there is one: same tables
         else:
             adapter, result = neural_char_model(cell.model, ids, tokenizer.vocab_size, tokenizer, remaining, overrides,
                                                 options.device, options.seed, TrainSettings(), options.mode,
@@ -151,9 +153,12 @@ def train_cell(cell: Cell, options: CellOptions, train: SplitText, run_dir: Path
         "tokenizer": {
             "family": tokenizer.family,
             "vocab_size": tokenizer.vocab_size,
-            "chars_per_token": len(train.text) / max(1, len(ids)),
+            "chars_per_token": prepared.encoded_chars / max(1, len(ids)),
             "training_seconds": tokenizer.info.training_seconds,
+            "sample_chars": tokenizer.info.train_chars,
         },
+        "data": prepared.facts(),
+        "plan": prepared.plan,
         "model": {
             "name": cell.model,
             "config": result.config,
@@ -173,11 +178,13 @@ def mamba_scan(model: mamba.Model, device: str) -> str:
 
 
 def ngram_char_model(
-    ids: np.ndarray, vocab_size: int, tokenizer: Any, overrides: dict[str, Any], mode: str, beam: int | None
+    ids: np.ndarray, vocab_size: int, tokenizer: Any, overrides: dict[str, Any], mode: str, beam: int | None,
+    device: str = "auto",
 ) -> tuple[CharAdapter, TrainResult]:
-    """Count the n-gram on the token ids and read it per character: a cell's model step, which an exported
-    n-gram submission's ``train()`` runs too (``tokenizer`` may be a tiktoken Encoding there)."""
-    result = count_ngram(check_ids(ids, vocab_size), vocab_size, overrides)
+    """Count the n-gram on the token ids (chunked, on the GPU when ``device`` finds one) and read it per character:
+    a cell's model step, which an exported n-gram submission's ``train()`` runs too (``tokenizer`` may be a
+    tiktoken Encoding there)."""
+    result = count_ngram_chunked(check_ids(ids, vocab_size), vocab_size, overrides, device)
     return CharAdapter(result.model, tokenizer, mode=mode, beam=beam), result
 
 
@@ -194,12 +201,20 @@ def neural_char_model(
 
 
 def base_record(cell: Cell, meter: EnergyMeter, train: SplitText, facts: dict[str, Any]) -> RunRecord:
+    extra = {"train_source": train.source, "train_chars": len(train.text)}
+    if "plan" in facts:
+        extra.update(data=facts["data"], plan=facts["plan"].to_dict(), phases=phase_table(facts["plan"], meter.report))
     return RunRecord.after_training(
         cell.id, meter.report, train.proxy,
         tokenizer=facts.get("tokenizer"),
         model=facts.get("model"),
-        extra={"train_source": train.source, "train_chars": len(train.text)},
+        extra=extra,
     )
+
+
+def ids_cache_dir(run_dir: Path, options: CellOptions) -> Path:
+    """Where encoded id files are cached: --ids-cache, else beside the grid's runs (shared by its cells)."""
+    return Path(options.ids_cache).expanduser() if options.ids_cache else run_dir.parent / ".ids-cache"
 
 
 def fill_scores(record: RunRecord, val: EvalResult, test: EvalResult | None, options: CellOptions) -> None:

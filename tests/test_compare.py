@@ -67,7 +67,12 @@ def test_grid_resumes_and_writes_the_three_files(tmp_path):
         assert record["extra"]["test_chars"] == 200
         assert (record["val_char_accuracy"], record["extra"]["test_char_accuracy"]) == expected[record["submission"]]
     subword = records[1]
-    assert set(subword["energy_phases"]) == {"tokenizer", "tokenize", "train"}
+    assert set(subword["energy_phases"]) == {"probe", "tokenizer", "tokenize", "train"}
+    phases = subword["extra"]["phases"]
+    assert set(phases) == {"probe", "tokenizer", "tokenize", "train", "margin"}
+    assert all(phases[name]["actual_s"] >= 0 and phases[name]["energy_J"] >= 0 for name in ("probe", "train"))
+    assert sum(p["planned_s"] for p in phases.values()) <= OPTIONS.budget_s + 1e-9
+    assert subword["extra"]["data"]["ids_dtype"] == "uint16" and not subword["extra"]["data"]["ids_cache_hit"]
     assert subword["tokenizer"]["family"] == "bytebpe" and subword["tokenizer"]["chars_per_token"] > 1.0
     lines = (out / "results.jsonl").read_text().splitlines()
     assert [strict_loads(line)["submission"] for line in lines] == [r["submission"] for r in records]

@@ -130,7 +130,7 @@ def test_ngram_export_reproduces_the_run_under_the_harness(ngram_run, tmp_path):
     path = export.export_run(folder / "run", tmp_path / "out", author="@subchar")
     assert path == tmp_path / "out" / "submission.py"
     source = path.read_text(encoding="utf-8")
-    assert export.unguarded_imports(source) == [] and "import torch" not in source
+    assert export.unguarded_imports(source) == [] and "count_ngram_chunked(ids" in source
     assert "__author__ = '@subchar'" in source and "bytebpe300-ngram" in source and "PROXY" in source
     assert f"val char accuracy {record['val_char_accuracy']:.4f}" in " ".join(source.split())
 
@@ -175,7 +175,7 @@ def test_ngram_export_runs_under_subchar_evaluate(ngram_run, tmp_path):
     module.ENCODE_CHUNK_CHARS = 50  # many cuts: still the ids of the run's tokenizer over the whole text
     ids = module.encode(encoding, train_text)
     assert len(list(module.chunks(train_text, 50))) > 10
-    assert ids.dtype == np.int64 and ids.tolist() == tokenizer.encode(train_text)
+    assert ids.dtype == np.uint16 and ids.tolist() == tokenizer.encode(train_text)
 
 
 def test_a_cell_checkpoint_is_scored_with_the_data_dir_it_was_trained_with(ngram_run, tmp_path, monkeypatch):
@@ -292,7 +292,7 @@ def test_self_checks_catch_a_stale_part_list(ngram_run, monkeypatch):
     folder, *_ = ngram_run
     facts = export.read_run(folder / "run")
     monkeypatch.setattr(parts, "NGRAM_TRAINER", (export.Part("zoo.ngram"),))
-    with pytest.raises(RuntimeError, match="uses undefined .*check_ids.*count_ngram"):
+    with pytest.raises(RuntimeError, match="uses undefined .*check_ids.*count_ngram_chunked"):
         export.build_submission(facts)
     monkeypatch.setattr(parts, "NGRAM_TRAINER", (export.Part("zoo.ngram"), export.Part("zoo.train", ("no_such",))))
     with pytest.raises(RuntimeError, match="no longer defines no_such"):

@@ -273,6 +273,7 @@ def test_a_cells_own_error_is_its_record_with_the_traceback(tmp_path, fake_modal
     records = {r["submission"]: r for r in read_results(tmp_path / "elsewhere" / RESULTS)}
     assert records["char-kn"]["reason"] == "cell_error: ValueError"
     assert "order must be positive" in records["char-kn"]["extra"]["error"]["traceback"]
+    assert records["bytebpe300-ngram"]["val_char_accuracy"] is not None, records["bytebpe300-ngram"]["extra"]
     assert records["bytebpe300-ngram"]["val_char_accuracy"] > 0
 
 

@@ -119,6 +119,20 @@ def count_tables(tokens: np.ndarray, order: int, vocab_size: int) -> list[tuple[
     return tables
 
 
+def check_counting_input(tokens: np.ndarray, vocab_size: int, order: int) -> np.ndarray:
+    """``tokens`` as an array if n-grams up to ``order`` can be counted from it, else a ValueError naming the fix."""
+    tokens = np.asarray(tokens)
+    if order < 1:
+        raise ValueError(f"n-gram order must be >= 1, got {order}")
+    if tokens.ndim != 1 or len(tokens) < order:
+        raise ValueError(f"need a 1-D sequence of at least {order} token ids to count {order}-grams, got {tokens.shape}")
+    if len(tokens) and (tokens.min() < 0 or tokens.max() >= vocab_size):
+        raise ValueError(f"token ids must lie in [0, {vocab_size}); check the tokenizer's vocab_size")
+    if vocab_size * len(tokens) >= 2**62:
+        raise ValueError("vocab_size x tokens is too large for int64 n-gram keys; train on fewer tokens")
+    return tokens
+
+
 class KneserNeyLM:
     """Interpolated modified Kneser–Ney over token ids; a :class:`subchar.lm.TokenLM` with LRU-cached queries.
 
@@ -143,15 +157,7 @@ class KneserNeyLM:
     @classmethod
     def fit(cls, tokens: np.ndarray, vocab_size: int, order: int = 5, cache_size: int = 65_536) -> KneserNeyLM:
         """Count ``tokens`` (ints in [0, vocab_size)) up to ``order``."""
-        tokens = np.asarray(tokens)
-        if order < 1:
-            raise ValueError(f"n-gram order must be >= 1, got {order}")
-        if tokens.ndim != 1 or len(tokens) < order:
-            raise ValueError(f"need a 1-D sequence of at least {order} token ids to count {order}-grams, got {tokens.shape}")
-        if len(tokens) and (tokens.min() < 0 or tokens.max() >= vocab_size):
-            raise ValueError(f"token ids must lie in [0, {vocab_size}); check the tokenizer's vocab_size")
-        if vocab_size * len(tokens) >= 2**62:
-            raise ValueError("vocab_size x tokens is too large for int64 n-gram keys; train on fewer tokens")
+        tokens = check_counting_input(tokens, vocab_size, order)
         return cls(count_tables(tokens.astype(np.int64), order, vocab_size), vocab_size, cache_size)
 
     # --- TokenLM -----------------------------------------------------------------------------------------------

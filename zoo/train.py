@@ -37,7 +37,8 @@ from tqdm import tqdm
 from eval.energy import EnergyMeter, PhaseEnergy
 from eval.errors import UserError
 from eval.guard import TrainingTimeoutError, wall_clock_guard
-from zoo.ngram import KneserNeyLM
+from zoo.ngram import KneserNeyLM, check_counting_input
+from zoo.ngram_count import count_tables_chunked
 from zoo.registry import MODELS, lookup
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ def check_ids(token_ids: np.ndarray, vocab_size: int) -> np.ndarray:
         raise UserError(f"only {len(ids)} training tokens; give more training text")
     if ids.min() < 0 or ids.max() >= vocab_size:
         raise UserError(f"token ids must lie in [0, {vocab_size}); the tokenizer and vocab_size disagree")
-    return ids.astype(np.int64)
+    return ids  # not copied: a memory-mapped uint16 id file stays on disk
 
 
 def train(
@@ -157,31 +158,54 @@ def train(
     seed_everything(seed)
     with meter.phase("train") as phase, wall_clock_guard(budget_s):
         if model == NGRAM:
-            result = count_ngram(ids, vocab_size, overrides or {})
+            result = count_ngram_chunked(ids, vocab_size, overrides or {}, device)
         else:
             result = train_neural(model, ids, vocab_size, budget_s, overrides or {}, device, settings)
     result.energy = phase
     return result
 
 
-def count_ngram(ids: np.ndarray, vocab_size: int, overrides: dict[str, Any]) -> TrainResult:
+def ngram_order(overrides: dict[str, Any]) -> int:
     unknown = set(overrides) - {"order"}
     if unknown:
         raise UserError(f"the n-gram takes only the override 'order', not {', '.join(sorted(unknown))}")
-    order = int(overrides.get("order", NGRAM_DEFAULT_ORDER))
+    return int(overrides.get("order", NGRAM_DEFAULT_ORDER))
+
+
+def count_ngram(ids: np.ndarray, vocab_size: int, overrides: dict[str, Any]) -> TrainResult:
+    """One-shot numpy counting (KneserNeyLM.fit): what an exported numpy-only submission carries."""
+    order = ngram_order(overrides)
     start = time.monotonic()
     try:
         lm = KneserNeyLM.fit(ids, vocab_size, order)
     except ValueError as err:  # the model file raises plain ValueError; here it is the user's setting
         raise UserError(str(err)) from None
+    return ngram_result(lm, order, len(ids), "cpu", time.monotonic() - start)
+
+
+def count_ngram_chunked(ids: np.ndarray, vocab_size: int, overrides: dict[str, Any], device: str | None) -> TrainResult:
+    """The same tables as :func:`count_ngram`, counted chunk by chunk by zoo.ngram_count on ``device`` (a GPU
+    when "auto" finds one), reading a memory-mapped id file without copying it whole."""
+    order = ngram_order(overrides)
+    dev = resolve_device(device)
+    start = time.monotonic()
+    try:
+        ids = check_counting_input(ids, vocab_size, order)
+    except ValueError as err:  # as above
+        raise UserError(str(err)) from None
+    lm = KneserNeyLM(count_tables_chunked(ids, order, vocab_size, device=dev), vocab_size)
+    return ngram_result(lm, order, len(ids), str(dev), time.monotonic() - start)
+
+
+def ngram_result(lm: KneserNeyLM, order: int, tokens: int, device: str, seconds: float) -> TrainResult:
     return TrainResult(
         model_name=NGRAM,
         model=lm,
-        config={"vocab_size": vocab_size, "order": order},
-        device="cpu",
-        seconds=time.monotonic() - start,
+        config={"vocab_size": lm.vocab_size, "order": order},
+        device=device,
+        seconds=seconds,
         steps=1,
-        tokens_seen=len(ids),
+        tokens_seen=tokens,
         stop_reason="counted",
     )
 
@@ -243,22 +267,25 @@ def lr_at(step: int, progress: float, settings: TrainSettings) -> float:
 
 
 class Batches:
-    """Random training windows from the head of the ids; fixed validation windows from the held-out tail."""
+    """Random training windows from the head of the ids; fixed validation windows from the held-out tail.
+
+    The ids may be a read-only memory map of any integer dtype: each batch gathers only its own windows.
+    """
 
     def __init__(self, ids: np.ndarray, block_size: int, batch_size: int, val_fraction: float, device, seed: int):
         split = len(ids) - max(int(len(ids) * val_fraction), 0)
         self.block = min(block_size, split - 1)
         if self.block < 2:
             raise UserError(f"{len(ids)} tokens leave too little training data after the held-out tail")
-        self.train = torch.from_numpy(ids[:split])
-        self.val = torch.from_numpy(ids[split:])
+        self.train = ids[:split]
+        self.val = ids[split:]
         self.batch_size = batch_size
         self.device = device
         self.generator = torch.Generator().manual_seed(seed)
 
-    def _windows(self, data: torch.Tensor, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = torch.stack([data[s : s + self.block + 1] for s in starts.tolist()])
-        rows = rows.to(self.device, non_blocking=True)
+    def _windows(self, data: np.ndarray, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        index = starts.numpy()[:, None] + np.arange(self.block + 1)
+        rows = torch.from_numpy(data[index].astype(np.int64)).to(self.device, non_blocking=True)
         return rows[:, :-1], rows[:, 1:]
 
     def train_batch(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,7 +21,9 @@ ADAPTER = (
 )
 NGRAM_TRAINER = (
     Part("zoo.ngram"),
-    Part("zoo.train", ("NGRAM", "NGRAM_DEFAULT_ORDER", "TrainResult", "check_ids", "count_ngram")),
+    Part("zoo.ngram_count"),
+    Part("zoo.train", ("NGRAM", "NGRAM_DEFAULT_ORDER", "TrainResult", "resolve_device", "check_ids", "ngram_order",
+                       "count_ngram_chunked", "ngram_result")),
 )
 NEURAL_TRAINER = (
     Part("eval.guard", ("TIMEOUT_REASON", "TrainingTimeoutError")),

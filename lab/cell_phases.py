@@ -1,0 +1,183 @@
+"""The measured data phases of a subword cell at any scale: probe, plan, tokenizer on a sample, cached parallel encode.
+
+Why: the benchmark's ``train()`` receives the whole train split (540 MB) and 300 s. A few seconds of probes on
+slices of the text measure this machine's rates; :mod:`lab.phase_plan` turns them into a tokenizer sample size,
+encode threads and the time left for the model; the tokenizer learns on evenly spaced slices of the text; the
+text is encoded into a memory-mapped id file (tokenizers_local.encode_ids), which a resumed cell finds in the cache.
+Each phase runs under the benchmark's wall-clock guard for the budget that is still left.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from eval.data import SplitText
+from eval.energy import EnergyMeter, EnergyReport
+from eval.guard import TrainingTimeoutError, wall_clock_guard
+from lab.phase_plan import PhasePlan, Throughputs, encode_chars_that_fit, plan_phases
+import tokenizers_local
+from tokenizers_local.encode_ids import batch_encoder, encode_to_file
+from tokenizers_local.text_stream import chunks
+from zoo.ngram_count import count_tables_chunked
+
+PROBE_TOKENIZER_CHARS = 1 << 18
+PROBE_ENCODE_CHARS = 1 << 20
+SAMPLE_SLICES = 16
+
+
+@dataclass
+class PreparedIds:
+    """What the data phases produced: the tokenizer, the id file and the text it covers, and the plan."""
+
+    tokenizer: Any  # LocalTokenizer
+    id_file: Any  # tokenizers_local.encode_ids.IdFile
+    cache_hit: bool
+    encoded_chars: int
+    plan: PhasePlan
+    rates: Throughputs
+
+    def facts(self) -> dict[str, Any]:
+        return {
+            "ids_file": str(self.id_file.path),
+            "ids_dtype": self.id_file.dtype,
+            "ids_tokens": self.id_file.tokens,
+            "ids_bytes": self.id_file.bytes_on_disk,
+            "ids_cache_hit": self.cache_hit,
+            "encoder": self.id_file.encoder,
+            "encoded_chars": self.encoded_chars,
+            "rates": vars(self.rates),
+        }
+
+
+def sample_text(text: str, chars: int, slices: int = SAMPLE_SLICES) -> str:
+    """About ``chars`` characters from ``slices`` evenly spaced places, each slice cut at pre-token boundaries."""
+    if chars >= len(text):
+        return text
+    per_slice = max(1, chars // slices)
+    parts = []
+    for index in range(slices):
+        start = index * len(text) // slices
+        if start:
+            boundary = text.find("\n ", start)  # a chunk boundary (text_stream.CHUNK_BOUNDARY) at or after start
+            start = boundary + 1 if boundary >= 0 else len(text)
+        piece = next(chunks(text[start : start + 2 * per_slice + 1], per_slice), "")
+        parts.append(piece)
+    return "".join(parts)
+
+
+def count_rate_for(ids: np.ndarray, order: int, vocab_size: int, expected_tokens: float) -> float:
+    """Tokens per second that counting ``expected_tokens`` will reach, timed on half and all of ``ids``."""
+    seconds = []
+    for size in (len(ids) // 2, len(ids)):
+        started = time.monotonic()
+        count_tables_chunked(ids[:size], order, vocab_size)
+        seconds.append(time.monotonic() - started)
+    return extrapolated_count_rate(len(ids), seconds[0], seconds[1], expected_tokens)
+
+
+def extrapolated_count_rate(tokens: int, half_s: float, whole_s: float, expected_tokens: float) -> float:
+    """Small counts are dominated by fixed costs, so the rate comes from the difference of the two timings (at
+    least what the whole probe reached, at most 8 times it), divided by the growth of log n from the probe to
+    the full text (sorting)."""
+    whole_s = max(1e-6, whole_s)
+    marginal = (tokens - tokens // 2) / max(1e-6, whole_s - half_s)
+    rate = max(tokens / whole_s, min(marginal, 8 * tokens / whole_s))
+    return rate / max(1.0, math.log(max(expected_tokens, 2)) / math.log(max(tokens, 2)))
+
+
+def prefix_at_boundary(text: str, chars: int) -> str:
+    """The first ``chars`` characters or a little more, ending at a pre-token boundary (so its ids are a prefix)."""
+    return text if chars >= len(text) else next(chunks(text, max(1, chars)))
+
+
+def probe_rates(train: SplitText, family: str, vocab_size: int, order: int | None, threads: list[int]) -> Throughputs:
+    """Short measurements on slices of the text: tokenizer training, encoding per thread count, n-gram counting."""
+    started = time.monotonic()
+    sample = sample_text(train.text, PROBE_TOKENIZER_CHARS)
+    split = SplitText(sample, "train", f"{train.source} (probe sample)", train.proxy)
+    tokenizer = tokenizers_local.train_tokenizer(split, family, vocab_size)
+    tokenizer_rate = len(sample) / max(1e-3, time.monotonic() - started)
+    probe_text = sample_text(train.text, PROBE_ENCODE_CHARS)
+    pieces = list(chunks(probe_text, 1 << 16))
+    best_rate, best_threads, ids = 0.0, 1, []
+    for count in threads:
+        encoder_started = time.monotonic()
+        ids = [i for piece_ids in batch_encoder(tokenizer, count)[1](pieces) for i in piece_ids]
+        rate = len(probe_text) / max(1e-3, time.monotonic() - encoder_started)
+        if rate > best_rate:
+            best_rate, best_threads = rate, count
+    count_rate = None
+    if order is not None and len(ids) >= 2 * order:
+        count_rate = count_rate_for(np.asarray(ids, dtype=np.int64), order, tokenizer.vocab_size,
+                                    expected_tokens=len(train.text) * len(ids) / len(probe_text))
+    return Throughputs(
+        probe_s=time.monotonic() - started,
+        tokenizer_chars_per_s=tokenizer_rate,
+        encode_chars_per_s=best_rate,
+        encode_threads=best_threads,
+        chars_per_token=len(probe_text) / max(1, len(ids)),
+        count_tokens_per_s=count_rate,
+    )
+
+
+def prepare_ids(
+    family: str,
+    vocab_size: int,
+    order: int | None,
+    train: SplitText,
+    budget_s: float,
+    meter: EnergyMeter,
+    cache_dir: str | os.PathLike,
+    progress: bool = False,
+) -> tuple[PreparedIds, float]:
+    """Probe, plan, learn the tokenizer on the planned sample and encode into the cache; returns (result, start).
+
+    ``order`` is the n-gram order (None for a neural model). Raises TrainingTimeoutError when the plan leaves no
+    room (probing alone took the budget) or a phase outlives the budget.
+    """
+    started = time.monotonic()
+    threads = sorted({1, os.cpu_count() or 1})
+    with meter.phase("probe"), wall_clock_guard(budget_s):
+        rates = probe_rates(train, family, vocab_size, order, threads)
+    plan = plan_phases(budget_s, len(train.text), rates, neural=order is None)
+    if not plan.feasible:
+        raise TrainingTimeoutError(f"probing took {rates.probe_s:.1f} s of the {budget_s:g} s budget; nothing fits")
+    with meter.phase("tokenizer"), wall_clock_guard(budget_s - (time.monotonic() - started)):
+        sample = sample_text(train.text, plan.tokenizer_sample_chars)
+        source = train.source if len(sample) == len(train.text) else f"{train.source} (sample of {len(sample):,} chars)"
+        tokenizer = tokenizers_local.train_tokenizer(SplitText(sample, "train", source, train.proxy), family, vocab_size,
+                                                     progress=progress)
+    left = budget_s - (time.monotonic() - started) - plan.margin_s
+    # re-fit the encode to the time really left (the tokenizer may have run slower than planned)
+    encode_chars = min(plan.encode_chars, encode_chars_that_fit(left, rates, len(train.text), neural=order is None))
+    if encode_chars <= 0:
+        raise TrainingTimeoutError(f"the tokenizer left no time to encode within the {budget_s:g} s budget")
+    text = prefix_at_boundary(train.text, encode_chars)
+    with meter.phase("tokenize"), wall_clock_guard(budget_s - (time.monotonic() - started)):
+        id_file, hit = encode_to_file(tokenizer, text, cache_dir, threads=plan.encode_threads, progress=progress)
+    return PreparedIds(tokenizer, id_file, hit, len(text), plan, rates), started
+
+
+def train_budget(remaining_s: float, plan: PhasePlan, counting: bool) -> float:
+    """Seconds to give the model: counting cannot stop early, so it gets all that remains (under the guard); a
+    neural model stops itself at its budget, so it gets what remains less the plan's margin."""
+    return remaining_s if counting else remaining_s - plan.margin_s
+
+
+def phase_table(plan: PhasePlan, report: EnergyReport) -> dict[str, dict[str, float | None]]:
+    """Planned and actual seconds and joules per phase, for the run record."""
+    table = {}
+    for name, planned in plan.planned_s.items():
+        phase = report.phases.get(name)
+        table[name] = {
+            "planned_s": planned,
+            "actual_s": round(phase.duration_s, 3) if phase else None,
+            "energy_J": round(phase.total_energy_J, 3) if phase else None,
+        }
+    return table
