@@ -1,0 +1,148 @@
+"""The expansion frontier of one position: character masses found so far and the split-character queue.
+
+A token that ends inside the next character (a lone lead byte, say) needs one more LM call to see how the
+character ends. Those expansions wait in a heap, heaviest first; their total queued mass (``bound``) bounds what
+they can still add to any character, so ``predict`` stops as soon as the leader cannot be overtaken
+(``decisive``).
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from subchar.lm_cache import TokenDistribution
+from subchar.surface_index import Groups
+
+
+class QueuedExpansion(NamedTuple):
+    """One heap entry: a single split token (``token >= 0``) or every split token of ``groups`` at once.
+
+    Ordered by ``(-mass, seq)`` only (``seq`` is unique), so the other fields are never compared.
+    """
+
+    neg_mass: float
+    seq: int
+    weight: float  # a token's: the mass through it; a group's: the covering's weight before it
+    state: Any  # LM state before the token
+    dist: TokenDistribution  # its distribution
+    pending: bytes  # bytes of the unfinished character, after the token
+    token: int = -1
+    groups: Groups | None = None
+
+
+class CharTable:
+    """Every candidate character met so far, numbered: one position's masses from many coverings then add up
+    in one dense array (``np.bincount``) instead of a dict, in the same order, so to the same floats."""
+
+    def __init__(self) -> None:
+        self.number: dict[str, int] = {}
+        self.chars: list[str] = []
+        self._ids: dict[Any, np.ndarray] = {}
+
+    def ids(self, chars: list[str], key: Any = None) -> np.ndarray:
+        """The numbers of ``chars`` (cached under ``key``: the ``Groups.key`` the characters come from)."""
+        ids = self._ids.get(key) if key is not None else None
+        if ids is None:
+            for char in chars:
+                if char not in self.number:
+                    self.number[char] = len(self.chars)
+                    self.chars.append(char)
+            ids = np.array([self.number[char] for char in chars], dtype=np.int64)
+            if key is not None:
+                self._ids[key] = ids
+        return ids
+
+
+class Frontier:
+    """Character masses found so far at one position (dense, numbered by a ``CharTable``), and the queue of
+    split-character expansions still to follow, heaviest first; ``bound`` (their total mass) bounds what they
+    can still add to any character.
+
+    Queue entries are single tokens or all the split tokens of one ``Groups`` (``push_group``): a group is split
+    into its tokens when it is popped, so tokens still leave the queue heaviest first (up to the rounding of a
+    group's sum) and only popped tokens count as expanded.
+    """
+
+    def __init__(self, table: CharTable, order: np.ndarray) -> None:
+        self.table, self.order = table, order  # order: token ids in sorted-surface order
+        self.parts: list[tuple[list[str], np.ndarray, np.ndarray]] = []  # characters, their numbers, masses
+        self._totals: np.ndarray | None = None
+        self.leader: str | None = None  # argmax of the only part, known in advance (cached per distribution)
+        self.heap: list[QueuedExpansion] = []
+        self.bound = 0.0
+        self.pushed = 0
+        self.expanded = 0
+        self.reported = False
+
+    @property
+    def single(self) -> tuple[list[str], np.ndarray, np.ndarray] | None:
+        """The only part when nothing is queued: its argmax needs no merging."""
+        return self.parts[0] if len(self.parts) == 1 and not self.heap else None
+
+    @property
+    def totals(self) -> np.ndarray:
+        """Mass per character number, summed over the parts in the order they came (as a dict would)."""
+        if self._totals is None:
+            size = len(self.table.chars)
+            if self.parts:
+                ids = np.concatenate([ids for _, ids, _ in self.parts])
+                masses = np.concatenate([masses for _, _, masses in self.parts])
+                self._totals = np.bincount(ids, weights=masses, minlength=size)
+            else:
+                self._totals = np.zeros(size)
+        return self._totals
+
+    def has_mass(self) -> bool:
+        if self.leader is not None:
+            return True
+        return any(masses.max() > 0 for _, _, masses in self.parts)
+
+    def add(self, chars: list[str], ids: np.ndarray, masses: np.ndarray) -> None:
+        if not chars:
+            return
+        self.parts.append((chars, ids, masses))
+        if self._totals is not None:
+            grow = len(self.table.chars) - len(self._totals)
+            if grow > 0:
+                self._totals = np.concatenate((self._totals, np.zeros(grow)))
+            self._totals[ids] += masses  # the characters of one part are distinct
+
+    def push_token(self, weight: float, state: Any, token: int, pending: bytes, dist: TokenDistribution) -> None:
+        mass = weight * dist.prob(token)
+        if mass > 0:
+            self._push(QueuedExpansion(-mass, self.pushed, mass, state, dist, pending, token=token))
+
+    def push_group(self, mass: float, weight: float, state: Any, dist: TokenDistribution, groups: Groups) -> None:
+        self._push(QueuedExpansion(-mass, self.pushed, weight, state, dist, b"", groups=groups))
+
+    def _push(self, entry: QueuedExpansion) -> None:
+        heapq.heappush(self.heap, entry)
+        self.pushed += 1
+        self.bound -= entry.neg_mass
+
+    def pop(self) -> QueuedExpansion | None:
+        """The heaviest queued single token; None if only zero-mass tokens were left."""
+        while self.heap:
+            entry = heapq.heappop(self.heap)
+            self.bound = self.bound + entry.neg_mass if self.heap else 0.0
+            if entry.groups is None:
+                self.expanded += 1
+                return entry
+            order = self.order
+            for pending, (start, end) in zip(entry.groups.partial_bytes, entry.groups.partial_at):
+                for token in order[start:end].tolist():
+                    self.push_token(entry.weight, entry.state, token, pending, entry.dist)
+        return None
+
+
+def decisive(totals: np.ndarray, bound: float) -> bool:
+    """True when unexpanded mass ``bound`` cannot change the argmax: the leader beats everyone by more."""
+    if len(totals) == 0:
+        return False
+    best = int(np.argmax(totals))
+    first = float(totals[best])
+    second = max(float(totals[:best].max(initial=0.0)), float(totals[best + 1 :].max(initial=0.0)))
+    return first > second + bound and first > bound
