@@ -83,6 +83,7 @@ Tie rule: ``predict`` returns the most probable character; among equal masses th
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -225,6 +226,47 @@ class CharAdapter(CharModel):
             self._observe_spec(char)
         else:
             self._observe_exact(char)
+
+    # --- the batch engine (``subchar.batch_engine``) ---------------------------------------------------------
+    def batch_scores(self, text: str, bits: bool = True) -> tuple[list[str], list[float] | None] | None:
+        """Every prediction the streaming loop would make over ``text`` from a reset (and P(true char) with
+        ``bits``), computed by the batch engine; None in spec mode (its loop is already one LM call per
+        commit), so the caller streams instead. The adapter is left reset."""
+        if self.mode != "exact":
+            return None
+        from subchar.batch_engine import score
+
+        self.reset()
+        return score(self, text, bits)
+
+    def worker(self, lm: TokenLM) -> CharAdapter:
+        """A fresh adapter over ``lm`` sharing this one's read-only tables (one per batch-engine thread)."""
+        clone = copy.copy(self)
+        clone.lm, clone._chars, clone._scratch, clone._encodings = lm, CharTable(), np.empty(self.index.size), {}
+        clone.reset()
+        return clone
+
+    def resume(self, state: Any, rest: str, seen: str = "") -> None:
+        """Continue as right after a commit left the LM in ``state`` with ``rest`` still in the buffer (what
+        ``_commit`` does); ``seen``: the text observed before, for the back-off distribution."""
+        self.diagnostics = self._lm.diagnostics = Diagnostics()
+        self._lm.age()
+        self._committed, self._committed_text = [], []
+        self._seen = dict.fromkeys(seen)
+        self._root = Covering(0, 1.0, state)
+        self._coverings = [self._root]
+        self._buffer, self._bytes, self._memo = "", b"", None
+        for char in rest:
+            self._seen[char] = None
+            self._consume(char)
+
+    def kept_to_plan(self, commit: str | None) -> bool:
+        """True when, since ``resume``, the adapter made exactly the commit ``commit`` (None: none) and no
+        LM-dependent fallback happened: then the batch engine's precomputed trunk stays valid after it."""
+        d = self.diagnostics
+        if d.forced_commits or d.eager_commits or d.backoff_distributions:
+            return False
+        return self._committed_text == ([] if commit is None else [commit])
 
     # --- public state --------------------------------------------------------------------------------------
     @property
