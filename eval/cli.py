@@ -76,6 +76,13 @@ def add_grid_args(parser: argparse.ArgumentParser, *, budget: float, eval_chars:
     parser.add_argument("--char-order", type=int, default=6, help="order of the char Kneser-Ney baseline (default 6)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)
+    add_engine_arg(parser)
+
+
+def add_engine_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", choices=("batch", "stream"), default="batch",
+                        help="batch (default): the stream's exact answers, many positions at a time; "
+                             "stream: the benchmark's own predict/observe loop")
 
 
 def register_compare(subparsers) -> None:
@@ -110,7 +117,7 @@ def options_from(args: argparse.Namespace):
             raise UserError(f"--{name.replace('_', '-')} must be positive")
     return CellOptions(budget_s=args.budget, mode=args.mode, beam=args.beam, eval_chars=args.eval_chars,
                        test_chars=args.test_chars, train_chars=args.train_chars, char_order=args.char_order,
-                       device=args.device, seed=args.seed)
+                       device=args.device, seed=args.seed, engine=args.engine)
 
 
 def run_compare(args: argparse.Namespace) -> int:

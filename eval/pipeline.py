@@ -59,6 +59,7 @@ class CellOptions:
     train_chars: int | None = None
     char_order: int = 6
     device: str = "auto"
+    engine: str = "batch"
     seed: int = 0
     overrides: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
@@ -90,11 +91,11 @@ def run_cell(
         record.save(run_dir / "record.json")
         return record.to_dict()
     record = base_record(cell, meter, train, facts)
-    val = evaluate(model, valid, options.eval_chars, progress=options.progress)
+    val = evaluate(model, valid, options.eval_chars, progress=options.progress, engine=options.engine)
     test_seen = test.startswith(train.text)  # the usual proxy is the test split itself: scoring it would flatter
     test_result = None
     if options.test_chars and not test_seen:
-        test_result = evaluate(model, test, options.test_chars, progress=options.progress)
+        test_result = evaluate(model, test, options.test_chars, progress=options.progress, engine=options.engine)
     fill_scores(record, val, test_result, options)
     if test_seen:
         record.extra["test_skipped"] = "the proxy train text is the test split"
@@ -165,6 +166,7 @@ def fill_scores(record: RunRecord, val: EvalResult, test: EvalResult | None, opt
     record.val_chars = val.chars
     record.bits_per_char = val.bits_per_char
     record.eval_chars_per_s = val.chars_per_s
+    record.eval_engine = val.engine
     record.extra.update(
         mode=options.mode,
         beam=options.beam,

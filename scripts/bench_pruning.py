@@ -54,12 +54,13 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|")
     for setting in args.settings:
         adapter = CharAdapter(KneserNeyLM(tables, tok.vocab_size), tok, mode="exact", **parse(setting))
-        result = evaluate(adapter, stream, None, progress=False)
+        result = evaluate(adapter, stream, None, progress=False, bits=setting != "none", engine="stream")
         pruned = adapter.diagnostics.pruned_mass
         mean_pruned = math.fsum(pruned) / len(pruned) if pruned else 0.0
-        print(f"| {setting} | {result.accuracy:.4f} | {result.correct} | {result.zero_prob_chars} | "
-              f"{result.bits_per_char:.4f} | {result.covered_bits_per_char:.4f} | {mean_pruned:.2e} | "
-              f"{result.chars_per_s:,.0f} |", flush=True)
+        bits = "n/a" if result.bits_per_char is None else f"{result.bits_per_char:.4f}"
+        covered = "n/a" if result.covered_bits_per_char is None else f"{result.covered_bits_per_char:.4f}"
+        print(f"| {setting} | {result.accuracy:.4f} | {result.correct} | {result.zero_prob_chars} | {bits} | "
+              f"{covered} | {mean_pruned:.2e} | {result.chars_per_s:,.0f} |", flush=True)
     return 0
 
 

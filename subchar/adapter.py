@@ -50,12 +50,16 @@ mode="exact" — every spelling of the buffer from the commit point:
 
     ``beam=K`` (documented approximation) keeps the K heaviest coverings (after merging) after each
     character and follows at most K split-character expansions per position (heaviest first); ``prune=eps``
-    (also an approximation) drops the coverings lighter than ``eps`` times the coverings' total weight. Either
-    way the heaviest covering that ends at the buffer's end is always kept: from there every character the
-    vocabulary spells with a whole token (or with its first byte token) keeps some mass, so pruning alone never
-    leaves a true character at p=0. ``diagnostics.pruned_mass`` records per observed character the fraction of
-    covering weight dropped, ``diagnostics.pruned_expansion_mass`` per distribution the fraction of mass left
-    unexpanded (both bound the error). ``beam=None, prune=None`` is exact.
+    (also an approximation) drops the coverings lighter than ``eps`` times the coverings' total weight and stops
+    following expansions once the queued mass is below ``eps`` times all the mass. Either way no spellable true
+    character is left at p=0 by pruning alone (with ``beam >= 2``): the heaviest covering that ends at the
+    buffer's end is always kept, in the last place (from there a whole token or a first byte token starts any
+    character), and ``distribution().get(c)``
+    of a character ``c`` not listed follows ``c``'s own unexpanded expansions and returns their mass over the
+    found mass plus all the unexpanded mass (a conservative share; the listed shares still sum to 1).
+    ``diagnostics.pruned_mass`` records per observed character the fraction of covering weight dropped,
+    ``diagnostics.pruned_expansion_mass`` per distribution the fraction of mass left unexpanded (both bound
+    the error). ``beam=None, prune=None`` is exact.
 
     Batched LM calls. The LM work of one observed character is issued level by level: the distributions of
     all live coverings at once, and the extensions through each byte offset at once (``subchar.lm_cache``), so
@@ -93,10 +97,10 @@ import numpy as np
 from eval.contract import CharModel
 from eval.errors import UserError
 from subchar.commit_point import finished_boundary
-from subchar.frontier import CharTable, Frontier, decisive
+from subchar.frontier import CharDistribution, CharTable, Expander, Frontier, decisive
 from subchar.lm import TokenLM
 from subchar.lm_cache import LMAnswers, TokenDistribution, value_key
-from subchar.surface_index import Groups, SurfaceIndex
+from subchar.surface_index import SurfaceIndex
 from subchar.tokenizer_view import view_of
 
 Mode = Literal["spec", "exact"]
@@ -180,24 +184,33 @@ class CharAdapter(CharModel):
         self._bytes = b""
         self._seen: dict[str, None] = {}
         self._lm = LMAnswers(self.lm, self.index.order, self.diagnostics)
+        self._expander = Expander(self._lm, self.index, self._chars, self._scratch, self.diagnostics)
         self._root = Covering(0, 1.0, self.lm.start())
         self._coverings = [self._root]
         self._memo: Frontier | None = None
         self._pruned_now = 0.0
 
-    def distribution(self) -> dict[str, float]:
+    def distribution(self) -> CharDistribution:
         frontier = self._frontier()
-        while frontier.heap and (self.beam is None or frontier.expanded < self.beam):
-            self._expand_next(frontier)
+        while frontier.heap and (self.beam is None or frontier.expanded < self.beam) and not self._negligible(frontier):
+            self._expander.expand_next(frontier)
         totals = frontier.totals
-        if frontier.heap and not frontier.reported:
-            frontier.reported = True
-            total = math.fsum(totals.tolist()) + frontier.bound
-            self.diagnostics.pruned_expansion_mass.append(frontier.bound / total)
+        found = math.fsum(totals.tolist())
+        unlisted = None
+        if frontier.heap:
+            total = found + frontier.bound
+            if not frontier.reported:
+                frontier.reported = True
+                self.diagnostics.pruned_expansion_mass.append(frontier.bound / total)
+            unlisted = lambda char: self._expander.unlisted_mass(frontier, char) / total  # noqa: E731
         present = np.flatnonzero(totals > 0)
-        shares = totals[present] / math.fsum(totals.tolist())
         chars = self._chars.chars
-        return {chars[i]: share for i, share in zip(present.tolist(), shares.tolist())}
+        shares = (totals[present] / found).tolist()
+        return CharDistribution({chars[i]: share for i, share in zip(present.tolist(), shares)}, unlisted)
+
+    def _negligible(self, frontier: Frontier) -> bool:
+        """With ``prune``: what is left to expand weighs less than ``prune`` times all the mass."""
+        return self.prune is not None and frontier.bound < self.prune * (float(frontier.totals.sum()) + frontier.bound)
 
     def predict(self) -> str:
         frontier = self._frontier()
@@ -211,7 +224,7 @@ class CharAdapter(CharModel):
             and (self.beam is None or frontier.expanded < self.beam)
             and not decisive(frontier.totals, frontier.bound)
         ):
-            self._expand_next(frontier)
+            self._expander.expand_next(frontier)
         totals = frontier.totals
         tied = np.flatnonzero(totals == totals.max()).tolist()
         return min((self._chars.chars[i] for i in tied), key=ord)
@@ -249,7 +262,7 @@ class CharAdapter(CharModel):
     def resume(self, state: Any, rest: str, seen: str = "") -> None:
         """Continue as right after a commit left the LM in ``state`` with ``rest`` still in the buffer (what
         ``_commit`` does); ``seen``: the text observed before, for the back-off distribution."""
-        self.diagnostics = self._lm.diagnostics = Diagnostics()
+        self.diagnostics = self._lm.diagnostics = self._expander.diagnostics = Diagnostics()
         self._lm.age()
         self._committed, self._committed_text = [], []
         self._seen = dict.fromkeys(seen)
@@ -287,7 +300,7 @@ class CharAdapter(CharModel):
         while self._memo is None:
             frontier = self._complete_frontier()
             while frontier.heap and not frontier.has_mass():
-                self._expand_next(frontier)
+                self._expander.expand_next(frontier)
             if frontier.has_mass():
                 self._memo = frontier
             elif self._buffer:
@@ -316,35 +329,8 @@ class CharAdapter(CharModel):
                 if len(self._coverings) == 1 and cover.weight == 1.0:
                     frontier.leader = found.leader
             if self.mode == "exact":
-                self._queue(frontier, cover.weight, cover.state, dist, groups, found.runs)
+                self._expander.queue(frontier, cover.weight, cover.state, dist, groups, found.runs)
         return frontier
-
-    def _queue(
-        self, frontier: Frontier, weight: float, state: Any, dist: TokenDistribution, groups: Groups, runs: np.ndarray
-    ) -> None:
-        """Queue the tokens of ``groups`` that end inside a character, all as one entry with their total mass,
-        split into single tokens only if it ever becomes the heaviest (usually it never does)."""
-        if len(groups.partial_runs):
-            mass = weight * float(runs[groups.partial_runs].sum())
-            if mass > 0:
-                frontier.push_group(mass, weight, state, dist, groups)
-
-    def _expand_next(self, frontier: Frontier) -> None:
-        """Follow the heaviest queued token that ends inside a character (one LM call): add the characters
-        the next token completes, queue the next tokens that still end inside it."""
-        entry = frontier.pop()
-        if entry is None:
-            return
-        self.diagnostics.expansions += 1
-        after = self._lm.step(entry.state, entry.token)
-        groups = self.index.groups(b"", entry.pending)
-        if groups.hi == groups.lo:
-            return
-        dist = self._lm.dist(after)
-        found = dist.char_masses(groups, self._scratch)
-        if groups.chars:
-            frontier.add(groups.chars, self._chars.ids(groups.chars, groups.key), entry.weight * found.masses)
-        self._queue(frontier, entry.weight, after, dist, groups, found.runs)
 
     # --- spec mode -----------------------------------------------------------------------------------------
     def _observe_spec(self, char: str) -> None:
@@ -428,7 +414,8 @@ class CharAdapter(CharModel):
         return [c for c in (*coverings, *grown) if c.offset == len(text) or index.extends(text[c.offset :])]
 
     def _prune(self, coverings: list[Covering], end: int) -> list[Covering]:
-        """Rescale; with ``beam`` / ``prune``, drop light coverings but keep the heaviest one ending at ``end``."""
+        """Rescale; with ``beam`` / ``prune``, drop light coverings but keep the heaviest one ending at ``end``
+        (unless only one covering is kept: ``beam=1`` keeps the heaviest, wherever it ends)."""
         self.diagnostics.max_coverings = max(self.diagnostics.max_coverings, len(coverings))
         top = max(c.weight for c in coverings)
         for cover in coverings:  # rescale: only ratios matter, and long buffers would underflow
@@ -443,9 +430,11 @@ class CharAdapter(CharModel):
             kept = [c for c in kept if c.weight >= floor]  # the heaviest always stays (weight 1 >= floor)
         if len(kept) == len(ranked):
             return coverings
-        if not any(c.offset == end for c in kept):
+        if self.beam != 1 and not any(c.offset == end for c in kept):
             anchor = next((c for c in ranked if c.offset == end), None)
-            if anchor is not None:
+            if anchor is not None:  # a beam of K still keeps K coverings: it takes the last place if full
+                if self.beam is not None and len(kept) == self.beam:
+                    kept.pop()
                 kept.append(anchor)
                 self.diagnostics.kept_end_coverings += 1
         self._pruned_now += (total - math.fsum(c.weight for c in kept)) / total

@@ -146,3 +146,87 @@ def decisive(totals: np.ndarray, bound: float) -> bool:
     first = float(totals[best])
     second = max(float(totals[:best].max(initial=0.0)), float(totals[best + 1 :].max(initial=0.0)))
     return first > second + bound and first > bound
+
+
+class Expander:
+    """Follows split-character expansions: one LM step per queued token (``LMAnswers``), the characters the
+    next token completes added to the frontier, the tokens that still end inside the character queued."""
+
+    def __init__(self, answers: Any, index: Any, table: CharTable, scratch: np.ndarray, diagnostics: Any) -> None:
+        self.answers, self.index, self.table, self.scratch, self.diagnostics = answers, index, table, scratch, diagnostics
+
+    def queue(self, frontier: Frontier, weight: float, state: Any, dist: TokenDistribution, groups: Groups,
+              runs: np.ndarray) -> None:
+        """Queue the tokens of ``groups`` that end inside a character, all as one entry with their total mass,
+        split into single tokens only if it ever becomes the heaviest (usually it never does)."""
+        if len(groups.partial_runs):
+            mass = weight * float(runs[groups.partial_runs].sum())
+            if mass > 0:
+                frontier.push_group(mass, weight, state, dist, groups)
+
+    def expand_next(self, frontier: Frontier) -> None:
+        """Follow the heaviest queued token (one LM call)."""
+        entry = frontier.pop()
+        if entry is None:
+            return
+        self.diagnostics.expansions += 1
+        after = self.answers.step(entry.state, entry.token)
+        groups = self.index.groups(b"", entry.pending)
+        if groups.hi == groups.lo:
+            return
+        dist = self.answers.dist(after)
+        found = dist.char_masses(groups, self.scratch)
+        if groups.chars:
+            frontier.add(groups.chars, self.table.ids(groups.chars, groups.key), entry.weight * found.masses)
+        self.queue(frontier, entry.weight, after, dist, groups, found.runs)
+
+    def unlisted_mass(self, frontier: Frontier, char: str) -> float:
+        """The mass the still-queued expansions give ``char`` (exactly, following only the tokens that spell
+        its own bytes): what a beam left unexpanded for one character."""
+        data = char.encode("utf-8")
+        mass = 0.0
+        for entry in frontier.heap:
+            if entry.groups is None:
+                mass += self._follow(data, entry.weight, entry.state, entry.token, entry.pending)
+                continue
+            for pending, (start, end) in zip(entry.groups.partial_bytes, entry.groups.partial_at):
+                if data.startswith(pending):
+                    for token in self.index.order[start:end].tolist():
+                        mass += self._follow(data, entry.weight * entry.dist.prob(token), entry.state, token, pending)
+        return mass
+
+    def _follow(self, data: bytes, weight: float, state: Any, token: int, pending: bytes) -> float:
+        if weight <= 0 or not data.startswith(pending):
+            return 0.0
+        after = self.answers.step(state, token)
+        groups = self.index.groups(b"", pending)
+        if groups.hi == groups.lo:
+            return 0.0
+        dist = self.answers.dist(after)
+        found = dist.char_masses(groups, self.scratch)
+        char = data.decode("utf-8")
+        mass = weight * float(found.masses[groups.chars.index(char)]) if char in groups.char_set else 0.0
+        for rest, (start, end) in zip(groups.partial_bytes, groups.partial_at):
+            if data.startswith(rest):
+                for next_token in self.index.order[start:end].tolist():
+                    mass += self._follow(data, weight * dist.prob(next_token), after, next_token, rest)
+        return mass
+
+
+class CharDistribution(dict):
+    """``CharAdapter.distribution()``: the characters found, with shares summing to 1. Under a beam, ``get`` of a
+    character not listed follows that character's own unexpanded split expansions and returns its mass over the
+    found mass plus everything left unexpanded (a conservative share), so no character the vocabulary spells
+    gets p=0 from pruning alone; ``default`` only when even that finds nothing."""
+
+    def __init__(self, shares: dict[str, float], unlisted: Any = None) -> None:
+        super().__init__(shares)
+        self._unlisted = unlisted  # char -> share, or None when nothing was left unexpanded
+
+    def get(self, char: Any, default: Any = None) -> Any:
+        if char in self:
+            return self[char]
+        if self._unlisted is None or not isinstance(char, str) or len(char) != 1:
+            return default
+        share = self._unlisted(char)
+        return share if share > 0 else default

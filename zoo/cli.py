@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from eval.cli import DEFAULT_BEAM, beam_width
+from eval.cli import DEFAULT_BEAM, add_engine_arg, beam_width
 from eval.data import load_split
 from eval.energy import EnergyMeter
 from eval.errors import UserError
@@ -58,6 +58,7 @@ def register(subparsers) -> None:
                              help="also report bits/char (--no-bits: accuracy only; exact mode with --beam 0 needs it, "
                                   "since a full distribution over byte-split characters costs millions of LM calls)")
     eval_parser.add_argument("--json", help="where to write the run record (default: RUN/eval_<split>_<mode>.json)")
+    add_engine_arg(eval_parser)
     eval_parser.set_defaults(func=run_eval)
 
 
@@ -143,7 +144,7 @@ def run_eval(args: argparse.Namespace) -> int:
     text = load_split(args.split, args.data_dir).text
     options = {"mode": args.mode, "beam": args.beam}
     adapter = CharAdapter(checkpoint.token_lm(args.device), checkpoint.tokenizer, **options)
-    result = evaluate(adapter, text, max_chars=args.chars, bits=args.bits)
+    result = evaluate(adapter, text, max_chars=args.chars, bits=args.bits, engine=args.engine)
     record = eval_record(checkpoint, args, result)
     target = Path(args.json) if args.json else checkpoint.path / f"eval_{args.split}_{args.mode}.json"
     record.save(target)
@@ -155,7 +156,7 @@ def run_eval(args: argparse.Namespace) -> int:
         bpc = f"{result.bits_per_char:.4f} bits/char"
     proxy = " (proxy train: development figure)" if record.proxy_train else ""
     print(f"{args.split} char accuracy {result.accuracy:.4f} over {result.chars:,} chars, {bpc}, "
-          f"{result.chars_per_s:,.0f} chars/s{proxy}; record {target}")
+          f"{result.chars_per_s:,.0f} chars/s ({result.engine} engine){proxy}; record {target}")
     return 0
 
 
@@ -173,6 +174,7 @@ def eval_record(checkpoint, args: argparse.Namespace, result) -> RunRecord:
         fields.update(val_char_accuracy=None, val_chars=0, bits_per_char=None)
     fields.update(
         eval_chars_per_s=result.chars_per_s,
+        eval_engine=result.engine,
         proxy_train=bool(checkpoint.manifest.get("proxy_train")),
         extra={**fields.get("extra", {}), f"{args.split}_char_accuracy": result.accuracy,
                f"{args.split}_chars": result.chars, f"{args.split}_bits_per_char": result.bits_per_char, "eval": {
