@@ -17,20 +17,43 @@ from subchar.lm_cache import TokenDistribution
 from subchar.surface_index import Groups
 
 
+class TokenRun:
+    """The split tokens of one popped group, heaviest first (sorted once with numpy): the heap holds the run,
+    keyed by the mass of its next token, instead of one entry per token."""
+
+    __slots__ = ("tokens", "masses", "pendings", "at")
+
+    def __init__(self, tokens: list[int], masses: list[float], pendings: list[bytes]) -> None:
+        self.tokens, self.masses, self.pendings, self.at = tokens, masses, pendings, 0
+
+    @classmethod
+    def of(cls, groups: Groups, order: np.ndarray, weight: float, dist: TokenDistribution) -> TokenRun:
+        spans = groups.partial_at
+        tokens = np.concatenate([order[start:end] for start, end in spans])
+        which = np.repeat(np.arange(len(spans)), [end - start for start, end in spans])
+        masses = weight * np.exp(dist.logprobs[tokens])
+        ranked = np.flatnonzero(masses > 0)
+        ranked = ranked[np.argsort(-masses[ranked], kind="stable")]  # ties keep the push order of old
+        pending = groups.partial_bytes
+        return cls(tokens[ranked].tolist(), masses[ranked].tolist(), [pending[i] for i in which[ranked].tolist()])
+
+
 class QueuedExpansion(NamedTuple):
-    """One heap entry: a single split token (``token >= 0``) or every split token of ``groups`` at once.
+    """One heap entry: every split token of ``groups`` at once (keyed by their total mass), or a ``TokenRun``
+    (keyed by its next token's mass). ``pop`` hands out single tokens in this form (``token >= 0``).
 
     Ordered by ``(-mass, seq)`` only (``seq`` is unique), so the other fields are never compared.
     """
 
     neg_mass: float
     seq: int
-    weight: float  # a token's: the mass through it; a group's: the covering's weight before it
+    weight: float  # a popped token's: the mass through it; a group's or run's: the covering's weight before it
     state: Any  # LM state before the token
     dist: TokenDistribution  # its distribution
     pending: bytes  # bytes of the unfinished character, after the token
     token: int = -1
     groups: Groups | None = None
+    run: TokenRun | None = None
 
 
 class CharTable:
@@ -61,9 +84,9 @@ class Frontier:
     split-character expansions still to follow, heaviest first; ``bound`` (their total mass) bounds what they
     can still add to any character.
 
-    Queue entries are single tokens or all the split tokens of one ``Groups`` (``push_group``): a group is split
-    into its tokens when it is popped, so tokens still leave the queue heaviest first (up to the rounding of a
-    group's sum) and only popped tokens count as expanded.
+    Queue entries are all the split tokens of one ``Groups`` (``push_group``): a group popped becomes a
+    ``TokenRun``, so tokens still leave the queue heaviest first (up to the rounding of a group's sum) and only
+    popped tokens count as expanded.
     """
 
     def __init__(self, table: CharTable, order: np.ndarray) -> None:
@@ -110,31 +133,35 @@ class Frontier:
                 self._totals = np.concatenate((self._totals, np.zeros(grow)))
             self._totals[ids] += masses  # the characters of one part are distinct
 
-    def push_token(self, weight: float, state: Any, token: int, pending: bytes, dist: TokenDistribution) -> None:
-        mass = weight * dist.prob(token)
-        if mass > 0:
-            self._push(QueuedExpansion(-mass, self.pushed, mass, state, dist, pending, token=token))
-
     def push_group(self, mass: float, weight: float, state: Any, dist: TokenDistribution, groups: Groups) -> None:
         self._push(QueuedExpansion(-mass, self.pushed, weight, state, dist, b"", groups=groups))
 
-    def _push(self, entry: QueuedExpansion) -> None:
+    def _push(self, entry: QueuedExpansion, mass: float | None = None) -> None:
         heapq.heappush(self.heap, entry)
         self.pushed += 1
-        self.bound -= entry.neg_mass
+        self.bound += -entry.neg_mass if mass is None else mass
+
+    def _push_run(self, entry: QueuedExpansion, run: TokenRun, mass: float | None = None) -> None:
+        self._push(entry._replace(neg_mass=-run.masses[run.at], seq=self.pushed, run=run, groups=None), mass or 0.0)
 
     def pop(self) -> QueuedExpansion | None:
         """The heaviest queued single token; None if only zero-mass tokens were left."""
         while self.heap:
             entry = heapq.heappop(self.heap)
-            self.bound = self.bound + entry.neg_mass if self.heap else 0.0
-            if entry.groups is None:
+            run = entry.run
+            if run is not None:
+                at = run.at
+                run.at += 1
+                if run.at < len(run.tokens):
+                    self._push_run(entry, run)
+                self.bound = self.bound - run.masses[at] if self.heap else 0.0
                 self.expanded += 1
-                return entry
-            order = self.order
-            for pending, (start, end) in zip(entry.groups.partial_bytes, entry.groups.partial_at):
-                for token in order[start:end].tolist():
-                    self.push_token(entry.weight, entry.state, token, pending, entry.dist)
+                return QueuedExpansion(entry.neg_mass, entry.seq, run.masses[at], entry.state, entry.dist,
+                                       run.pendings[at], token=run.tokens[at])
+            self.bound = self.bound + entry.neg_mass if self.heap else 0.0
+            run = TokenRun.of(entry.groups, self.order, entry.weight, entry.dist)
+            if run.tokens:
+                self._push_run(entry, run, float(sum(run.masses)))
         return None
 
 
@@ -186,8 +213,10 @@ class Expander:
         data = char.encode("utf-8")
         mass = 0.0
         for entry in frontier.heap:
-            if entry.groups is None:
-                mass += self._follow(data, entry.weight, entry.state, entry.token, entry.pending)
+            if entry.run is not None:
+                run = entry.run
+                for token, through, pending in zip(run.tokens[run.at :], run.masses[run.at :], run.pendings[run.at :]):
+                    mass += self._follow(data, through, entry.state, token, pending)
                 continue
             for pending, (start, end) in zip(entry.groups.partial_bytes, entry.groups.partial_at):
                 if data.startswith(pending):
