@@ -80,6 +80,8 @@ def add_grid_args(parser: argparse.ArgumentParser, *, budget: float, eval_chars:
 
 
 def add_engine_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prune", type=float, default=None, metavar="EPS",
+                        help="exact mode: also drop coverings and expansions lighter than EPS times the total (e.g. 1e-4)")
     parser.add_argument("--engine", choices=("batch", "stream"), default="batch",
                         help="batch (default): the stream's exact answers, many positions at a time; "
                              "stream: the benchmark's own predict/observe loop")
@@ -117,7 +119,7 @@ def options_from(args: argparse.Namespace):
             raise UserError(f"--{name.replace('_', '-')} must be positive")
     return CellOptions(budget_s=args.budget, mode=args.mode, beam=args.beam, eval_chars=args.eval_chars,
                        test_chars=args.test_chars, train_chars=args.train_chars, char_order=args.char_order,
-                       device=args.device, seed=args.seed, engine=args.engine)
+                       device=args.device, seed=args.seed, engine=args.engine, prune=args.prune)
 
 
 def run_compare(args: argparse.Namespace) -> int:

@@ -60,6 +60,7 @@ class CellOptions:
     char_order: int = 6
     device: str = "auto"
     engine: str = "batch"
+    prune: float | None = None
     seed: int = 0
     overrides: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
@@ -133,7 +134,7 @@ def train_cell(cell: Cell, options: CellOptions, train: SplitText, run_dir: Path
     tokenizer_dir = tokenizer.save(run_dir / "tokenizer")
     save_checkpoint(run_dir / "checkpoint", result, tokenizer_dir, train)
     lm = result.model if cell.model == NGRAM else TorchTokenLM(result.model, result.device)
-    adapter = CharAdapter(lm, tokenizer, mode=options.mode, beam=options.beam)
+    adapter = CharAdapter(lm, tokenizer, mode=options.mode, beam=options.beam, prune=options.prune)
     facts = {
         "tokenizer": {
             "family": tokenizer.family,
@@ -170,6 +171,7 @@ def fill_scores(record: RunRecord, val: EvalResult, test: EvalResult | None, opt
     record.extra.update(
         mode=options.mode,
         beam=options.beam,
+        prune=options.prune,
         budget_s=options.budget_s,
         zero_prob_chars=val.zero_prob_chars,
         covered_bits_per_char=val.covered_bits_per_char,

@@ -142,7 +142,7 @@ def run_eval(args: argparse.Namespace) -> int:
         raise UserError(f"--chars must be positive, got {args.chars}")
     checkpoint = load_checkpoint(args.run, device=args.device)
     text = load_split(args.split, args.data_dir).text
-    options = {"mode": args.mode, "beam": args.beam}
+    options = {"mode": args.mode, "beam": args.beam, "prune": args.prune}
     adapter = CharAdapter(checkpoint.token_lm(args.device), checkpoint.tokenizer, **options)
     result = evaluate(adapter, text, max_chars=args.chars, bits=args.bits, engine=args.engine)
     record = eval_record(checkpoint, args, result)
@@ -178,7 +178,8 @@ def eval_record(checkpoint, args: argparse.Namespace, result) -> RunRecord:
         proxy_train=bool(checkpoint.manifest.get("proxy_train")),
         extra={**fields.get("extra", {}), f"{args.split}_char_accuracy": result.accuracy,
                f"{args.split}_chars": result.chars, f"{args.split}_bits_per_char": result.bits_per_char, "eval": {
-            "split": args.split, "mode": args.mode, "beam": args.beam, "device": args.device,
+            "split": args.split, "mode": args.mode, "beam": args.beam, "prune": args.prune, "engine": result.engine,
+            "device": args.device,
             "zero_prob_chars": result.zero_prob_chars, "covered_bits_per_char": result.covered_bits_per_char,
             "wall_s": result.wall_s, "checkpoint": str(checkpoint.path),
         }},
