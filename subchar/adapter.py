@@ -105,6 +105,7 @@ from subchar.tokenizer_view import view_of
 
 Mode = Literal["spec", "exact"]
 ENCODE_CACHE = 1 << 16  # committed texts remembered with their encoding (words recur)
+LOOKAHEAD = 8  # split-character expansions stepped per batched LM call
 
 
 @dataclass
@@ -193,7 +194,7 @@ class CharAdapter(CharModel):
     def distribution(self) -> CharDistribution:
         frontier = self._frontier()
         while frontier.heap and (self.beam is None or frontier.expanded < self.beam) and not self._negligible(frontier):
-            self._expander.expand_next(frontier)
+            self._expander.expand_next(frontier, self._ahead(frontier))
         totals = frontier.totals
         found = math.fsum(totals.tolist())
         unlisted = None
@@ -207,6 +208,10 @@ class CharAdapter(CharModel):
         chars = self._chars.chars
         shares = (totals[present] / found).tolist()
         return CharDistribution({chars[i]: share for i, share in zip(present.tolist(), shares)}, unlisted)
+
+    def _ahead(self, frontier: Frontier) -> int:
+        """How many queued tokens an expansion may step along with its own (batched LMs): the rest of the beam."""
+        return LOOKAHEAD - 1 if self.beam is None else min(LOOKAHEAD, self.beam - frontier.expanded) - 1
 
     def _negligible(self, frontier: Frontier) -> bool:
         """With ``prune``: what is left to expand weighs less than ``prune`` times all the mass."""
@@ -224,7 +229,7 @@ class CharAdapter(CharModel):
             and (self.beam is None or frontier.expanded < self.beam)
             and not decisive(frontier.totals, frontier.bound)
         ):
-            self._expander.expand_next(frontier)
+            self._expander.expand_next(frontier, self._ahead(frontier))
         totals = frontier.totals
         tied = np.flatnonzero(totals == totals.max()).tolist()
         return min((self._chars.chars[i] for i in tied), key=ord)

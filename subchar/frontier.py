@@ -144,6 +144,18 @@ class Frontier:
     def _push_run(self, entry: QueuedExpansion, run: TokenRun, mass: float | None = None) -> None:
         self._push(entry._replace(neg_mass=-run.masses[run.at], seq=self.pushed, run=run, groups=None), mass or 0.0)
 
+    def next_tokens(self, count: int) -> list[tuple[Any, int]]:
+        """(state, token) of up to ``count`` of the heaviest tokens queued in runs (groups not yet split are
+        skipped: their tokens' order is not known yet)."""
+        found: list[tuple[float, Any, int]] = []
+        for entry in self.heap:
+            run = entry.run
+            if run is not None:
+                stop = min(run.at + count, len(run.tokens))
+                found.extend((run.masses[i], entry.state, run.tokens[i]) for i in range(run.at, stop))
+        found.sort(key=lambda item: -item[0])
+        return [(state, token) for _, state, token in found[:count]]
+
     def pop(self) -> QueuedExpansion | None:
         """The heaviest queued single token; None if only zero-mass tokens were left."""
         while self.heap:
@@ -191,12 +203,16 @@ class Expander:
             if mass > 0:
                 frontier.push_group(mass, weight, state, dist, groups)
 
-    def expand_next(self, frontier: Frontier) -> None:
-        """Follow the heaviest queued token (one LM call)."""
+    def expand_next(self, frontier: Frontier, ahead: int = 0) -> None:
+        """Follow the heaviest queued token (one LM call). With ``ahead`` and a batched LM, the same call also
+        steps the next ``ahead`` heaviest queued tokens, which the next expansions most likely follow (their
+        answers are remembered; which tokens are followed does not change)."""
         entry = frontier.pop()
         if entry is None:
             return
         self.diagnostics.expansions += 1
+        if ahead and self.answers.batched:
+            self.answers.step_many([(entry.state, entry.token), *frontier.next_tokens(ahead)])
         after = self.answers.step(entry.state, entry.token)
         groups = self.index.groups(b"", entry.pending)
         if groups.hi == groups.lo:

@@ -139,6 +139,7 @@ class LMAnswers:
     def __init__(self, lm: TokenLM, order: np.ndarray, diagnostics: Any) -> None:
         self.lm, self.order, self.diagnostics = lm, order, diagnostics
         self.memo = StateMemo(lm.vocab_size)
+        self.batched = hasattr(lm, "step_many")  # one call on many states costs about one call on one
 
     def age(self) -> None:
         self.memo.age()

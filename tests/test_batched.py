@@ -93,7 +93,8 @@ def test_adapter_through_a_batched_lm_gives_identical_answers(seed, beam):
         plain.observe(char)
         batched.observe(char)
     assert batched.committed == plain.committed
-    assert batched.diagnostics.lm_calls == plain.diagnostics.lm_calls
+    assert batched.diagnostics.lm_logprobs_calls == plain.diagnostics.lm_logprobs_calls
+    assert batched.diagnostics.lm_step_calls >= plain.diagnostics.lm_step_calls  # expansions stepped ahead
     assert max(batched_lm.batches) > 1 and len(batched_lm.batches) < batched.diagnostics.lm_calls
 
 
@@ -120,5 +121,5 @@ def test_adapter_over_a_neural_lm_batches_its_steps(name):
         batched.observe(char)
         single.observe(char)
     assert batched.committed == single.committed
-    assert batched.diagnostics.lm_step_calls == single.diagnostics.lm_step_calls
+    assert batched.diagnostics.lm_step_calls >= single.diagnostics.lm_step_calls  # expansions stepped ahead
     assert batched.diagnostics.lm_batched_calls < batched.diagnostics.lm_calls  # some calls held many states

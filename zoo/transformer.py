@@ -232,10 +232,18 @@ class Model(nn.Module):
         cos, sin = cos[:, None, None, :], sin[:, None, None, :]  # per branch, broadcast over heads
         x = self.wte(torch.tensor(tokens, device=device)[:, None])
         lengths = [cache.keys[0].size(2) for cache in caches]
+        slot: dict[int, int] = {}  # branches often share a parent (several tokens after one covering)
+        for cache in caches:
+            slot.setdefault(id(cache), len(slot))
+        parents = list({id(cache): cache for cache in caches}.values())
+        spread = torch.tensor([slot[id(cache)] for cache in caches], device=device) if len(parents) < len(caches) else None
+        parent_lengths = [cache.keys[0].size(2) for cache in parents]
         layers = []
         for layer, block in enumerate(self.blocks):
-            past_k = left_padded([cache.keys[layer] for cache in caches], lengths)
-            past_v = left_padded([cache.values[layer] for cache in caches], lengths)
+            past_k = left_padded([cache.keys[layer] for cache in parents], parent_lengths)
+            past_v = left_padded([cache.values[layer] for cache in parents], parent_lengths)
+            if spread is not None:
+                past_k, past_v = past_k[spread], past_v[spread]
             x, k, v = block.step_many(x, cos, sin, past_k, past_v, lengths)
             layers.append((k, v))
         logits = self.lm_head(self.ln_f(x))[:, 0]
