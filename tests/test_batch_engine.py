@@ -64,9 +64,9 @@ def test_neural_engines_agree(name):
     """float64 weights, so the only difference batching may make (rounding) stays far below 1e-9."""
     tok = random_vocab(11, VOCAB - 9)
     adapter = CharAdapter(TorchTokenLM(sharpened(name, seed=2).double()), tok, mode="exact", beam=3)
-    stream = evaluate(adapter, random_text(3, 80), None, progress=False, engine="stream")
+    stream = evaluate(adapter, random_text(3, 60), None, progress=False, engine="stream")
     steps = adapter.diagnostics.lm_step_calls
-    batch = evaluate(adapter, random_text(3, 80), None, progress=False, engine="batch")
+    batch = evaluate(adapter, random_text(3, 60), None, progress=False, engine="batch")
     assert_same(stream, batch)
     report = adapter.batch_report
     assert report["replayed_from_segment"] is None and report["threads"] > 1
