@@ -64,7 +64,8 @@ def plan(adapter: Any, text: str) -> tuple[list[Segment], list[int]]:
 
 class BatchingLM:
     """A ``TokenLM`` shared by worker threads: ``step_many`` waits until every running worker is waiting, then
-    asks the wrapped LM once for all of them."""
+    asks the wrapped LM once for all of them; the other methods are serialised, so the wrapped LM is never
+    called from two threads at once."""
 
     def __init__(self, lm: Any, workers: int) -> None:
         self.lm, self.vocab_size = lm, lm.vocab_size
@@ -74,13 +75,16 @@ class BatchingLM:
         self.forward_passes = 0
 
     def start(self) -> Any:
-        return self.lm.start()
+        with self.condition:
+            return self.lm.start()
 
     def logprobs(self, state: Any) -> Any:
-        return self.lm.logprobs(state)
+        with self.condition:
+            return self.lm.logprobs(state)
 
     def logprobs_many(self, states: Sequence[Any]) -> list[Any]:
-        return logprobs_many(self.lm, states)
+        with self.condition:
+            return logprobs_many(self.lm, states)
 
     def step(self, state: Any, token: int) -> Any:
         return self.step_many([state], [token])[0]
@@ -144,10 +148,11 @@ def score(adapter: Any, text: str, bits: bool, workers: int = WORKERS) -> tuple[
     lm = BatchingLM(adapter.lm, threads) if batched else adapter.lm
     queue = iter(range(len(segments)))
     lock = threading.Lock()
+    errors: list[BaseException] = []
 
     def work() -> None:
-        worker = adapter.worker(lm)
         try:
+            worker = adapter.worker(lm)
             while True:
                 with lock:
                     k = next(queue, None)
@@ -159,6 +164,8 @@ def score(adapter: Any, text: str, bits: bool, workers: int = WORKERS) -> tuple[
                 if not worker.kept_to_plan(segment.next_commit):
                     with lock:
                         failed.append(k)
+        except BaseException as error:  # raised again in the caller's thread below
+            errors.append(error)
         finally:
             if batched:
                 lm.finished()
@@ -171,6 +178,8 @@ def score(adapter: Any, text: str, bits: bool, workers: int = WORKERS) -> tuple[
             thread.start()
         for thread in pool:
             thread.join()
+    if errors:
+        raise errors[0]
     adapter.batch_report = {"segments": len(segments), "threads": threads, "replayed_from_segment": min(failed, default=None),
                             "forward_passes": lm.forward_passes if batched else None}
     if failed:  # from the first departure on, the stream as the streaming loop runs it

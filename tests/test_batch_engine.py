@@ -88,3 +88,24 @@ def test_spec_mode_and_other_models_stream():
     adapter = CharAdapter(RandomTrigramLM(tok.vocab_size, 1), tok, mode="spec")
     stream, batch = both_engines(adapter, random_text(1, 30))
     assert batch.engine == "stream" and batch.correct == stream.correct
+
+
+class FailingLM(RandomTrigramLM):
+    """A batched LM whose model breaks after a few forward passes."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.passes = 0
+
+    def step_many(self, states, tokens):
+        self.passes += 1
+        if self.passes > 3:
+            raise RuntimeError("model broke")
+        return [self.step(s, t) for s, t in zip(states, tokens)]
+
+
+def test_an_lm_error_reaches_the_caller_and_no_worker_hangs():
+    tok = random_vocab(11, VOCAB - 9)
+    adapter = CharAdapter(FailingLM(tok.vocab_size, 0), tok, mode="exact", beam=3)
+    with pytest.raises(RuntimeError, match="model broke"):
+        evaluate(adapter, random_text(3, 120), None, progress=False, engine="batch")
