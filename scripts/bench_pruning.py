@@ -6,7 +6,8 @@ chars, and over the chars with mass), mean pruned covering mass per char, chars/
 
     .venv/bin/python scripts/bench_pruning.py [--chars 60000] [--settings none b8 b8,p1e-4 p1e-3]
 
-A setting is ``none`` (exact), ``bK`` (beam K), ``pEPS`` (relative-mass threshold) or both joined by a comma.
+A setting is ``none`` (exact; accuracy only: the exact distribution over byte-split characters costs millions of
+LM calls), ``bK`` (beam K), ``pEPS`` (relative-mass threshold) or both joined by a comma.
 Settings with ``p`` need a subchar with ``CharAdapter(prune=...)``; the rest also run on older checkouts (put them
 first on PYTHONPATH) to measure "before" figures.
 """
