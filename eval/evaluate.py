@@ -1,7 +1,7 @@
 """Streaming evaluation exactly as the benchmark scores it: predict() strictly before observe(), exact equality.
 
 Two engines give the same scores. ``stream`` runs the benchmark's loop itself. ``batch`` (the default) asks a
-model that offers ``batch_scores(text, bits)`` (``subchar.CharAdapter`` in exact mode) for all its predictions
+model that offers ``batch_scores(text, bits, progress)`` (``progress(n)``: n more positions scored) (``subchar.CharAdapter`` in exact mode) for all its predictions
 at once — it may compute them in any order, as long as each is what the loop would have got — and streams
 the others.
 """
@@ -86,7 +86,8 @@ def evaluate(
     stream = text if max_chars is None else text[:max_chars]
     if engine == "batch" and hasattr(model, "batch_scores"):
         start = time.perf_counter()
-        scored = model.batch_scores(stream, bits)
+        with tqdm(total=len(stream), desc="eval (batch)", unit="char", disable=not progress, mininterval=1.0) as bar:
+            scored = model.batch_scores(stream, bits, progress=bar.update)
         if scored is not None:
             return scores(stream, *scored, time.perf_counter() - start, "batch")
     model.reset()

@@ -90,7 +90,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 
@@ -246,7 +246,9 @@ class CharAdapter(CharModel):
             self._observe_exact(char)
 
     # --- the batch engine (``subchar.batch_engine``) ---------------------------------------------------------
-    def batch_scores(self, text: str, bits: bool = True) -> tuple[list[str], list[float] | None] | None:
+    def batch_scores(
+        self, text: str, bits: bool = True, progress: Callable[[int], None] | None = None
+    ) -> tuple[list[str], list[float] | None] | None:
         """Every prediction the streaming loop would make over ``text`` from a reset (and P(true char) with
         ``bits``), computed by the batch engine; None in spec mode (its loop is already one LM call per
         commit), so the caller streams instead. The adapter is left reset."""
@@ -255,7 +257,7 @@ class CharAdapter(CharModel):
         from subchar.batch_engine import score
 
         self.reset()
-        return score(self, text, bits)
+        return score(self, text, bits, progress=progress)
 
     def worker(self, lm: TokenLM) -> CharAdapter:
         """A fresh adapter over ``lm`` sharing this one's read-only tables (one per batch-engine thread)."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from subchar.commit_point import finished_boundary
 from subchar.lm import logprobs_many, step_many
@@ -136,8 +136,10 @@ def trunk_states(lm: Any, trunk: list[int], starts: list[int]) -> dict[int, Any]
     return states
 
 
-def score(adapter: Any, text: str, bits: bool, workers: int = WORKERS) -> tuple[list[str], list[float] | None]:
-    """Every prediction of the streaming loop over ``text`` and (with ``bits``) P(true char) at each position."""
+def score(adapter: Any, text: str, bits: bool, workers: int = WORKERS,
+          progress: Callable[[int], None] | None = None) -> tuple[list[str], list[float] | None]:
+    """Every prediction of the streaming loop over ``text`` and (with ``bits``) P(true char) at each position;
+    ``progress`` is told how many positions each finished segment scored."""
     segments, trunk = plan(adapter, text)
     states = trunk_states(adapter.lm, trunk, [s.trunk_len for s in segments])
     guesses: list[str] = [""] * len(text)
@@ -161,8 +163,10 @@ def score(adapter: Any, text: str, bits: bool, workers: int = WORKERS) -> tuple[
                 segment = segments[k]
                 worker.resume(states[segment.trunk_len], segment.rest)
                 replay(worker, text, segment.start, segment.end, guesses, probs, check=segment.next_commit is not None)
-                if not worker.kept_to_plan(segment.next_commit):
-                    with lock:
+                with lock:
+                    if progress is not None:
+                        progress(segment.end - segment.start)
+                    if not worker.kept_to_plan(segment.next_commit):
                         failed.append(k)
         except BaseException as error:  # raised again in the caller's thread below
             errors.append(error)
