@@ -1,4 +1,10 @@
-"""Streaming evaluation exactly as the benchmark scores it: predict() strictly before observe(), exact equality."""
+"""Streaming evaluation exactly as the benchmark scores it: predict() strictly before observe(), exact equality.
+
+Two engines give the same scores. ``stream`` runs the benchmark's loop itself. ``batch`` (the default) asks a
+model that offers ``batch_scores(text, bits, progress)`` (``progress(n)``: n more positions scored) (``subchar.CharAdapter`` in exact mode) for all its predictions
+at once — it may compute them in any order, as long as each is what the loop would have got — and streams
+the others.
+"""
 
 from __future__ import annotations
 
@@ -29,9 +35,34 @@ class EvalResult:
     zero_prob_chars: int
     chars_per_s: float
     wall_s: float
+    engine: str = "stream"
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+ENGINES = ("batch", "stream")
+
+
+def scores(stream: str, guesses: list[str], probs: list[float] | None, wall: float, engine: str) -> EvalResult:
+    """The result of a batch engine's per-position answers, summed in the streaming loop's order."""
+    correct = sum(guess == char for guess, char in zip(guesses, stream))
+    bit_total, zero_prob = 0.0, 0
+    for p in probs or ():
+        if p > 0.0:
+            bit_total -= math.log2(p)
+        else:
+            zero_prob += 1
+    chars = len(stream)
+    bits_per_char = covered = None
+    if probs is not None and chars:
+        bits_per_char = math.inf if zero_prob else bit_total / chars
+        covered = bit_total / (chars - zero_prob) if chars > zero_prob else None
+    return EvalResult(
+        accuracy=correct / max(1, chars), chars=chars, correct=correct, bits_per_char=bits_per_char,
+        covered_bits_per_char=covered, zero_prob_chars=zero_prob,
+        chars_per_s=chars / wall if wall > 0 else math.inf, wall_s=wall, engine=engine,
+    )
 
 
 def evaluate(
@@ -41,6 +72,7 @@ def evaluate(
     *,
     bits: bool = True,
     progress: bool = True,
+    engine: str = "batch",
 ) -> EvalResult:
     """Run the benchmark loop over ``text[:max_chars]``: one reset, then predict/score/observe per character.
 
@@ -49,12 +81,18 @@ def evaluate(
     """
     if not isinstance(model, CharModel):
         raise UserError(f"{type(model).__name__} is not a CharModel; subclass eval.contract.CharModel")
+    if engine not in ENGINES:
+        raise UserError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     stream = text if max_chars is None else text[:max_chars]
+    if engine == "batch" and hasattr(model, "batch_scores"):
+        start = time.perf_counter()
+        with tqdm(total=len(stream), desc="eval (batch)", unit="char", disable=not progress, mininterval=1.0) as bar:
+            scored = model.batch_scores(stream, bits, progress=bar.update)
+        if scored is not None:
+            return scores(stream, *scored, time.perf_counter() - start, "batch")
     model.reset()
-    correct = 0
-    bit_total = 0.0
-    zero_prob = 0
-    with_bits = bits
+    guesses: list[str] = []
+    probs: list[float] | None = [] if bits else None
     start = time.perf_counter()
     for position, true_char in enumerate(tqdm(stream, desc="eval", unit="char", disable=not progress, mininterval=1.0)):
         guess = model.predict()
@@ -63,31 +101,12 @@ def evaluate(
                 f"{type(model).__name__}.predict() returned {guess!r} at position {position}; "
                 "it must return one character (or '' to abstain)"
             )
-        correct += guess == true_char
-        if with_bits:
+        guesses.append(guess)
+        if probs is not None:
             dist = model.distribution()
             if dist is None:
-                with_bits = False
+                probs = None
             else:
-                p = dist.get(true_char, 0.0)
-                if p > 0.0:
-                    bit_total -= math.log2(p)
-                else:
-                    zero_prob += 1
+                probs.append(dist.get(true_char, 0.0))
         model.observe(true_char)
-    wall = time.perf_counter() - start
-    chars = len(stream)
-    bits_per_char = covered = None
-    if with_bits and chars:
-        bits_per_char = math.inf if zero_prob else bit_total / chars
-        covered = bit_total / (chars - zero_prob) if chars > zero_prob else None
-    return EvalResult(
-        accuracy=correct / max(1, chars),
-        chars=chars,
-        correct=correct,
-        bits_per_char=bits_per_char,
-        covered_bits_per_char=covered,
-        zero_prob_chars=zero_prob,
-        chars_per_s=chars / wall if wall > 0 else math.inf,
-        wall_s=wall,
-    )
+    return scores(stream, guesses, probs, time.perf_counter() - start, "stream")

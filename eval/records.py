@@ -148,6 +148,7 @@ class RunRecord:
     reason: str | None = None
     bits_per_char: float | None = None
     eval_chars_per_s: float | None = None
+    eval_engine: str | None = None  # "batch" or "stream" (eval.evaluate): same scores, different speed
     tokenizer: dict[str, Any] | None = None
     model: dict[str, Any] | None = None
     proxy_train: bool = False

@@ -79,6 +79,8 @@ class CellOptions:
     train_chars: int | None = None
     char_order: int = 6
     device: str = "auto"
+    engine: str = "batch"
+    prune: float | None = None
     seed: int = 0
     overrides: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
@@ -112,11 +114,11 @@ def run_cell(
         record.save(run_dir / "record.json")
         return record.to_dict()
     record = base_record(cell, meter, train, facts)
-    val = evaluate(model, valid, options.eval_chars, progress=options.progress)
+    val = evaluate(model, valid, options.eval_chars, progress=options.progress, engine=options.engine)
     test_seen = test.startswith(train.text)  # the usual proxy is the test split itself: scoring it would flatter
     test_result = None
     if options.test_chars and not test_seen:
-        test_result = evaluate(model, test, options.test_chars, progress=options.progress)
+        test_result = evaluate(model, test, options.test_chars, progress=options.progress, engine=options.engine)
     fill_scores(record, val, test_result, options)
     if test_seen:
         record.extra["test_skipped"] = "the proxy train text is the test split"
@@ -142,11 +144,11 @@ def train_cell(cell: Cell, options: CellOptions, train: SplitText, run_dir: Path
     with meter.phase("train"), wall_clock_guard(remaining):
         if cell.model == NGRAM:
             adapter, result = ngram_char_model(ids, tokenizer.vocab_size, tokenizer, overrides, options.mode,
-                                               options.beam)  # counts on a GPU when there is one: same tables
+                                               options.beam, prune=options.prune)  # a GPU counts when present
         else:
             adapter, result = neural_char_model(cell.model, ids, tokenizer.vocab_size, tokenizer, remaining, overrides,
                                                 options.device, options.seed, TrainSettings(), options.mode,
-                                                options.beam)
+                                                options.beam, prune=options.prune)
     tokenizer_dir = tokenizer.save(run_dir / "tokenizer")
     save_checkpoint(run_dir / "checkpoint", result, tokenizer_dir, train)
     facts = {
@@ -179,25 +181,25 @@ def mamba_scan(model: mamba.Model, device: str) -> str:
 
 def ngram_char_model(
     ids: np.ndarray, vocab_size: int, tokenizer: Any, overrides: dict[str, Any], mode: str, beam: int | None,
-    device: str = "auto",
+    device: str = "auto", prune: float | None = None,
 ) -> tuple[CharAdapter, TrainResult]:
     """Count the n-gram on the token ids (chunked, on the GPU when ``device`` finds one) and read it per character:
     a cell's model step, which an exported n-gram submission's ``train()`` runs too (``tokenizer`` may be a
     tiktoken Encoding there)."""
     result = count_ngram_chunked(check_ids(ids, vocab_size), vocab_size, overrides, device)
-    return CharAdapter(result.model, tokenizer, mode=mode, beam=beam), result
+    return CharAdapter(result.model, tokenizer, mode=mode, beam=beam, prune=prune), result
 
 
 def neural_char_model(
     model_name: str, ids: np.ndarray, vocab_size: int, tokenizer: Any, budget_s: float, overrides: dict[str, Any],
-    device: str, seed: int, settings: TrainSettings, mode: str, beam: int | None,
+    device: str, seed: int, settings: TrainSettings, mode: str, beam: int | None, prune: float | None = None,
 ) -> tuple[CharAdapter, TrainResult]:
     """Train the neural model on the token ids within ``budget_s`` and read it per character: a cell's model step,
     which an exported neural submission's ``train()`` runs too."""
     ids = check_ids(ids, vocab_size)
     seed_everything(seed)
     result = train_neural(model_name, ids, vocab_size, budget_s, overrides, device, settings)
-    return CharAdapter(TorchTokenLM(result.model, result.device), tokenizer, mode=mode, beam=beam), result
+    return CharAdapter(TorchTokenLM(result.model, result.device), tokenizer, mode=mode, beam=beam, prune=prune), result
 
 
 def base_record(cell: Cell, meter: EnergyMeter, train: SplitText, facts: dict[str, Any]) -> RunRecord:
@@ -223,9 +225,11 @@ def fill_scores(record: RunRecord, val: EvalResult, test: EvalResult | None, opt
     record.val_chars = val.chars
     record.bits_per_char = val.bits_per_char
     record.eval_chars_per_s = val.chars_per_s
+    record.eval_engine = val.engine
     record.extra.update(
         mode=options.mode,
         beam=options.beam,
+        prune=options.prune,
         budget_s=options.budget_s,
         zero_prob_chars=val.zero_prob_chars,
         covered_bits_per_char=val.covered_bits_per_char,

@@ -86,9 +86,9 @@ def eval_checkpoint(args: argparse.Namespace) -> int:
     """`subchar eval` once its arguments are checked (lab.commands.train): score, then save the record."""
     checkpoint = load_checkpoint(args.run, device=args.device)
     text = load_split(args.split, data_dir_of(checkpoint, args.data_dir)).text
-    options = {"mode": args.mode, "beam": args.beam}
+    options = {"mode": args.mode, "beam": args.beam, "prune": args.prune}
     adapter = CharAdapter(checkpoint.token_lm(args.device), checkpoint.tokenizer, **options)
-    result = evaluate(adapter, text, max_chars=args.chars, bits=args.bits)
+    result = evaluate(adapter, text, max_chars=args.chars, bits=args.bits, engine=args.engine)
     record = eval_record(checkpoint, args, result)
     target = Path(args.json) if args.json else checkpoint.path / f"eval_{args.split}_{args.mode}.json"
     record.save(target)
@@ -100,7 +100,7 @@ def eval_checkpoint(args: argparse.Namespace) -> int:
         bpc = f"{result.bits_per_char:.4f} bits/char"
     proxy = " (proxy train: development figure)" if record.proxy_train else ""
     print(f"{args.split} char accuracy {result.accuracy:.4f} over {result.chars:,} chars, {bpc}, "
-          f"{result.chars_per_s:,.0f} chars/s{proxy}; record {target}")
+          f"{result.chars_per_s:,.0f} chars/s ({result.engine} engine){proxy}; record {target}")
     return 0
 
 
@@ -123,10 +123,12 @@ def eval_record(checkpoint, args: argparse.Namespace, result) -> RunRecord:
         fields.update(val_char_accuracy=None, val_chars=0, bits_per_char=None)
     fields.update(
         eval_chars_per_s=result.chars_per_s,
+        eval_engine=result.engine,
         proxy_train=bool(checkpoint.manifest.get("proxy_train")),
         extra={**fields.get("extra", {}), f"{args.split}_char_accuracy": result.accuracy,
                f"{args.split}_chars": result.chars, f"{args.split}_bits_per_char": result.bits_per_char, "eval": {
-            "split": args.split, "mode": args.mode, "beam": args.beam, "device": args.device,
+            "split": args.split, "mode": args.mode, "beam": args.beam, "prune": args.prune, "engine": result.engine,
+            "device": args.device,
             "zero_prob_chars": result.zero_prob_chars, "covered_bits_per_char": result.covered_bits_per_char,
             "wall_s": result.wall_s, "checkpoint": str(checkpoint.path),
         }},

@@ -43,16 +43,29 @@ mode="exact" — every spelling of the buffer from the commit point:
     Shared states. A TokenLM is a function of its state, so coverings that end at the same offset in equal
     *plain* states (ints, strings, bytes or tuples of them: an n-gram context, a token tuple) have the same
     future: they are merged into one covering carrying the sum of their weights (``merged_coverings``).
-    The LM is asked once per state while it is remembered (``StateMemo``): plain states by value (an LM
+    The LM is asked once per state while it is remembered (``subchar.lm_cache.StateMemo``): plain states by value (an LM
     whose plain states are recyclable handles must wrap them in objects), other states by identity, each
     remembered while the adapter can still reach it; a covering in an identity state is stepped only when
     its distribution is first needed.
 
     ``beam=K`` (documented approximation) keeps the K heaviest coverings (after merging) after each
-    character and follows at most K split-character expansions per position (heaviest first);
+    character and follows at most K split-character expansions per position (heaviest first); ``prune=eps``
+    (also an approximation) drops the coverings lighter than ``eps`` times the coverings' total weight and stops
+    following expansions once the queued mass is below ``eps`` times all the mass. Either way no spellable true
+    character is left at p=0 by pruning alone (with ``beam >= 2``): the heaviest covering that ends at the
+    buffer's end is always kept, in the last place (from there a whole token or a first byte token starts any
+    character), and ``distribution().get(c)``
+    of a character ``c`` not listed follows ``c``'s own unexpanded expansions and returns their mass over the
+    found mass plus all the unexpanded mass (a conservative share; the listed shares still sum to 1).
     ``diagnostics.pruned_mass`` records per observed character the fraction of covering weight dropped,
     ``diagnostics.pruned_expansion_mass`` per distribution the fraction of mass left unexpanded (both bound
-    the error). ``beam=None`` is exact.
+    the error). ``beam=None, prune=None`` is exact.
+
+    Batched LM calls. The LM work of one observed character is issued level by level: the distributions of
+    all live coverings at once, and the extensions through each byte offset at once (``subchar.lm_cache``), so
+    an LM with ``step_many`` / ``logprobs_many`` (``subchar.lm``) runs one forward pass per level.
+    Split-character expansions stay one at a time: which one comes next depends on the masses the previous
+    one found.
 
 Fallbacks (each counted in ``diagnostics``; the distribution is never empty):
 
@@ -74,27 +87,25 @@ Tie rule: ``predict`` returns the most probable character; among equal masses th
 
 from __future__ import annotations
 
-import heapq
+import copy
 import math
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 
 from eval.contract import CharModel
 from eval.errors import UserError
 from subchar.commit_point import finished_boundary
+from subchar.frontier import CharDistribution, CharTable, Expander, Frontier, decisive
 from subchar.lm import TokenLM
-from subchar.surface_index import Groups, SurfaceIndex
+from subchar.lm_cache import LMAnswers, TokenDistribution, value_key
+from subchar.surface_index import SurfaceIndex
 from subchar.tokenizer_view import view_of
 
 Mode = Literal["spec", "exact"]
-Expansion = tuple[float, Any, int, bytes]  # weight so far, LM state, token ending mid-character, pending bytes
-PLAIN_TYPES = (int, str, bytes)
 ENCODE_CACHE = 1 << 16  # committed texts remembered with their encoding (words recur)
-STEP_CACHE = 1 << 16  # (plain state, token) -> next state entries kept
-DIST_FLOATS = 1 << 23  # float64s of cached distributions of plain states (64 MiB, plus the LM's own arrays)
+LOOKAHEAD = 8  # split-character expansions stepped per batched LM call
 
 
 @dataclass
@@ -104,6 +115,7 @@ class Diagnostics:
     chars_observed: int = 0
     lm_logprobs_calls: int = 0
     lm_step_calls: int = 0
+    lm_batched_calls: int = 0
     commits: int = 0
     committed_tokens: int = 0
     lossy_commits: int = 0
@@ -114,121 +126,13 @@ class Diagnostics:
     expansions: int = 0
     merged_coverings: int = 0
     max_coverings: int = 0
+    kept_end_coverings: int = 0
     pruned_mass: list[float] = field(default_factory=list)
     pruned_expansion_mass: list[float] = field(default_factory=list)
 
     @property
     def lm_calls(self) -> int:
         return self.lm_logprobs_calls + self.lm_step_calls
-
-
-class TokenDistribution:
-    """One LM next-token distribution, read in sorted-surface order; run masses are cached per prefix."""
-
-    __slots__ = ("logprobs", "order", "runs")
-
-    def __init__(self, logprobs: np.ndarray, order: np.ndarray) -> None:
-        self.logprobs = np.asarray(logprobs, dtype=np.float64)
-        self.order = order
-        self.runs: dict[tuple[bytes, bytes], CharMasses] = {}
-
-    def char_masses(self, groups: Groups, scratch: np.ndarray) -> CharMasses:
-        """Run and character masses of ``groups`` under this distribution, cached per prefix: one LM state is
-        asked about the same prefix again and again (spec mode after each commit, coverings sharing a state).
-        ``scratch`` (one float per token) takes the range's probabilities: a reused buffer is several times
-        faster than fresh vocabulary-sized arrays, which the allocator maps and faults in page by page."""
-        cached = self.runs.get(groups.key)
-        if cached is None:
-            probs = scratch[: groups.hi - groups.lo]
-            np.take(self.logprobs, self.order[groups.lo : groups.hi], out=probs, mode="clip")  # ids are valid
-            np.exp(probs, out=probs)
-            runs = groups.run_masses(probs)
-            cached = self.runs[groups.key] = CharMasses(runs, runs[groups.chars_at], groups.chars)
-        return cached
-
-    def prob(self, token: int) -> float:
-        return math.exp(self.logprobs[token])
-
-
-class CharMasses:
-    """One distribution over one prefix's runs: every run's mass, the completed characters' masses (in
-    ``Groups.chars`` order) and, computed once when first asked, the most probable character."""
-
-    __slots__ = ("runs", "masses", "chars", "_leader")
-
-    def __init__(self, runs: np.ndarray, masses: np.ndarray, chars: list[str]) -> None:
-        self.runs, self.masses, self.chars = runs, masses, chars
-        self._leader: str | None | bool = False  # False: not computed yet
-
-    @property
-    def leader(self) -> str | None:
-        """The character of largest mass, the smallest code point among equals; None when none has mass."""
-        if self._leader is False:
-            best = int(np.argmax(self.masses)) if len(self.masses) else -1
-            self._leader = self.chars[best] if best >= 0 and self.masses[best] > 0 else None
-        return self._leader  # type: ignore[return-value]
-
-
-def value_key(state: Any) -> Any:
-    """``state`` itself when it is a plain value (ints, strings, bytes, tuples of them), else None.
-
-    A TokenLM is a function of its state, so equal plain states are one state: coverings reaching it merge and
-    share one distribution. Any other state (tensors, objects) is only known by identity.
-    """
-    if type(state) is tuple:
-        for part in state:  # a plain loop: this runs for every LM call
-            if type(part) is not int and value_key(part) is None:
-                return None
-        return state
-    return state if type(state) in PLAIN_TYPES else None
-
-
-class StateAnswers:
-    """What the LM said about one identity-keyed state: its distribution, and the answers of the states its
-    tokens led to (so a state reached again through its parent is remembered exactly as long as the parent)."""
-
-    __slots__ = ("state", "dist", "steps")
-
-    def __init__(self, state: Any) -> None:
-        self.state = state  # kept so its id stays unique while remembered
-        self.dist: TokenDistribution | None = None
-        self.steps: dict[int, StateAnswers] = {}
-
-
-class StateMemo:
-    """The LM's answers per state, so no state is asked twice: distributions by state, steps by (state, token).
-
-    Plain states are keyed by value in LRUs (an n-gram context recurs across commits). Other states are keyed by
-    identity and registered for the current and previous commit window only, since they may be large (KV
-    caches); the previous window is what a commit's respelling of the buffer reuses. A state reached through a
-    step answer is registered again with it: every state the adapter holds after a commit was reached from the
-    new root that way, so no state it holds is ever forgotten and asked again.
-    """
-
-    def __init__(self, vocab_size: int) -> None:
-        self.dists: OrderedDict[Any, TokenDistribution] = OrderedDict()
-        self.dist_capacity = max(16, DIST_FLOATS // max(vocab_size, 1))
-        self.steps: OrderedDict[tuple[Any, int], Any] = OrderedDict()  # -> plain state or StateAnswers
-        self.recent: dict[int, StateAnswers] = {}
-        self.older: dict[int, StateAnswers] = {}
-
-    def answers(self, state: Any) -> StateAnswers:
-        """The memo of an identity-keyed state, registered in the current window."""
-        entry = self.recent.get(id(state))
-        if entry is None:
-            entry = self.older.pop(id(state), None) or StateAnswers(state)
-            self.recent[id(state)] = entry
-        return entry
-
-    def keep(self, entry: StateAnswers) -> None:
-        """Register ``entry`` (reached through a step answer) in the current window."""
-        if id(entry.state) not in self.recent:
-            self.older.pop(id(entry.state), None)
-            self.recent[id(entry.state)] = entry
-
-    def age(self) -> None:
-        """A commit happened: forget identity-keyed states untouched since the commit before."""
-        self.older, self.recent = self.recent, {}
 
 
 @dataclass(slots=True)
@@ -250,12 +154,16 @@ class Covering:
 class CharAdapter(CharModel):
     """A token LM seen as a character model; the semantics are in the module docstring."""
 
-    def __init__(self, lm: TokenLM, tokenizer: Any, mode: Mode = "exact", beam: int | None = None) -> None:
+    def __init__(
+        self, lm: TokenLM, tokenizer: Any, mode: Mode = "exact", beam: int | None = None, prune: float | None = None
+    ) -> None:
         if mode not in ("spec", "exact"):
             raise UserError(f"mode must be 'spec' or 'exact', not {mode!r}")
         if beam is not None and (isinstance(beam, bool) or not isinstance(beam, int) or beam < 1):
             raise UserError(f"beam must be a positive int or None (no pruning), not {beam!r}")
-        self.lm, self.mode, self.beam = lm, mode, beam
+        if prune is not None and not (isinstance(prune, (int, float)) and 0 <= prune < 1):
+            raise UserError(f"prune must be a relative weight in [0, 1) or None (no pruning), not {prune!r}")
+        self.lm, self.mode, self.beam, self.prune = lm, mode, beam, prune or None
         self.view = view_of(tokenizer)
         if lm.vocab_size < len(self.view.surfaces):
             raise UserError(
@@ -276,25 +184,38 @@ class CharAdapter(CharModel):
         self._buffer = ""
         self._bytes = b""
         self._seen: dict[str, None] = {}
-        self._lm_memo = StateMemo(self.lm.vocab_size)
+        self._lm = LMAnswers(self.lm, self.index.order, self.diagnostics)
+        self._expander = Expander(self._lm, self.index, self._chars, self._scratch, self.diagnostics)
         self._root = Covering(0, 1.0, self.lm.start())
         self._coverings = [self._root]
         self._memo: Frontier | None = None
         self._pruned_now = 0.0
 
-    def distribution(self) -> dict[str, float]:
+    def distribution(self) -> CharDistribution:
         frontier = self._frontier()
-        while frontier.heap and (self.beam is None or frontier.expanded < self.beam):
-            self._expand_next(frontier)
+        while frontier.heap and (self.beam is None or frontier.expanded < self.beam) and not self._negligible(frontier):
+            self._expander.expand_next(frontier, self._ahead(frontier))
         totals = frontier.totals
-        if frontier.heap and not frontier.reported:
-            frontier.reported = True
-            total = math.fsum(totals.tolist()) + frontier.bound
-            self.diagnostics.pruned_expansion_mass.append(frontier.bound / total)
+        found = math.fsum(totals.tolist())
+        unlisted = None
+        if frontier.heap:
+            total = found + frontier.bound
+            if not frontier.reported:
+                frontier.reported = True
+                self.diagnostics.pruned_expansion_mass.append(frontier.bound / total)
+            unlisted = lambda char: self._expander.unlisted_mass(frontier, char) / total  # noqa: E731
         present = np.flatnonzero(totals > 0)
-        shares = totals[present] / math.fsum(totals.tolist())
         chars = self._chars.chars
-        return {chars[i]: share for i, share in zip(present.tolist(), shares.tolist())}
+        shares = (totals[present] / found).tolist()
+        return CharDistribution({chars[i]: share for i, share in zip(present.tolist(), shares)}, unlisted)
+
+    def _ahead(self, frontier: Frontier) -> int:
+        """How many queued tokens an expansion may step along with its own (batched LMs): the rest of the beam."""
+        return LOOKAHEAD - 1 if self.beam is None else min(LOOKAHEAD, self.beam - frontier.expanded) - 1
+
+    def _negligible(self, frontier: Frontier) -> bool:
+        """With ``prune``: what is left to expand weighs less than ``prune`` times all the mass."""
+        return self.prune is not None and frontier.bound < self.prune * (float(frontier.totals.sum()) + frontier.bound)
 
     def predict(self) -> str:
         frontier = self._frontier()
@@ -308,7 +229,7 @@ class CharAdapter(CharModel):
             and (self.beam is None or frontier.expanded < self.beam)
             and not decisive(frontier.totals, frontier.bound)
         ):
-            self._expand_next(frontier)
+            self._expander.expand_next(frontier, self._ahead(frontier))
         totals = frontier.totals
         tied = np.flatnonzero(totals == totals.max()).tolist()
         return min((self._chars.chars[i] for i in tied), key=ord)
@@ -323,6 +244,49 @@ class CharAdapter(CharModel):
             self._observe_spec(char)
         else:
             self._observe_exact(char)
+
+    # --- the batch engine (``subchar.batch_engine``) ---------------------------------------------------------
+    def batch_scores(
+        self, text: str, bits: bool = True, progress: Callable[[int], None] | None = None
+    ) -> tuple[list[str], list[float] | None] | None:
+        """Every prediction the streaming loop would make over ``text`` from a reset (and P(true char) with
+        ``bits``), computed by the batch engine; None in spec mode (its loop is already one LM call per
+        commit), so the caller streams instead. The adapter is left reset."""
+        if self.mode != "exact":
+            return None
+        from subchar.batch_engine import score
+
+        self.reset()
+        return score(self, text, bits, progress=progress)
+
+    def worker(self, lm: TokenLM) -> CharAdapter:
+        """A fresh adapter over ``lm`` sharing this one's read-only tables (one per batch-engine thread)."""
+        clone = copy.copy(self)
+        clone.lm, clone._chars, clone._scratch, clone._encodings = lm, CharTable(), np.empty(self.index.size), {}
+        clone.reset()
+        return clone
+
+    def resume(self, state: Any, rest: str, seen: str = "") -> None:
+        """Continue as right after a commit left the LM in ``state`` with ``rest`` still in the buffer (what
+        ``_commit`` does); ``seen``: the text observed before, for the back-off distribution."""
+        self.diagnostics = self._lm.diagnostics = self._expander.diagnostics = Diagnostics()
+        self._lm.age()
+        self._committed, self._committed_text = [], []
+        self._seen = dict.fromkeys(seen)
+        self._root = Covering(0, 1.0, state)
+        self._coverings = [self._root]
+        self._buffer, self._bytes, self._memo = "", b"", None
+        for char in rest:
+            self._seen[char] = None
+            self._consume(char)
+
+    def kept_to_plan(self, commit: str | None) -> bool:
+        """True when, since ``resume``, the adapter made exactly the commit ``commit`` (None: none) and no
+        LM-dependent fallback happened: then the batch engine's precomputed trunk stays valid after it."""
+        d = self.diagnostics
+        if d.forced_commits or d.eager_commits or d.backoff_distributions:
+            return False
+        return self._committed_text == ([] if commit is None else [commit])
 
     # --- public state --------------------------------------------------------------------------------------
     @property
@@ -343,7 +307,7 @@ class CharAdapter(CharModel):
         while self._memo is None:
             frontier = self._complete_frontier()
             while frontier.heap and not frontier.has_mass():
-                self._expand_next(frontier)
+                self._expander.expand_next(frontier)
             if frontier.has_mass():
                 self._memo = frontier
             elif self._buffer:
@@ -360,11 +324,11 @@ class CharAdapter(CharModel):
         """Masses of the characters one token completes, from every covering, plus (exact mode) the tokens
         that end inside the next character, queued for expansion."""
         frontier = Frontier(self._chars, self.index.order)
-        for cover in self._coverings:
-            groups = self.index.groups(self._bytes[cover.offset :])
-            if groups.hi == groups.lo:
-                continue
-            dist = self._dist(cover)
+        live = [(cover, self.index.groups(self._bytes[cover.offset :])) for cover in self._coverings]
+        live = [(cover, groups) for cover, groups in live if groups.hi > groups.lo]
+        self._prefetch([cover for cover, _ in live])
+        for cover, groups in live:
+            dist = cover.dist
             found = dist.char_masses(groups, self._scratch)
             if groups.chars:  # weight 1 (spec mode, a lone covering): the cached masses as they are
                 masses = found.masses if cover.weight == 1.0 else cover.weight * found.masses
@@ -372,36 +336,8 @@ class CharAdapter(CharModel):
                 if len(self._coverings) == 1 and cover.weight == 1.0:
                     frontier.leader = found.leader
             if self.mode == "exact":
-                self._queue(frontier, cover.weight, cover.state, dist, groups, found.runs)
+                self._expander.queue(frontier, cover.weight, cover.state, dist, groups, found.runs)
         return frontier
-
-    def _queue(
-        self, frontier: Frontier, weight: float, state: Any, dist: TokenDistribution, groups: Groups, runs: np.ndarray
-    ) -> None:
-        """Queue the tokens of ``groups`` that end inside a character, all as one entry with their total mass,
-        split into single tokens only if it ever becomes the heaviest (usually it never does)."""
-        if len(groups.partial_runs):
-            mass = weight * float(runs[groups.partial_runs].sum())
-            if mass > 0:
-                frontier.push_group(mass, weight, state, dist, groups)
-
-    def _expand_next(self, frontier: Frontier) -> None:
-        """Follow the heaviest queued token that ends inside a character (one LM call): add the characters
-        the next token completes, queue the next tokens that still end inside it."""
-        expansion = frontier.pop()
-        if expansion is None:
-            return
-        weight, state, token, pending = expansion
-        self.diagnostics.expansions += 1
-        after = self._step(state, token)
-        groups = self.index.groups(b"", pending)
-        if groups.hi == groups.lo:
-            return
-        dist = self._dist_of(after)
-        found = dist.char_masses(groups, self._scratch)
-        if groups.chars:
-            frontier.add(groups.chars, self._chars.ids(groups.chars, groups.key), weight * found.masses)
-        self._queue(frontier, weight, after, dist, groups, found.runs)
 
     # --- spec mode -----------------------------------------------------------------------------------------
     def _observe_spec(self, char: str) -> None:
@@ -428,7 +364,7 @@ class CharAdapter(CharModel):
         cut = finished_boundary(self.view, self._buffer)
         if cut:
             self._commit(self._buffer[:cut])
-        if self.beam is not None:
+        if self.beam is not None or self.prune is not None:
             self.diagnostics.pruned_mass.append(self._pruned_now)
 
     def _consume(self, char: str) -> bool:
@@ -446,58 +382,70 @@ class CharAdapter(CharModel):
                 return False
         self._buffer += char
         self._bytes += data
-        self._coverings = self._prune(coverings)
+        self._coverings = self._prune(coverings, len(self._bytes))
         return spelled
 
     def _extend(self, coverings: list[Covering], old: bytes, data: bytes) -> list[Covering]:
-        """Coverings of ``old + data``: the live old ones plus those whose last token ends inside ``data``."""
+        """Coverings of ``old + data``: the live old ones plus those whose last token ends inside ``data``.
+        Each end offset is one level: its distributions, then its steps, each asked in one batch."""
         text = old + data
         index = self.index
         grown: list[Covering] = []
         for end in range(len(old) + 1, len(text) + 1):
-            arrived: dict[Any, Covering] = {}  # plain state -> the covering ending at ``end`` in it
-            fresh: list[Covering] = []
-            for cover in (*coverings, *grown):
-                tokens = index.exact.get(text[cover.offset : end])
-                if not tokens:
-                    continue
-                dist = self._dist(cover)
+            movers = [(c, index.exact.get(text[c.offset : end])) for c in (*coverings, *grown)]
+            movers = [(cover, tokens) for cover, tokens in movers if tokens]
+            self._prefetch([cover for cover, _ in movers])
+            moves: list[tuple[float, Any, int, bool]] = []  # weight, state before, token, plain state
+            for cover, tokens in movers:
                 plain = value_key(cover.state) is not None
                 for token in tokens:
-                    weight = cover.weight * dist.prob(token)
-                    if weight <= 0:
-                        continue
-                    if not plain:
-                        fresh.append(Covering(end, weight, cover.state, token=token))
-                        continue
-                    state = self._step(cover.state, token)
-                    key = value_key(state)
-                    twin = None if key is None else arrived.get(key)
-                    if twin is None:  # same offset and state: same future, so one covering with both weights
-                        fresh.append(Covering(end, weight, state))
-                        if key is not None:
-                            arrived[key] = fresh[-1]
-                    else:
-                        twin.weight += weight
-                        self.diagnostics.merged_coverings += 1
-            grown.extend(fresh)
+                    weight = cover.weight * cover.dist.prob(token)
+                    if weight > 0:
+                        moves.append((weight, cover.state, token, plain))
+            stepped = iter(self._lm.step_many([(state, token) for _, state, token, plain in moves if plain]))
+            arrived: dict[Any, Covering] = {}  # plain state -> the covering ending at ``end`` in it
+            for weight, state, token, plain in moves:
+                if not plain:
+                    grown.append(Covering(end, weight, state, token=token))
+                    continue
+                after = next(stepped)
+                key = value_key(after)
+                twin = None if key is None else arrived.get(key)
+                if twin is None:  # same offset and state: same future, so one covering with both weights
+                    grown.append(Covering(end, weight, after))
+                    if key is not None:
+                        arrived[key] = grown[-1]
+                else:
+                    twin.weight += weight
+                    self.diagnostics.merged_coverings += 1
         return [c for c in (*coverings, *grown) if c.offset == len(text) or index.extends(text[c.offset :])]
 
-    def _prune(self, coverings: list[Covering]) -> list[Covering]:
+    def _prune(self, coverings: list[Covering], end: int) -> list[Covering]:
+        """Rescale; with ``beam`` / ``prune``, drop light coverings but keep the heaviest one ending at ``end``
+        (unless only one covering is kept: ``beam=1`` keeps the heaviest, wherever it ends)."""
         self.diagnostics.max_coverings = max(self.diagnostics.max_coverings, len(coverings))
         top = max(c.weight for c in coverings)
         for cover in coverings:  # rescale: only ratios matter, and long buffers would underflow
             cover.weight /= top
-        if self.beam is None:
+        if self.beam is None and self.prune is None:
             return coverings
-        dropped = 0.0
-        if len(coverings) > self.beam:
-            coverings = sorted(coverings, key=lambda c: -c.weight)
-            total = math.fsum(c.weight for c in coverings)
-            dropped = math.fsum(c.weight for c in coverings[self.beam :]) / total
-            coverings = coverings[: self.beam]
-        self._pruned_now += dropped
-        return coverings
+        ranked = sorted(coverings, key=lambda c: -c.weight)
+        total = math.fsum(c.weight for c in ranked)
+        kept = ranked[: self.beam] if self.beam is not None else ranked
+        if self.prune is not None:
+            floor = self.prune * total
+            kept = [c for c in kept if c.weight >= floor]  # the heaviest always stays (weight 1 >= floor)
+        if len(kept) == len(ranked):
+            return coverings
+        if self.beam != 1 and not any(c.offset == end for c in kept):
+            anchor = next((c for c in ranked if c.offset == end), None)
+            if anchor is not None:  # a beam of K still keeps K coverings: it takes the last place if full
+                if self.beam is not None and len(kept) == self.beam:
+                    kept.pop()
+                kept.append(anchor)
+                self.diagnostics.kept_end_coverings += 1
+        self._pruned_now += (total - math.fsum(c.weight for c in kept)) / total
+        return kept
 
     # --- commits and LM access -----------------------------------------------------------------------------
     def _commit_all(self) -> None:
@@ -509,10 +457,10 @@ class CharAdapter(CharModel):
         ids, lossless = self._encoding(text)
         if not lossless:
             self.diagnostics.lossy_commits += 1
-        self._lm_memo.age()
+        self._lm.age()
         state = self._root.state
         for token in ids:
-            state = self._step(state, token)
+            state = self._lm.step(state, token)
         self._committed.extend(ids)
         self._committed_text.append(text)
         self.diagnostics.commits += 1
@@ -538,176 +486,14 @@ class CharAdapter(CharModel):
             self._encodings[text] = cached
         return cached
 
-    def _dist(self, cover: Covering) -> TokenDistribution:
-        if cover.dist is None:
-            if cover.token >= 0:
-                cover.state, cover.token = self._step(cover.state, cover.token), -1
-            cover.dist = self._dist_of(cover.state)
-        return cover.dist
-
-    def _dist_of(self, state: Any) -> TokenDistribution:
-        """The next-token distribution after ``state``; the LM is asked once per state (``StateMemo``)."""
-        memo, key = self._lm_memo, value_key(state)
-        if key is None:
-            answers = memo.answers(state)
-            if answers.dist is None:
-                answers.dist = self._ask_logprobs(state)
-            return answers.dist
-        dist = memo.dists.get(key)
-        if dist is None:
-            dist = memo.dists[key] = self._ask_logprobs(state)
-            if len(memo.dists) > memo.dist_capacity:
-                memo.dists.popitem(last=False)
-        else:
-            memo.dists.move_to_end(key)
-        return dist
-
-    def _ask_logprobs(self, state: Any) -> TokenDistribution:
-        self.diagnostics.lm_logprobs_calls += 1
-        return TokenDistribution(self.lm.logprobs(state), self.index.order)
-
-    def _step(self, state: Any, token: int) -> Any:
-        """The state after ``token``; the LM is asked once per (state, token) (``StateMemo``)."""
-        memo, key = self._lm_memo, value_key(state)
-        if key is None:
-            parent = memo.answers(state)
-            known = parent.steps.get(token)
-            if known is None:
-                known = parent.steps[token] = self._remembered(self._ask_step(state, token))
-        else:
-            pair = (key, token)
-            known = memo.steps.get(pair)
-            if known is None:
-                known = memo.steps[pair] = self._remembered(self._ask_step(state, token))
-                if len(memo.steps) > STEP_CACHE:
-                    memo.steps.popitem(last=False)
-            else:
-                memo.steps.move_to_end(pair)
-        if type(known) is StateAnswers:
-            memo.keep(known)
-            return known.state
-        return known
-
-    def _remembered(self, state: Any) -> Any:
-        """What a step answer stores: a plain state itself, an identity-keyed one as its memo entry."""
-        return state if value_key(state) is not None else self._lm_memo.answers(state)
-
-    def _ask_step(self, state: Any, token: int) -> Any:
-        self.diagnostics.lm_step_calls += 1
-        return self.lm.step(state, token)
-
-
-class CharTable:
-    """Every candidate character met so far, numbered: one position's masses from many coverings then add up
-    in one dense array (``np.bincount``) instead of a dict, in the same order, so to the same floats."""
-
-    def __init__(self) -> None:
-        self.number: dict[str, int] = {}
-        self.chars: list[str] = []
-        self._ids: dict[Any, np.ndarray] = {}
-
-    def ids(self, chars: list[str], key: Any = None) -> np.ndarray:
-        """The numbers of ``chars`` (cached under ``key``: the ``Groups.key`` the characters come from)."""
-        ids = self._ids.get(key) if key is not None else None
-        if ids is None:
-            for char in chars:
-                if char not in self.number:
-                    self.number[char] = len(self.chars)
-                    self.chars.append(char)
-            ids = np.array([self.number[char] for char in chars], dtype=np.int64)
-            if key is not None:
-                self._ids[key] = ids
-        return ids
-
-
-class Frontier:
-    """Character masses found so far at one position (dense, numbered by a ``CharTable``), and the queue of
-    split-character expansions still to follow, heaviest first; ``bound`` (their total weight) bounds what
-    they can still add to any character.
-
-    Queue entries are single tokens or all the split tokens of one ``Groups`` (``push_group``): a group is split
-    into its tokens when it is popped, so tokens still leave the queue heaviest first (up to the rounding of a
-    group's sum) and only popped tokens count as expanded.
-    """
-
-    def __init__(self, table: CharTable, order: np.ndarray) -> None:
-        self.table, self.order = table, order  # order: token ids in sorted-surface order
-        self.parts: list[tuple[list[str], np.ndarray, np.ndarray]] = []  # characters, their numbers, masses
-        self._totals: np.ndarray | None = None
-        self.leader: str | None = None  # argmax of the only part, known in advance (cached per distribution)
-        self.heap: list[tuple[float, int, float, Any, TokenDistribution, bytes, Any]] = []
-        self.bound = 0.0
-        self.pushed = 0
-        self.expanded = 0
-        self.reported = False
-
-    @property
-    def single(self) -> tuple[list[str], np.ndarray, np.ndarray] | None:
-        """The only part when nothing is queued: its argmax needs no merging."""
-        return self.parts[0] if len(self.parts) == 1 and not self.heap else None
-
-    @property
-    def totals(self) -> np.ndarray:
-        """Mass per character number, summed over the parts in the order they came (as a dict would)."""
-        if self._totals is None:
-            size = len(self.table.chars)
-            if self.parts:
-                ids = np.concatenate([ids for _, ids, _ in self.parts])
-                masses = np.concatenate([masses for _, _, masses in self.parts])
-                self._totals = np.bincount(ids, weights=masses, minlength=size)
-            else:
-                self._totals = np.zeros(size)
-        return self._totals
-
-    def has_mass(self) -> bool:
-        if self.leader is not None:
-            return True
-        return any(masses.max() > 0 for _, _, masses in self.parts)
-
-    def add(self, chars: list[str], ids: np.ndarray, masses: np.ndarray) -> None:
-        if not chars:
-            return
-        self.parts.append((chars, ids, masses))
-        if self._totals is not None:
-            grow = len(self.table.chars) - len(self._totals)
-            if grow > 0:
-                self._totals = np.concatenate((self._totals, np.zeros(grow)))
-            self._totals[ids] += masses  # the characters of one part are distinct
-
-    def push_token(self, weight: float, state: Any, token: int, pending: bytes, dist: TokenDistribution) -> None:
-        mass = weight * dist.prob(token)
-        if mass > 0:
-            self._push(mass, mass, state, dist, pending, token)
-
-    def push_group(self, mass: float, weight: float, state: Any, dist: TokenDistribution, groups: Groups) -> None:
-        self._push(mass, weight, state, dist, b"", groups)
-
-    def _push(self, mass: float, weight: float, state: Any, dist: TokenDistribution, pending: bytes, what: Any):
-        heapq.heappush(self.heap, (-mass, self.pushed, weight, state, dist, pending, what))
-        self.pushed += 1
-        self.bound += mass
-
-    def pop(self) -> Expansion | None:
-        """The heaviest queued token (weight so far, state, token, pending bytes); None if only zero-mass
-        tokens were left."""
-        while self.heap:
-            negative, _, weight, state, dist, pending, what = heapq.heappop(self.heap)
-            self.bound = self.bound + negative if self.heap else 0.0
-            if isinstance(what, int):
-                self.expanded += 1
-                return weight, state, what, pending
-            order = self.order
-            for pending, (start, end) in zip(what.partial_bytes, what.partial_at):
-                for token in order[start:end].tolist():
-                    self.push_token(weight, state, token, pending, dist)
-        return None
-
-
-def decisive(totals: np.ndarray, bound: float) -> bool:
-    """True when unexpanded mass ``bound`` cannot change the argmax: the leader beats everyone by more."""
-    if len(totals) == 0:
-        return False
-    best = int(np.argmax(totals))
-    first = float(totals[best])
-    second = max(float(totals[:best].max(initial=0.0)), float(totals[best + 1 :].max(initial=0.0)))
-    return first > second + bound and first > bound
+    def _prefetch(self, coverings: list[Covering]) -> None:
+        """Give every covering its distribution: pending steps in one LM call, then distributions in one."""
+        lazy = [cover for cover in coverings if cover.dist is None and cover.token >= 0]
+        if lazy:
+            for cover, state in zip(lazy, self._lm.step_many([(c.state, c.token) for c in lazy])):
+                cover.state, cover.token = state, -1
+        todo = [cover for cover in coverings if cover.dist is None]
+        if todo:
+            self._lm.prefetch_dists([cover.state for cover in todo])
+            for cover in todo:
+                cover.dist = self._lm.dist(cover.state)

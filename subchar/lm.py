@@ -1,8 +1,23 @@
-"""What a token language model must offer the adapter: a branching, incremental state machine."""
+"""What a token language model must offer the adapter: a branching, incremental state machine.
+
+Required: ``vocab_size``, ``start()``, ``logprobs(state)``, ``step(state, token)`` (``TokenLM``).
+
+Optional batched forms (``BatchedTokenLM``), for models where one call on many states costs about as much as one
+call on one state (a neural network's forward pass):
+
+- ``step_many(states, tokens) -> list of states``: ``[step(s, t) for s, t in zip(states, tokens)]``;
+- ``logprobs_many(states) -> array [len(states), vocab_size]`` (or a list of rows): ``logprobs`` of each.
+
+The adapter collects the LM work of one observed character level by level (the extensions of every covering
+through one more byte offset, the distributions of every live covering) and issues each level as one call of
+these methods when the LM has them, else one per-state call per question (``step_many`` / ``logprobs_many``
+below). A batched method must answer exactly what the per-state method would: the adapter treats them as the
+same function, and the batch-engine tests compare them.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -31,3 +46,32 @@ class TokenLM(Protocol):
     def step(self, state: State, token: int) -> State:
         """State after appending ``token``."""
         ...
+
+
+@runtime_checkable
+class BatchedTokenLM(TokenLM, Protocol):
+    """A ``TokenLM`` that also answers many states in one call (one forward pass for a neural model)."""
+
+    def step_many(self, states: Sequence[State], tokens: Sequence[int]) -> list[State]:
+        """The state after each ``(states[i], tokens[i])``, every input state left valid."""
+        ...
+
+    def logprobs_many(self, states: Sequence[State]) -> np.ndarray | list[np.ndarray]:
+        """``logprobs`` of each state, one row each."""
+        ...
+
+
+def step_many(lm: TokenLM, states: Sequence[State], tokens: Sequence[int]) -> list[State]:
+    """``lm.step_many`` when the LM has it, else one ``lm.step`` per pair."""
+    batched = getattr(lm, "step_many", None)
+    if batched is not None:
+        return list(batched(states, tokens))
+    return [lm.step(state, token) for state, token in zip(states, tokens)]
+
+
+def logprobs_many(lm: TokenLM, states: Sequence[State]) -> list[np.ndarray]:
+    """``lm.logprobs_many`` when the LM has it, else one ``lm.logprobs`` per state."""
+    batched = getattr(lm, "logprobs_many", None)
+    if batched is not None:
+        return list(batched(states))
+    return [lm.logprobs(state) for state in states]

@@ -96,6 +96,12 @@ def test_eval_completes_the_record(workspace):
     assert record["proxy_train"] is True and record["extra"]["eval"]["mode"] == "exact"
     assert record["bits_per_char"] is not None and record["extra"]["eval"]["beam"] == 8
     assert record["energy_phases"]["train"]["name"] == "train"
+    assert record["eval_engine"] == "batch" and record["extra"]["eval"]["engine"] == "batch"
+    assert main(["eval", str(run), "--split", "valid", "--data-dir", str(workspace / "data"), "--chars", "150",
+                 "--mode", "exact", "--beam", "8", "--engine", "stream", "--json", str(workspace / "stream.json")]) == 0
+    streamed = json.loads((workspace / "stream.json").read_text())
+    assert streamed["eval_engine"] == "stream" and streamed["val_char_accuracy"] == record["val_char_accuracy"]
+    assert abs(streamed["bits_per_char"] - record["bits_per_char"]) < 1e-9
     assert main(["eval", str(run), "--split", "test", "--data-dir", str(workspace / "data"), "--chars", "100",
                  "--mode", "spec", "--json", str(workspace / "test.json")]) == 0
     test_record = json.loads((workspace / "test.json").read_text())

@@ -225,3 +225,36 @@ class Model(nn.Module):
             histories.append(history)
         logits = self.lm_head(self.ln_f(x))[0]
         return logits, HyenaCache(tuple(short_states), tuple(histories), cache.reversed_filters)
+
+    @torch.no_grad()
+    def step_many(self, caches: list[HyenaCache], tokens: list[int]) -> tuple[torch.Tensor, list[HyenaCache]]:
+        """``step`` for many branches in one pass: logits [B, vocab] and one new cache per branch.
+
+        Histories shorter than the longest are left-padded with zeros: they meet taps that multiply zeros, so the
+        sum is the same. New caches are views of the batch's tensors (no per-branch copy).
+        """
+        x = self.wte(torch.tensor(tokens, device=self.wte.weight.device))
+        layers = []
+        for layer, block in enumerate(self.blocks):
+            short = torch.cat([cache.short_states[layer] for cache in caches], dim=0)
+            histories = tuple(
+                left_padded_time([cache.histories[layer][n] for cache in caches]) for n in range(self.cfg.order)
+            )
+            x, short, histories = block.step(x, short, histories, caches[0].reversed_filters[layer])
+            layers.append((short, histories))
+        logits = self.lm_head(self.ln_f(x))
+        new = [
+            HyenaCache(
+                tuple(short[b : b + 1] for short, _ in layers),
+                tuple(tuple(h[b : b + 1] for h in histories) for _, histories in layers),
+                caches[0].reversed_filters,
+            )
+            for b in range(len(caches))
+        ]
+        return logits, new
+
+
+def left_padded_time(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """[1, d, t_b] histories stacked into [B, d, max t], each right-aligned (zeros before it)."""
+    longest = max(t.size(-1) for t in tensors)
+    return torch.cat([nn.functional.pad(t, (longest - t.size(-1), 0)) for t in tensors], dim=0)

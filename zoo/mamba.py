@@ -246,3 +246,21 @@ class Model(nn.Module):
             conv_states.append(conv)
             ssm_states.append(ssm)
         return self.lm_head(self.ln_f(x))[0], MambaCache(tuple(conv_states), tuple(ssm_states))
+
+    @torch.no_grad()
+    def step_many(self, caches: list[MambaCache], tokens: list[int]) -> tuple[torch.Tensor, list[MambaCache]]:
+        """``step`` for many branches in one pass (the recurrent states stacked on the batch axis): logits
+        [B, vocab] and one new cache per branch (views of the batch's states, no per-branch copy)."""
+        x = self.wte(torch.tensor(tokens, device=self.wte.weight.device))
+        layers = []
+        for layer, block in enumerate(self.blocks):
+            conv = torch.cat([cache.conv_states[layer] for cache in caches], dim=0)
+            ssm = torch.cat([cache.ssm_states[layer] for cache in caches], dim=0)
+            x, conv, ssm = block.step(x, conv, ssm)
+            layers.append((conv, ssm))
+        logits = self.lm_head(self.ln_f(x))
+        new = [
+            MambaCache(tuple(conv[b : b + 1] for conv, _ in layers), tuple(ssm[b : b + 1] for _, ssm in layers))
+            for b in range(len(caches))
+        ]
+        return logits, new

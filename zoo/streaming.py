@@ -8,18 +8,32 @@ The empty context has no model prediction (the models predict token t+1 from tok
 begin-of-text token), so ``start()`` carries the uniform distribution. Context longer than the model's
 ``block_size`` follows each model's policy: sliding-window attention (Transformer), unbounded recurrence
 (Mamba), finite long filters of ``block_size`` taps (Hyena) — in each case ``step`` equals ``forward``.
+
+``step_many`` (``subchar.lm.BatchedTokenLM``) steps many branches in one forward pass (``Model.step_many``):
+the adapter asks one batch per expansion level, so the per-call overhead of a small network is paid once per
+level, not once per covering.
+
+Threads: on CPU every call runs with ``threads`` torch threads (default 1), set around the call and restored
+after. A branch step is a handful of tiny matrix products: intra-op threads cost more in synchronisation than
+they save, and on a shared or loaded machine their spinning oversubscribes the cores (a transformer step went
+from 1.2 ms to 35 ms with torch's default of 2 threads on a busy 2-core machine). Pass ``threads=None`` to
+leave torch's setting alone.
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from eval.errors import UserError
+
+
+STREAM_THREADS = 1  # torch threads for streaming on CPU (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -41,9 +55,10 @@ class TorchTokenLM:
     states made from it are in use.
     """
 
-    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu"):
+    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu", threads: int | None = STREAM_THREADS):
         self.model = model.to(device).eval()
         self.vocab_size: int = model.vocab_size
+        self.threads = threads if torch.device(device).type == "cpu" else None
 
     def start(self) -> TokenState:
         with torch.no_grad():
@@ -54,11 +69,47 @@ class TorchTokenLM:
     def logprobs(self, state: TokenState) -> np.ndarray:
         return state.logprobs
 
+    def logprobs_many(self, states: Sequence[TokenState]) -> list[np.ndarray]:
+        return [state.logprobs for state in states]
+
     def step(self, state: TokenState, token: int) -> TokenState:
-        if not 0 <= token < self.vocab_size:
-            raise UserError(f"token id {token} is outside the model's vocabulary 0..{self.vocab_size - 1}: "
-                            "use the tokenizer the model was trained with")
-        with torch.no_grad():
+        self._check(token)
+        with torch.no_grad(), torch_threads(self.threads):
             logits, cache = self.model.step(state.cache, int(token))
             logprobs = torch.log_softmax(logits.double(), dim=-1).cpu().numpy()
         return TokenState(cache=cache, logprobs=_frozen(logprobs), length=state.length + 1)
+
+    def step_many(self, states: Sequence[TokenState], tokens: Sequence[int]) -> list[TokenState]:
+        """``step`` of every (state, token) pair, in one forward pass when the model has ``step_many``."""
+        if not hasattr(self.model, "step_many"):
+            return [self.step(state, token) for state, token in zip(states, tokens)]
+        for token in tokens:
+            self._check(token)
+        if not states:
+            return []
+        with torch.no_grad(), torch_threads(self.threads):
+            logits, caches = self.model.step_many([state.cache for state in states], [int(t) for t in tokens])
+            logprobs = torch.log_softmax(logits.double(), dim=-1).cpu().numpy()
+        return [
+            TokenState(cache=cache, logprobs=_frozen(row), length=state.length + 1)
+            for state, cache, row in zip(states, caches, logprobs)
+        ]
+
+    def _check(self, token: int) -> None:
+        if not 0 <= token < self.vocab_size:
+            raise UserError(f"token id {token} is outside the model's vocabulary 0..{self.vocab_size - 1}: "
+                            "use the tokenizer the model was trained with")
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` intra-op threads (None: as set), restoring the previous setting after."""
+    saved = torch.get_num_threads()
+    if threads is None or threads == saved:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)

@@ -115,6 +115,19 @@ class CausalSelfAttention(nn.Module):
         v = torch.cat((past_v, v), dim=2)[:, :, -self.window :]
         return self.merge_heads(F.scaled_dot_product_attention(q, k, v)), k, v
 
+    def step_many(self, x, cos, sin, past_k, past_v, lengths: list[int]):
+        """``step`` for a batch x [B, 1, C] of branches; past_k/past_v [B, H, L, D] hold branch b's ``lengths[b]``
+        cached positions right-aligned (left padding, masked out). Returns (y, keys, values) with the same
+        layout, already cut to the window."""
+        q, k, v = self.qkv(x, cos, sin)
+        k = torch.cat((past_k, k), dim=2)[:, :, -self.window :]
+        v = torch.cat((past_v, v), dim=2)[:, :, -self.window :]
+        width = k.size(2)
+        seen = torch.tensor([min(n + 1, width) for n in lengths], device=x.device)
+        mask = torch.arange(width, device=x.device)[None, :] >= (width - seen)[:, None]  # [B, width]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+        return self.merge_heads(y), k, v
+
 
 class MLP(nn.Module):
     """Two-layer MLP with ReLU² activation."""
@@ -144,6 +157,11 @@ class Block(nn.Module):
 
     def step(self, x, cos, sin, past_k, past_v):
         y, k, v = self.attn.step(self.ln_1(x), cos, sin, past_k, past_v)
+        x = x + y
+        return x + self.mlp(self.ln_2(x)), k, v
+
+    def step_many(self, x, cos, sin, past_k, past_v, lengths):
+        y, k, v = self.attn.step_many(self.ln_1(x), cos, sin, past_k, past_v, lengths)
         x = x + y
         return x + self.mlp(self.ln_2(x)), k, v
 
@@ -200,3 +218,50 @@ class Model(nn.Module):
             values.append(v)
         logits = self.lm_head(self.ln_f(x))[0, 0]
         return logits, KVCache(keys=tuple(keys), values=tuple(values), pos=cache.pos + 1)
+
+    @torch.no_grad()
+    def step_many(self, caches: list[KVCache], tokens: list[int]) -> tuple[torch.Tensor, list[KVCache]]:
+        """``step`` for many branches in one forward pass: logits [B, vocab] and one new cache per branch.
+
+        The caches (of different lengths) are left-padded into one [B, H, L, D] tensor per layer and the padding
+        is masked out; each new cache is a view of the batch's output, so no per-branch copy is made.
+        """
+        device = self.wte.weight.device
+        positions = torch.tensor([cache.pos for cache in caches], device=device)
+        cos, sin = rope_angles(positions, self.head_dim, self.cfg.rope_base)
+        cos, sin = cos[:, None, None, :], sin[:, None, None, :]  # per branch, broadcast over heads
+        x = self.wte(torch.tensor(tokens, device=device)[:, None])
+        lengths = [cache.keys[0].size(2) for cache in caches]
+        slot: dict[int, int] = {}  # branches often share a parent (several tokens after one covering)
+        for cache in caches:
+            slot.setdefault(id(cache), len(slot))
+        parents = list({id(cache): cache for cache in caches}.values())
+        spread = torch.tensor([slot[id(cache)] for cache in caches], device=device) if len(parents) < len(caches) else None
+        parent_lengths = [cache.keys[0].size(2) for cache in parents]
+        layers = []
+        for layer, block in enumerate(self.blocks):
+            past_k = left_padded([cache.keys[layer] for cache in parents], parent_lengths)
+            past_v = left_padded([cache.values[layer] for cache in parents], parent_lengths)
+            if spread is not None:
+                past_k, past_v = past_k[spread], past_v[spread]
+            x, k, v = block.step_many(x, cos, sin, past_k, past_v, lengths)
+            layers.append((k, v))
+        logits = self.lm_head(self.ln_f(x))[:, 0]
+        width = layers[0][0].size(2)
+        new = []
+        for b, cache in enumerate(caches):
+            start = width - min(lengths[b] + 1, width)
+            new.append(KVCache(
+                keys=tuple(k[b : b + 1, :, start:] for k, _ in layers),
+                values=tuple(v[b : b + 1, :, start:] for _, v in layers),
+                pos=cache.pos + 1,
+            ))
+        return logits, new
+
+
+def left_padded(tensors: list[torch.Tensor], lengths: list[int]) -> torch.Tensor:
+    """[1, H, t_b, D] tensors stacked into [B, H, max t, D], each right-aligned (zeros before it)."""
+    longest = max(lengths)
+    if all(n == longest for n in lengths):
+        return torch.cat(tensors, dim=0)
+    return torch.cat([F.pad(t, (0, 0, longest - n, 0)) for t, n in zip(tensors, lengths)], dim=0)

@@ -49,6 +49,15 @@ def tokenizer_spec(text: str) -> str:
     return text
 
 
+def add_engine_arg(parser: argparse.ArgumentParser) -> None:
+    """``--prune`` and ``--engine``, the same in every command that scores."""
+    parser.add_argument("--prune", type=float, default=None, metavar="EPS",
+                        help="exact mode: also drop coverings and expansions lighter than EPS times the total (e.g. 1e-4)")
+    parser.add_argument("--engine", choices=("batch", "stream"), default="batch",
+                        help="batch (default): the stream's exact answers, many positions at a time; "
+                             "stream: the benchmark's own predict/observe loop")
+
+
 def beam_width(text: str) -> int | None:
     """``--beam K``: K coverings kept; 0 means none pruned (the exact sum, whose cost grows with the buffer)."""
     value = int(text)

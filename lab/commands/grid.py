@@ -13,6 +13,7 @@ from lab.commands.common import (
     DEFAULT_BEAM,
     MODEL_CHOICES,
     add_data_args,
+    add_engine_arg,
     add_mode_arg,
     beam_width,
     check_positive,
@@ -40,6 +41,7 @@ def add_grid_args(parser: argparse.ArgumentParser, *, budget: float, eval_chars:
     parser.add_argument("--char-order", type=int, default=6, help="order of the char Kneser-Ney baseline (default 6)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)
+    add_engine_arg(parser)
     parser.add_argument("--repeats", type=int, default=1,
                         help="run each cell N times with seeds seed..seed+N-1; the table shows medians and ranges")
     parser.add_argument("--all", action="store_true", help="show every current run of the folder, not only this grid's")
@@ -79,7 +81,7 @@ def options_from(args: argparse.Namespace) -> CellOptions:
 
     return CellOptions(budget_s=args.budget, mode=args.mode, beam=args.beam, eval_chars=args.eval_chars,
                        test_chars=args.test_chars, train_chars=args.train_chars, char_order=args.char_order,
-                       device=args.device, seed=args.seed)
+                       device=args.device, seed=args.seed, engine=args.engine, prune=args.prune)
 
 
 def run_compare(args: argparse.Namespace) -> int:

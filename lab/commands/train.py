@@ -16,6 +16,7 @@ from eval.guard import MAX_TRAIN_SECONDS
 from lab.commands.common import (
     DEFAULT_BEAM,
     MODEL_CHOICES,
+    add_engine_arg,
     add_mode_arg,
     beam_width,
     check_output_file,
@@ -58,6 +59,7 @@ def register(subparsers) -> None:
                              help="also report bits/char (--no-bits: accuracy only; exact mode with --beam 0 needs it, "
                                   "since a full distribution over byte-split characters costs millions of LM calls)")
     eval_parser.add_argument("--json", help="where to write the run record (default: RUN/eval_<split>_<mode>.json)")
+    add_engine_arg(eval_parser)
     eval_parser.set_defaults(func=run_eval, interrupted="scoring stopped; no record was written")
 
 

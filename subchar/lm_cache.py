@@ -1,0 +1,242 @@
+"""The LM's answers as the adapter sees them: each state asked once, and all of one level's questions at once.
+
+``LMAnswers`` sits between ``CharAdapter`` and a ``TokenLM``. It remembers every answer while the adapter can
+still reach the state (``StateMemo``) and turns a list of questions into one batched LM call (``step_many`` /
+``logprobs_many`` when the LM offers them, see ``subchar.lm``), so a neural LM runs one forward pass per
+expansion level instead of one per covering. Distributions are wrapped as ``TokenDistribution``, which caches
+the per-character masses of each buffer prefix it was asked about.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Any, Sequence
+
+import numpy as np
+
+from subchar.lm import TokenLM, logprobs_many, step_many
+from subchar.surface_index import Groups
+
+PLAIN_TYPES = (int, str, bytes)
+STEP_CACHE = 1 << 16  # (plain state, token) -> next state entries kept
+DIST_FLOATS = 1 << 23  # float64s of cached distributions of plain states (64 MiB, plus the LM's own arrays)
+
+
+class TokenDistribution:
+    """One LM next-token distribution, read in sorted-surface order; run masses are cached per prefix."""
+
+    __slots__ = ("logprobs", "order", "runs")
+
+    def __init__(self, logprobs: np.ndarray, order: np.ndarray) -> None:
+        self.logprobs = np.asarray(logprobs, dtype=np.float64)
+        self.order = order
+        self.runs: dict[tuple[bytes, bytes], CharMasses] = {}
+
+    def char_masses(self, groups: Groups, scratch: np.ndarray) -> CharMasses:
+        """Run and character masses of ``groups`` under this distribution, cached per prefix: one LM state is
+        asked about the same prefix again and again (spec mode after each commit, coverings sharing a state).
+        ``scratch`` (one float per token) takes the range's probabilities: a reused buffer is several times
+        faster than fresh vocabulary-sized arrays, which the allocator maps and faults in page by page."""
+        cached = self.runs.get(groups.key)
+        if cached is None:
+            probs = scratch[: groups.hi - groups.lo]
+            np.take(self.logprobs, self.order[groups.lo : groups.hi], out=probs, mode="clip")  # ids are valid
+            np.exp(probs, out=probs)
+            runs = groups.run_masses(probs)
+            cached = self.runs[groups.key] = CharMasses(runs, runs[groups.chars_at], groups.chars)
+        return cached
+
+    def prob(self, token: int) -> float:
+        return math.exp(self.logprobs[token])
+
+
+class CharMasses:
+    """One distribution over one prefix's runs: every run's mass, the completed characters' masses (in
+    ``Groups.chars`` order) and, computed once when first asked, the most probable character."""
+
+    __slots__ = ("runs", "masses", "chars", "_leader")
+
+    def __init__(self, runs: np.ndarray, masses: np.ndarray, chars: list[str]) -> None:
+        self.runs, self.masses, self.chars = runs, masses, chars
+        self._leader: str | None | bool = False  # False: not computed yet
+
+    @property
+    def leader(self) -> str | None:
+        """The character of largest mass, the smallest code point among equals; None when none has mass."""
+        if self._leader is False:
+            best = int(np.argmax(self.masses)) if len(self.masses) else -1
+            self._leader = self.chars[best] if best >= 0 and self.masses[best] > 0 else None
+        return self._leader  # type: ignore[return-value]
+
+
+def value_key(state: Any) -> Any:
+    """``state`` itself when it is a plain value (ints, strings, bytes, tuples of them), else None.
+
+    A TokenLM is a function of its state, so equal plain states are one state: coverings reaching it merge and
+    share one distribution. Any other state (tensors, objects) is only known by identity.
+    """
+    if type(state) is tuple:
+        for part in state:  # a plain loop: this runs for every LM call
+            if type(part) is not int and value_key(part) is None:
+                return None
+        return state
+    return state if type(state) in PLAIN_TYPES else None
+
+
+class StateAnswers:
+    """What the LM said about one identity-keyed state: its distribution, and the answers of the states its
+    tokens led to (so a state reached again through its parent is remembered exactly as long as the parent)."""
+
+    __slots__ = ("state", "dist", "steps")
+
+    def __init__(self, state: Any) -> None:
+        self.state = state  # kept so its id stays unique while remembered
+        self.dist: TokenDistribution | None = None
+        self.steps: dict[int, StateAnswers] = {}
+
+
+class StateMemo:
+    """The LM's answers per state, so no state is asked twice: distributions by state, steps by (state, token).
+
+    Plain states are keyed by value in LRUs (an n-gram context recurs across commits). Other states are keyed by
+    identity and registered for the current and previous commit window only, since they may be large (KV
+    caches); the previous window is what a commit's respelling of the buffer reuses. A state reached through a
+    step answer is registered again with it: every state the adapter holds after a commit was reached from the
+    new root that way, so no state it holds is ever forgotten and asked again.
+    """
+
+    def __init__(self, vocab_size: int) -> None:
+        self.dists: OrderedDict[Any, TokenDistribution] = OrderedDict()
+        self.dist_capacity = max(16, DIST_FLOATS // max(vocab_size, 1))
+        self.steps: OrderedDict[tuple[Any, int], Any] = OrderedDict()  # -> plain state or StateAnswers
+        self.recent: dict[int, StateAnswers] = {}
+        self.older: dict[int, StateAnswers] = {}
+
+    def answers(self, state: Any) -> StateAnswers:
+        """The memo of an identity-keyed state, registered in the current window."""
+        entry = self.recent.get(id(state))
+        if entry is None:
+            entry = self.older.pop(id(state), None) or StateAnswers(state)
+            self.recent[id(state)] = entry
+        return entry
+
+    def keep(self, entry: StateAnswers) -> None:
+        """Register ``entry`` (reached through a step answer) in the current window."""
+        if id(entry.state) not in self.recent:
+            self.older.pop(id(entry.state), None)
+            self.recent[id(entry.state)] = entry
+
+    def age(self) -> None:
+        """A commit happened: forget identity-keyed states untouched since the commit before."""
+        self.older, self.recent = self.recent, {}
+
+
+class LMAnswers:
+    """Distributions and steps of one LM, asked once per state and in batches; counts calls in ``diagnostics``
+    (an object with ``lm_logprobs_calls``, ``lm_step_calls`` and ``lm_batched_calls``)."""
+
+    def __init__(self, lm: TokenLM, order: np.ndarray, diagnostics: Any) -> None:
+        self.lm, self.order, self.diagnostics = lm, order, diagnostics
+        self.memo = StateMemo(lm.vocab_size)
+        self.batched = hasattr(lm, "step_many")  # one call on many states costs about one call on one
+
+    def age(self) -> None:
+        self.memo.age()
+
+    # --- one state -----------------------------------------------------------------------------------------
+    def dist(self, state: Any) -> TokenDistribution:
+        """The next-token distribution after ``state``."""
+        known = self._known_dist(state)
+        if known is None:
+            self.prefetch_dists([state])
+            known = self._known_dist(state)
+        return known  # type: ignore[return-value]
+
+    def step(self, state: Any, token: int) -> Any:
+        """The state after ``token``."""
+        return self.step_many([(state, token)])[0]
+
+    # --- many states, one LM call --------------------------------------------------------------------------
+    def step_many(self, pairs: Sequence[tuple[Any, int]]) -> list[Any]:
+        """The state after each (state, token); the pairs not yet answered go to the LM in one call."""
+        memo = self.memo
+        missing: dict[Any, tuple[Any, int]] = {}
+        for state, token in pairs:
+            key = self._step_key(state, token)
+            if self._step_answer(state, key, token) is None and key not in missing:
+                missing[key] = (state, token)
+        if missing:
+            asked = list(missing.values())
+            self.diagnostics.lm_step_calls += len(asked)
+            self.diagnostics.lm_batched_calls += 1
+            answers = step_many(self.lm, [s for s, _ in asked], [t for _, t in asked])
+            for (state, token), after in zip(asked, answers):
+                self._store_step(state, token, after)
+        results = []
+        for state, token in pairs:
+            known = self._step_answer(state, self._step_key(state, token), token)
+            if type(known) is StateAnswers:
+                memo.keep(known)
+                known = known.state
+            results.append(known)
+        return results
+
+    def prefetch_dists(self, states: Sequence[Any]) -> None:
+        """Ask the LM, in one call, for the distributions of the ``states`` not yet known."""
+        missing: dict[Any, Any] = {}
+        for state in states:
+            key = value_key(state)
+            if self._known_dist(state, touch=False) is None:
+                missing.setdefault(id(state) if key is None else ("plain", key), state)
+        if not missing:
+            return
+        asked = list(missing.values())
+        self.diagnostics.lm_logprobs_calls += len(asked)
+        self.diagnostics.lm_batched_calls += 1
+        for state, logprobs in zip(asked, logprobs_many(self.lm, asked)):
+            self._store_dist(state, TokenDistribution(logprobs, self.order))
+
+    # --- memo access ---------------------------------------------------------------------------------------
+    def _known_dist(self, state: Any, touch: bool = True) -> TokenDistribution | None:
+        memo, key = self.memo, value_key(state)
+        if key is None:
+            return memo.answers(state).dist
+        dist = memo.dists.get(key)
+        if dist is not None and touch:
+            memo.dists.move_to_end(key)
+        return dist
+
+    def _store_dist(self, state: Any, dist: TokenDistribution) -> None:
+        memo, key = self.memo, value_key(state)
+        if key is None:
+            memo.answers(state).dist = dist
+            return
+        memo.dists[key] = dist
+        if len(memo.dists) > memo.dist_capacity:
+            memo.dists.popitem(last=False)
+
+    @staticmethod
+    def _step_key(state: Any, token: int) -> Any:
+        key = value_key(state)
+        return (id(state), token, None) if key is None else (key, token)
+
+    def _step_answer(self, state: Any, key: Any, token: int) -> Any:
+        """The remembered step answer (a plain state or a ``StateAnswers``), or None."""
+        memo = self.memo
+        if len(key) == 3:
+            return memo.answers(state).steps.get(token)
+        known = memo.steps.get(key)
+        if known is not None:
+            memo.steps.move_to_end(key)
+        return known
+
+    def _store_step(self, state: Any, token: int, after: Any) -> None:
+        memo = self.memo
+        remembered = after if value_key(after) is not None else memo.answers(after)
+        if value_key(state) is None:
+            memo.answers(state).steps[token] = remembered
+            return
+        memo.steps[(value_key(state), token)] = remembered
+        if len(memo.steps) > STEP_CACHE:
+            memo.steps.popitem(last=False)

@@ -1,0 +1,73 @@
+"""Pruning by relative mass, and the guarantee that pruning never leaves a spellable true character at p=0."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from subchar import CharAdapter
+from test_adapter_exact import SINGLE_BYTES, random_text, random_vocab
+from test_adapter_reference import RandomTrigramLM, ToyTokenizer, assert_close
+
+
+def bytes_only_vocab() -> ToyTokenizer:
+    """ASCII pieces and single bytes: é and € are spelled only by byte tokens, so only split expansions (which a
+    beam limits) can give them mass."""
+    return ToyTokenizer([b""] + SINGLE_BYTES + [b"ab", b"ba", b" a", b"a ", b"bb", b" b"], {0})
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_no_true_character_gets_zero_mass_under_a_narrow_beam(seed):
+    tok = bytes_only_vocab()
+    adapter = CharAdapter(RandomTrigramLM(tok.vocab_size, seed, scale=4.0), tok, mode="exact", beam=2)
+    unlisted = 0
+    for char in random_text(seed, 60):
+        dist = adapter.distribution()
+        assert abs(math.fsum(dist.values()) - 1) < 1e-12
+        unlisted += char not in dist
+        assert dist.get(char, 0.0) > 0, char
+        adapter.observe(char)
+    assert adapter.diagnostics.kept_end_coverings + unlisted > 0  # the guarantee was needed, not idle
+
+
+def test_unlisted_share_is_conservative():
+    """get(c) of an unlisted character is its unexpanded mass over found + all unexpanded mass: below what the
+    exact adapter gives it whenever both adapters kept the same coverings (one covering: right after a commit)."""
+    tok = bytes_only_vocab()
+    checked = 0
+    for seed in range(4):
+        lm = RandomTrigramLM(tok.vocab_size, seed)
+        narrow = CharAdapter(lm, tok, mode="exact", beam=1)
+        exact = CharAdapter(lm, tok, mode="exact")
+        for char in "é€ é€€ ".join(random_text(seed, 30).split()):
+            dist, want = narrow.distribution(), exact.distribution()
+            if len(narrow._coverings) == len(exact._coverings) == 1 and char not in dist and char in want:
+                assert 0 < dist.get(char) <= want[char]
+                checked += 1
+            narrow.observe(char)
+            exact.observe(char)
+    assert checked > 0
+
+
+@pytest.mark.parametrize("seed", [2, 9])
+def test_relative_pruning(seed):
+    tok = random_vocab(seed, 10)
+    lm = RandomTrigramLM(tok.vocab_size, seed)
+    exact = CharAdapter(lm, tok, mode="exact")
+    negligible = CharAdapter(lm, tok, mode="exact", prune=1e-300)
+    coarse = CharAdapter(lm, tok, mode="exact", prune=0.2)
+    for char in random_text(seed, 30):
+        assert_close(negligible.distribution(), exact.distribution())
+        dist = coarse.distribution()
+        assert abs(math.fsum(dist.values()) - 1) < 1e-12 and dist.get(char, 0.0) > 0
+        for adapter in (exact, negligible, coarse):
+            adapter.observe(char)
+    assert max(coarse.diagnostics.pruned_mass) > 0 and negligible.diagnostics.pruned_mass == [0.0] * 30
+    assert exact.diagnostics.pruned_mass == []
+
+
+def test_prune_must_be_a_fraction():
+    tok = random_vocab(0, 3)
+    with pytest.raises(Exception, match="prune must be"):
+        CharAdapter(RandomTrigramLM(tok.vocab_size, 0), tok, prune=1.5)
