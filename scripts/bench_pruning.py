@@ -51,7 +51,7 @@ def main() -> int:
     tok = train_tokenizer(train, "bytebpe", 4096, progress=False)
     tables = count_tables(np.asarray(tok.encode(train.text), dtype=np.int64), 5, tok.vocab_size)
     print(f"KN 5-gram, bytebpe-{tok.vocab_size}, exact mode, first {len(stream):,} val chars")
-    print(f"| setting | accuracy | correct | p=0 chars | bits/char | covered bits/char | pruned mass/char | chars/s |")
+    print("| setting | accuracy | correct | p=0 chars | bits/char | covered bits/char | pruned mass/char | chars/s |")
     print("|---|---|---|---|---|---|---|---|")
     for setting in args.settings:
         adapter = CharAdapter(KneserNeyLM(tables, tok.vocab_size), tok, mode="exact", **parse(setting))

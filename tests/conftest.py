@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import settings
 
 # CI draws the same examples every run and prints a blob that replays a failure (@reproduce_failure); local runs stay
@@ -59,3 +60,12 @@ def synthetic_train_text() -> str:
     from lab.synthetic_corpus import generate
 
     return stream_from_raw(b"".join(generate(synthetic_source(), 0, 1_000_000)).decode("utf-8"))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core CI box OpenMP spinning makes them crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

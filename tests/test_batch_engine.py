@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from eval.evaluate import evaluate
 from subchar import CharAdapter
@@ -19,12 +18,7 @@ from zoo.ngram import KneserNeyLM
 from zoo.streaming import TorchTokenLM
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def both_engines(adapter: CharAdapter, text: str):

@@ -14,12 +14,7 @@ from test_models import ATOL, BLOCK, NEURAL, VOCAB, sharpened, teacher_forced
 from zoo.streaming import TorchTokenLM
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("name", NEURAL)

@@ -19,13 +19,7 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core CI box OpenMP spinning makes them crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def quiet_meter() -> EnergyMeter:
