@@ -1,9 +1,9 @@
 """Streaming evaluation exactly as the benchmark scores it: predict() strictly before observe(), exact equality.
 
 Two engines give the same scores. ``stream`` runs the benchmark's loop itself. ``batch`` (the default) asks a
-model that offers ``batch_scores(text, bits, progress)`` (``progress(n)``: n more positions scored) (``subchar.CharAdapter`` in exact mode) for all its predictions
-at once — it may compute them in any order, as long as each is what the loop would have got — and streams
-the others.
+model that offers ``batch_scores(text, bits, progress)`` (``subchar.CharAdapter`` in exact mode) for all its
+predictions at once, ``progress(n)`` reporting n more positions scored; it may compute them in any order, as long
+as each is what the loop would have got. Other models are streamed.
 """
 
 from __future__ import annotations

@@ -145,12 +145,13 @@ def compare(
             record.setdefault("extra", {}).update(cell_key=keys[pair], cell_identity=wanted[pair], repeat=run.repeat)
             stale = [old for old in records if is_current(old) and old["submission"] == pair[0]
                      and (old.get("extra") or {}).get("repeat", 0) == run.repeat]
+            for old in stale:  # kept for the record, never shown or reused again
+                old.setdefault("extra", {})["superseded"] = keys[pair]
             records.append(record)
-            append_result(results_path, record)
-            if stale:  # kept for the record, never shown or reused again
-                for old in stale:
-                    old.setdefault("extra", {})["superseded"] = keys[pair]
+            if stale:
                 rewrite_results(results_path, records)
+            else:
+                append_result(results_path, record)
             write_reports(shown(records, keys, show_all), out)
             if on_record:
                 on_record(record)

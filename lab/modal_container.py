@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from eval.data import SPLITS, fetch
+from eval.energy import NvmlGpu
 from eval.records import RunRecord, write_json_atomic
 from lab.cell import Cell, CellOptions, run_cell
 
@@ -43,9 +44,7 @@ def bake_data(data_dir: str = DATA_MOUNT, volume: str | None = DATA_VOLUME) -> l
 
 def nvml_probe() -> dict[str, Any]:
     """The benchmark's ``verify_nvml`` question: is the total-energy counter exposed, and does it count up?"""
-    from eval.energy import NvmlGpu  # reads the counter once at start: an unsupported counter raises here
-
-    gpu = NvmlGpu()
+    gpu = NvmlGpu()  # reads the counter once at start: an unsupported counter raises here
     before = gpu.energy_J()
     time.sleep(1.0)
     after = gpu.energy_J()

@@ -21,7 +21,9 @@ and joined in order.
 
 from __future__ import annotations
 
+import multiprocessing
 from collections import Counter
+from itertools import count
 from dataclasses import dataclass
 
 import numpy as np
@@ -170,13 +172,9 @@ def generate(raw: str, seed: int, target_bytes: int, params: GrowthParams = Grow
 
 def map_blocks(model: SourceModel, seed: int, workers: int):
     """Blocks 0, 1, 2, ... in order, computed by ``workers`` processes (fork shares the source model)."""
-    from itertools import count
-
     if workers <= 1:
         yield from (model.block(seed, i) for i in count())
         return
-    import multiprocessing
-
     global _WORKER_MODEL
     _WORKER_MODEL = model
     context = multiprocessing.get_context("fork")

@@ -96,6 +96,7 @@ import numpy as np
 
 from eval.contract import CharModel
 from eval.errors import UserError
+from subchar.batch_engine import score
 from subchar.commit_point import finished_boundary
 from subchar.frontier import CharDistribution, CharTable, Expander, Frontier, decisive
 from subchar.lm import TokenLM
@@ -254,8 +255,6 @@ class CharAdapter(CharModel):
         commit), so the caller streams instead. The adapter is left reset."""
         if self.mode != "exact":
             return None
-        from subchar.batch_engine import score
-
         self.reset()
         return score(self, text, bits, progress=progress)
 

@@ -27,6 +27,7 @@ from eval.records import write_json_atomic
 from tokenizers_local.base import LocalTokenizer
 from tokenizers_local.hf_common import ENCODE_CHUNK_CHARS, HFTokenizer
 from tokenizers_local.text_stream import chunks
+from tokenizers_local.tiktoken_bridge import to_tiktoken
 
 GROUP_CHARS = 1 << 24  # text encoded per batch call: bounds the transient Python ints to ~4M
 PIECE_CHARS = 1 << 16  # one task of a tiktoken batch
@@ -85,8 +86,6 @@ def tokenizer_sha256(tokenizer: LocalTokenizer) -> str:
 def batch_encoder(tokenizer: LocalTokenizer, threads: int) -> tuple[str, Encoder]:
     """The fastest encoder whose ids equal ``tokenizer.encode`` on every piece, and its name."""
     if tokenizer.family == "bytebpe":
-        from tokenizers_local.tiktoken_bridge import to_tiktoken
-
         try:
             encoding = to_tiktoken(tokenizer)
         except UserError:

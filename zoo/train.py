@@ -172,26 +172,15 @@ def ngram_order(overrides: dict[str, Any]) -> int:
     return int(overrides.get("order", NGRAM_DEFAULT_ORDER))
 
 
-def count_ngram(ids: np.ndarray, vocab_size: int, overrides: dict[str, Any]) -> TrainResult:
-    """One-shot numpy counting (KneserNeyLM.fit): what an exported numpy-only submission carries."""
-    order = ngram_order(overrides)
-    start = time.monotonic()
-    try:
-        lm = KneserNeyLM.fit(ids, vocab_size, order)
-    except ValueError as err:  # the model file raises plain ValueError; here it is the user's setting
-        raise UserError(str(err)) from None
-    return ngram_result(lm, order, len(ids), "cpu", time.monotonic() - start)
-
-
 def count_ngram_chunked(ids: np.ndarray, vocab_size: int, overrides: dict[str, Any], device: str | None) -> TrainResult:
-    """The same tables as :func:`count_ngram`, counted chunk by chunk by zoo.ngram_count on ``device`` (a GPU
-    when "auto" finds one), reading a memory-mapped id file without copying it whole."""
+    """The n-gram's tables (exactly those of ``KneserNeyLM.fit``), counted chunk by chunk by zoo.ngram_count on
+    ``device`` (a GPU when "auto" finds one), reading a memory-mapped id file without copying it whole."""
     order = ngram_order(overrides)
     dev = resolve_device(device)
     start = time.monotonic()
     try:
         ids = check_counting_input(ids, vocab_size, order)
-    except ValueError as err:  # as above
+    except ValueError as err:  # the model file raises plain ValueError; here it is the user's setting
         raise UserError(str(err)) from None
     lm = KneserNeyLM(count_tables_chunked(ids, order, vocab_size, device=dev), vocab_size)
     return ngram_result(lm, order, len(ids), str(dev), time.monotonic() - start)

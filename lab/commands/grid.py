@@ -144,10 +144,10 @@ def run_quickstart(args: argparse.Namespace) -> int:
     args.data_dir = quickstart_data(args.data_dir, args.train_file)
     code = run_compare(args)
     if args.json:
-        from lab.compare import read_results  # deferred to the run: `subchar --help` must not load torch
+        from lab.compare import is_current, read_results  # deferred to the run: `subchar --help` must not load torch
         from lab.report import winner
 
-        records = read_results(Path(args.out) / "results.jsonl")
+        records = [r for r in read_results(Path(args.out) / "results.jsonl") if is_current(r)]
         best = winner(records) or max(records, key=lambda r: r.get("val_char_accuracy") or 0.0)
         write_json_atomic(args.json, best)
         print(f"record: {args.json}")

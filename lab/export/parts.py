@@ -20,8 +20,8 @@ ADAPTER = (
     Part("subchar.lm", ("step_many", "logprobs_many")),
     Part("subchar.lm_cache"),
     Part("subchar.frontier"),
-    Part("subchar.adapter"),
     Part("subchar.batch_engine"),
+    Part("subchar.adapter"),
 )
 NGRAM_TRAINER = (
     Part("zoo.ngram"),
