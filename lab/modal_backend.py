@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 from eval.errors import UserError
 from lab.cell import Cell, CellOptions
+from lab.compare import Backend
 from lab.modal_artifacts import LocalVolume, VolumeFiles, pull_folder
 from lab.modal_container import (
     DATA_MOUNT,
@@ -47,8 +48,6 @@ TIMEOUT_S = 50 * 60  # the benchmark's Modal limit for a whole run
 BAKE_TIMEOUT_S = 60 * 60
 MAX_RETRIES = 2  # for preemption and lost workers; a cell's own error is a record, never retried
 RETRY_DELAY_S = 10.0
-
-Backend = Callable[[list[Cell], CellOptions], Iterator[dict[str, Any]]]
 
 
 class ModalApp(NamedTuple):
