@@ -457,9 +457,7 @@ class CharAdapter(CharModel):
         if not lossless:
             self.diagnostics.lossy_commits += 1
         self._lm.age()
-        state = self._root.state
-        for token in ids:
-            state = self._lm.step(state, token)
+        state = self._lm.along(self._root.state, ids)
         self._committed.extend(ids)
         self._committed_text.append(text)
         self.diagnostics.commits += 1

@@ -5,7 +5,8 @@ commit point (``subchar.commit_point``) cuts the stream into independent *segmen
 holds the committed tokens' LM state and respells the rest of the buffer from it, nothing else. So:
 
 1. the commit points and committed tokens are found from the text alone (``plan``);
-2. the trunk — the LM state after each commit — is stepped once along the committed tokens;
+2. the trunk — the LM state after each commit — is stepped once along the committed tokens (``states_along``:
+   one teacher-forced pass for a model that offers it);
 3. segments are replayed by many adapters at once, one per worker thread, each resumed at its segment's trunk
    state (``CharAdapter.resume``). Their LM steps meet in one ``BatchingLM``, which asks the model once for all
    waiting workers (one forward pass of a few hundred branches instead of a few), when the LM has ``step_many``;
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from subchar.commit_point import finished_boundary
-from subchar.lm import logprobs_many, step_many
+from subchar.lm import logprobs_many, states_along, step_many
 
 WORKERS = 64  # concurrent segments: the batch size of the model's forward passes
 
@@ -89,6 +90,10 @@ class BatchingLM:
     def step(self, state: Any, token: int) -> Any:
         return self.step_many([state], [token])[0]
 
+    def states_along(self, state: Any, tokens: Sequence[int], at: Sequence[int]) -> list[Any]:
+        with self.condition:
+            return states_along(self.lm, state, tokens, at)
+
     def step_many(self, states: Sequence[Any], tokens: Sequence[int]) -> list[Any]:
         slot: dict[str, Any] = {}
         with self.condition:
@@ -125,15 +130,9 @@ class BatchingLM:
 
 
 def trunk_states(lm: Any, trunk: list[int], starts: list[int]) -> dict[int, Any]:
-    """The LM state after ``trunk[:i]`` for each ``i`` in ``starts``."""
-    wanted, states = set(starts), {}
-    state = lm.start()
-    for i in range(len(trunk) + 1):
-        if i in wanted:
-            states[i] = state
-        if i < len(trunk):
-            state = lm.step(state, trunk[i])
-    return states
+    """The LM state after ``trunk[:i]`` for each ``i`` in ``starts``, from one ``states_along`` call."""
+    wanted = sorted(set(starts))
+    return dict(zip(wanted, states_along(lm, lm.start(), trunk, wanted)))
 
 
 def score(adapter: Any, text: str, bits: bool, workers: int = WORKERS,

@@ -6,7 +6,11 @@ Optional batched forms (``BatchedTokenLM``), for models where one call on many s
 call on one state (a neural network's forward pass):
 
 - ``step_many(states, tokens) -> list of states``: ``[step(s, t) for s, t in zip(states, tokens)]``;
-- ``logprobs_many(states) -> array [len(states), vocab_size]`` (or a list of rows): ``logprobs`` of each.
+- ``logprobs_many(states) -> array [len(states), vocab_size]`` (or a list of rows): ``logprobs`` of each;
+- ``states_along(state, tokens, at) -> list of states``: the states after ``tokens[:i]``, stepped from ``state``,
+  for each ``i`` in ``at``. The adapter feeds committed text through it, and the batch engine the whole window's
+  committed tokens, so a model can run them as one teacher-forced pass (a Transformer appends them to the shared
+  trunk its branches attend to, ``zoo.kv_tree``) instead of one step per token.
 
 The adapter collects the LM work of one observed character level by level (the extensions of every covering
 through one more byte offset, the distributions of every live covering) and issues each level as one call of
@@ -60,6 +64,10 @@ class BatchedTokenLM(TokenLM, Protocol):
         """``logprobs`` of each state, one row each."""
         ...
 
+    def states_along(self, state: State, tokens: Sequence[int], at: Sequence[int]) -> list[State]:
+        """The state after ``tokens[:i]`` from ``state`` for each ``i`` in ``at`` (``i = 0``: ``state``)."""
+        ...
+
 
 def step_many(lm: TokenLM, states: Sequence[State], tokens: Sequence[int]) -> list[State]:
     """``lm.step_many`` when the LM has it, else one ``lm.step`` per pair."""
@@ -75,3 +83,17 @@ def logprobs_many(lm: TokenLM, states: Sequence[State]) -> list[np.ndarray]:
     if batched is not None:
         return list(batched(states))
     return [lm.logprobs(state) for state in states]
+
+
+def states_along(lm: TokenLM, state: State, tokens: Sequence[int], at: Sequence[int]) -> list[State]:
+    """``lm.states_along`` when the LM has it, else one ``lm.step`` per token."""
+    batched = getattr(lm, "states_along", None)
+    if batched is not None:
+        return list(batched(state, tokens, at))
+    wanted, last, found = set(at), max(at, default=0), {}
+    for i in range(last + 1):
+        if i in wanted:
+            found[i] = state
+        if i < last:
+            state = lm.step(state, tokens[i])
+    return [found[i] for i in at]

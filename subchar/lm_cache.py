@@ -157,6 +157,17 @@ class LMAnswers:
         """The state after ``token``."""
         return self.step_many([(state, token)])[0]
 
+    def along(self, state: Any, tokens: Sequence[int]) -> Any:
+        """The state after ``tokens`` (committed text): one ``states_along`` call when the LM has it (a model
+        then runs them as one teacher-forced pass), else remembered steps."""
+        if not hasattr(self.lm, "states_along"):
+            for token in tokens:
+                state = self.step(state, token)
+            return state
+        self.diagnostics.lm_step_calls += len(tokens)
+        self.diagnostics.lm_batched_calls += 1
+        return self.lm.states_along(state, tokens, [len(tokens)])[0]
+
     # --- many states, one LM call --------------------------------------------------------------------------
     def step_many(self, pairs: Sequence[tuple[Any, int]]) -> list[Any]:
         """The state after each (state, token); the pairs not yet answered go to the LM in one call."""

@@ -35,3 +35,20 @@ class TokenModel(Protocol):
     def step(self, cache: Any, token: int) -> tuple[torch.Tensor, Any]:
         """Logits [vocab_size] for the token after ``token`` and the state that includes it."""
         ...
+
+
+class FastStreamingModel(TokenModel, Protocol):
+    """Optional methods ``zoo.streaming.TorchTokenLM`` uses when a model has them (the zoo's models do):
+
+    - ``step_many(caches, tokens) -> (logits [B, vocab_size], caches)``: ``step`` of many branches in one pass;
+    - ``extend(cache, tokens, at) -> (features [len(at), F], caches)``: the caches after ``tokens[:i]`` for each
+      ``i`` in ``at`` (sorted, all >= 1), from one teacher-forced pass, with the features ``head`` maps to the
+      logits at those positions (kept small until asked: one per commit of a whole window);
+    - ``head(features [n, F]) -> logits [n, vocab_size]``.
+    """
+
+    def step_many(self, caches: list[Any], tokens: list[int]) -> tuple[torch.Tensor, list[Any]]: ...
+
+    def extend(self, cache: Any, tokens: list[int], at: list[int]) -> tuple[torch.Tensor, list[Any]]: ...
+
+    def head(self, features: torch.Tensor) -> torch.Tensor: ...

@@ -11,7 +11,9 @@ begin-of-text token), so ``start()`` carries the uniform distribution. Context l
 
 ``step_many`` (``subchar.lm.BatchedTokenLM``) steps many branches in one forward pass (``Model.step_many``):
 the adapter asks one batch per expansion level, so the per-call overhead of a small network is paid once per
-level, not once per covering.
+level, not once per covering. ``states_along`` runs committed tokens through the model's teacher-forced
+``extend`` when it has one (the Transformer appends them to the trunk its branches share, ``zoo.kv_tree``); the
+states it makes get their log-probabilities from ``head`` when first asked, in one call for all asked together.
 
 Threads: on CPU every call runs with ``threads`` torch threads (default 1), set around the call and restored
 after. A branch step is a handful of tiny matrix products: intra-op threads cost more in synchronisation than
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -36,11 +37,15 @@ from eval.errors import UserError
 STREAM_THREADS = 1  # torch threads for streaming on CPU (see the module docstring)
 
 
-@dataclass(frozen=True)
 class TokenState:
-    cache: Any
-    logprobs: np.ndarray  # log P(next token), float64 [vocab], read-only (shared between branches)
-    length: int  # tokens seen
+    """One branch: the model's cache (immutable: a step returns a new one), tokens seen, and log P(next token) as a
+    read-only float64 array. States made by a teacher-forced pass (``states_along``) hold the model's ``features``
+    instead until first asked: the batch engine makes one per commit of the window, and most are asked once."""
+
+    __slots__ = ("cache", "length", "logprobs", "features")
+
+    def __init__(self, cache: Any, length: int, logprobs: np.ndarray | None = None, features: Any = None) -> None:
+        self.cache, self.length, self.logprobs, self.features = cache, length, logprobs, features
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
@@ -67,10 +72,35 @@ class TorchTokenLM:
         return TokenState(cache=cache, logprobs=_frozen(uniform), length=0)
 
     def logprobs(self, state: TokenState) -> np.ndarray:
-        return state.logprobs
+        return state.logprobs if state.logprobs is not None else self.logprobs_many([state])[0]
 
     def logprobs_many(self, states: Sequence[TokenState]) -> list[np.ndarray]:
+        """The rows of ``states``; those still holding features get theirs from one ``head`` call."""
+        todo = [state for state in states if state.logprobs is None]
+        if todo:
+            with torch.no_grad(), torch_threads(self.threads):
+                logits = self.model.head(torch.stack([state.features for state in todo]))
+                rows = torch.log_softmax(logits.double(), dim=-1).cpu().numpy()
+            for state, row in zip(todo, rows):
+                state.logprobs, state.features = _frozen(row), None
         return [state.logprobs for state in states]
+
+    def states_along(self, state: TokenState, tokens: Sequence[int], at: Sequence[int]) -> list[TokenState]:
+        """The states after ``tokens[:i]`` for each ``i`` in ``at``: one teacher-forced pass when the model has
+        ``extend`` (``zoo.interface``), else one step per token."""
+        for token in tokens:
+            self._check(token)
+        after = sorted({i for i in at if i > 0})
+        made = {0: state}
+        if hasattr(self.model, "extend"):
+            with torch.no_grad(), torch_threads(self.threads):
+                features, caches = self.model.extend(state.cache, [int(t) for t in tokens], after)
+            made.update((i, TokenState(cache, state.length + i, features=row))
+                        for i, cache, row in zip(after, caches, features))
+        else:
+            for i, token in enumerate(tokens[: max(after, default=0)], start=1):
+                state = made[i] = self.step(state, token)
+        return [made[i] for i in at]
 
     def step(self, state: TokenState, token: int) -> TokenState:
         self._check(token)
