@@ -190,6 +190,7 @@ class CharAdapter(CharModel):
         self._root = Covering(0, 1.0, self.lm.start())
         self._coverings = [self._root]
         self._memo: Frontier | None = None
+        self._respell = True
         self._pruned_now = 0.0
 
     def distribution(self) -> CharDistribution:
@@ -278,6 +279,15 @@ class CharAdapter(CharModel):
         for char in rest:
             self._seen[char] = None
             self._consume(char)
+
+    def end_segment(self, char: str) -> None:
+        """``observe(char)`` as the last step of a batch-engine segment: it makes the segment's commit, checked by
+        ``kept_to_plan``, but leaves the rest of the buffer unspelled (the next segment resumes there anyway)."""
+        self._respell = False
+        try:
+            self.observe(char)
+        finally:
+            self._respell = True
 
     def kept_to_plan(self, commit: str | None) -> bool:
         """True when, since ``resume``, the adapter made exactly the commit ``commit`` (None: none) and no
@@ -467,7 +477,7 @@ class CharAdapter(CharModel):
         self._buffer = self._buffer[len(text) :] if self._buffer.startswith(text) else ""
         self._bytes = self._buffer.encode("utf-8")
         self._memo = None
-        if self._buffer and self.mode == "exact":  # respell what is left after the commit point
+        if self._buffer and self.mode == "exact" and self._respell:  # respell what is left after the commit point
             rest, self._buffer, self._bytes = self._buffer, "", b""
             for char in rest:
                 self._consume(char)

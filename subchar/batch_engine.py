@@ -201,5 +201,7 @@ def replay(worker: Any, text: str, start: int, end: int, guesses: list[str], pro
         guesses[position] = worker.predict()
         if probs is not None:
             probs[position] = worker.distribution().get(text[position], 0.0)
-        if position + 1 < end or check:
+        if position + 1 < end:
             worker.observe(text[position])
+        elif check:
+            worker.end_segment(text[position])

@@ -138,15 +138,6 @@ def test_token_lm_protocol_start_and_bad_tokens():
         lm.step(lm.start(), VOCAB)
 
 
-def test_transformer_cache_keeps_one_window():
-    model = sharpened("transformer")
-    cache = model.empty_cache()
-    for token in range(BLOCK + 3):
-        _, cache = model.step(cache, token)
-    assert cache.pos == BLOCK + 3
-    assert all(k.shape == (1, 4, BLOCK, 8) for k in cache.keys)
-
-
 @pytest.mark.parametrize(
     "name, expected",
     [

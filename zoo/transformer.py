@@ -13,10 +13,14 @@ Recipe (small-model "modern GPT"), chosen for quality per parameter and per joul
   for larger models where the output head benefits from its own weights.
 - No biases in linear layers.
 
-Long context: ``forward`` and ``step`` both implement sliding-window attention with window ``block_size`` at
+Long context: ``forward`` and streaming both implement sliding-window attention with window ``block_size`` at
 every layer: position i attends to positions i-block_size+1 .. i. For T <= block_size that is plain causal
-attention (SDPA ``is_causal``, flash on GPU); beyond, ``forward`` builds the banded mask and ``step`` drops the
-oldest KV entry, so streaming equals teacher forcing at any length and costs O(block_size) per token.
+attention (SDPA ``is_causal``, flash on GPU); beyond, ``forward`` builds the banded mask and streaming masks the
+keys out of the window, so streaming equals teacher forcing at any length and costs O(block_size) per token.
+
+Streaming state: a shared-prefix KV cache (``zoo.kv_tree``). ``extend`` runs committed tokens teacher-forced and
+appends their keys and values to a trunk; ``step_many`` steps a batch of branches off it, each attending to the
+trunk's window (one view, masked per branch) and to its own few tokens. ``step`` is ``step_many`` of one.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from zoo.kv_tree import MAX_TRUNK, TreeCache, Trunk, tree_attention
 
 
 @dataclass
@@ -45,15 +51,6 @@ class Config:
         if self.n_embd % (2 * self.n_head):
             raise ValueError(f"n_embd={self.n_embd} must be a multiple of 2*n_head={2 * self.n_head} "
                             "(RoPE needs an even head size): change n_embd or n_head")
-
-
-@dataclass(frozen=True)
-class KVCache:
-    """Keys and values per layer, each [1, n_head, t, head_dim] with t <= block_size; ``pos`` tokens seen."""
-
-    keys: tuple[torch.Tensor, ...]
-    values: tuple[torch.Tensor, ...]
-    pos: int
 
 
 def rope_angles(positions: torch.Tensor, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,26 +105,6 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=band, dropout_p=dropout_p)
         return self.merge_heads(y)
 
-    def step(self, x, cos, sin, past_k, past_v):
-        """One new position x [1, 1, C] attending to the cached window; returns (y, keys, values)."""
-        q, k, v = self.qkv(x, cos, sin)
-        k = torch.cat((past_k, k), dim=2)[:, :, -self.window :]
-        v = torch.cat((past_v, v), dim=2)[:, :, -self.window :]
-        return self.merge_heads(F.scaled_dot_product_attention(q, k, v)), k, v
-
-    def step_many(self, x, cos, sin, past_k, past_v, lengths: list[int]):
-        """``step`` for a batch x [B, 1, C] of branches; past_k/past_v [B, H, L, D] hold branch b's ``lengths[b]``
-        cached positions right-aligned (left padding, masked out). Returns (y, keys, values) with the same
-        layout, already cut to the window."""
-        q, k, v = self.qkv(x, cos, sin)
-        k = torch.cat((past_k, k), dim=2)[:, :, -self.window :]
-        v = torch.cat((past_v, v), dim=2)[:, :, -self.window :]
-        width = k.size(2)
-        seen = torch.tensor([min(n + 1, width) for n in lengths], device=x.device)
-        mask = torch.arange(width, device=x.device)[None, :] >= (width - seen)[:, None]  # [B, width]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
-        return self.merge_heads(y), k, v
-
 
 class MLP(nn.Module):
     """Two-layer MLP with ReLU² activation."""
@@ -154,16 +131,6 @@ class Block(nn.Module):
     def forward(self, x, cos, sin):
         x = x + self.resid_dropout(self.attn(self.ln_1(x), cos, sin))
         return x + self.mlp(self.ln_2(x))
-
-    def step(self, x, cos, sin, past_k, past_v):
-        y, k, v = self.attn.step(self.ln_1(x), cos, sin, past_k, past_v)
-        x = x + y
-        return x + self.mlp(self.ln_2(x)), k, v
-
-    def step_many(self, x, cos, sin, past_k, past_v, lengths):
-        y, k, v = self.attn.step_many(self.ln_1(x), cos, sin, past_k, past_v, lengths)
-        x = x + y
-        return x + self.mlp(self.ln_2(x)), k, v
 
 
 class Model(nn.Module):
@@ -201,67 +168,144 @@ class Model(nn.Module):
             x = block(x, cos, sin)
         return self.lm_head(self.ln_f(x))
 
-    def empty_cache(self) -> KVCache:
-        empty = self.wte.weight.new_zeros(1, self.cfg.n_head, 0, self.head_dim)
-        return KVCache(keys=(empty,) * self.cfg.n_layer, values=(empty,) * self.cfg.n_layer, pos=0)
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits from final features (``ln_f`` output): what ``extend`` leaves for positions asked later."""
+        return self.lm_head(features)
+
+    def empty_cache(self) -> TreeCache:
+        return TreeCache(self._trunk(start=0), 0)
 
     @torch.no_grad()
-    def step(self, cache: KVCache, token: int) -> tuple[torch.Tensor, KVCache]:
+    def step(self, cache: TreeCache, token: int) -> tuple[torch.Tensor, TreeCache]:
         """Append one token: logits [vocab] for the next one and a new cache (``cache`` is left untouched)."""
-        device = self.wte.weight.device
-        cos, sin = rope_angles(torch.tensor([cache.pos], device=device), self.head_dim, self.cfg.rope_base)
-        x = self.wte(torch.tensor([[token]], device=device))
-        keys, values = [], []
-        for block, past_k, past_v in zip(self.blocks, cache.keys, cache.values):
-            x, k, v = block.step(x, cos, sin, past_k, past_v)
-            keys.append(k)
-            values.append(v)
-        logits = self.lm_head(self.ln_f(x))[0, 0]
-        return logits, KVCache(keys=tuple(keys), values=tuple(values), pos=cache.pos + 1)
+        logits, caches = self.step_many([cache], [token])
+        return logits[0], caches[0]
 
     @torch.no_grad()
-    def step_many(self, caches: list[KVCache], tokens: list[int]) -> tuple[torch.Tensor, list[KVCache]]:
-        """``step`` for many branches in one forward pass: logits [B, vocab] and one new cache per branch.
-
-        The caches (of different lengths) are left-padded into one [B, H, L, D] tensor per layer and the padding
-        is masked out; each new cache is a view of the batch's output, so no per-branch copy is made.
-        """
+    def step_many(self, caches: list[TreeCache], tokens: list[int]) -> tuple[torch.Tensor, list[TreeCache]]:
+        """``step`` for many branches in one forward pass: logits [B, vocab] and one new cache per branch, whose
+        chain gains the new token's keys and values (a view of this batch's [B, n_layer, 2, H, D] tensor)."""
         device = self.wte.weight.device
         positions = torch.tensor([cache.pos for cache in caches], device=device)
         cos, sin = rope_angles(positions, self.head_dim, self.cfg.rope_base)
         cos, sin = cos[:, None, None, :], sin[:, None, None, :]  # per branch, broadcast over heads
         x = self.wte(torch.tensor(tokens, device=device)[:, None])
-        lengths = [cache.keys[0].size(2) for cache in caches]
-        slot: dict[int, int] = {}  # branches often share a parent (several tokens after one covering)
-        for cache in caches:
-            slot.setdefault(id(cache), len(slot))
-        parents = list({id(cache): cache for cache in caches}.values())
-        spread = torch.tensor([slot[id(cache)] for cache in caches], device=device) if len(parents) < len(caches) else None
-        parent_lengths = [cache.keys[0].size(2) for cache in parents]
-        layers = []
+        groups = self._trunk_groups(caches, positions)
+        chain, chain_mask = self._chains(caches, positions)
+        nodes = []
         for layer, block in enumerate(self.blocks):
-            past_k = left_padded([cache.keys[layer] for cache in parents], parent_lengths)
-            past_v = left_padded([cache.values[layer] for cache in parents], parent_lengths)
-            if spread is not None:
-                past_k, past_v = past_k[spread], past_v[spread]
-            x, k, v = block.step_many(x, cos, sin, past_k, past_v, lengths)
-            layers.append((k, v))
+            q, k, v = block.attn.qkv(block.ln_1(x), cos, sin)
+            chain_k, chain_v = (None, None) if chain is None else (chain[layer, 0], chain[layer, 1])
+            y = torch.empty_like(q) if len(groups) > 1 else None
+            for trunk, rows, lo, hi, mask in groups:
+                trunk_k, trunk_v = trunk.window(layer, lo, hi)
+                if y is None:
+                    y = tree_attention(q, k, v, trunk_k, trunk_v, mask, chain_k, chain_v, chain_mask)
+                    continue
+                pick = (lambda t: None if t is None else t[rows])  # noqa: E731
+                y[rows] = tree_attention(q[rows], k[rows], v[rows], trunk_k, trunk_v, mask,
+                                         pick(chain_k), pick(chain_v), pick(chain_mask))
+            x = x + block.attn.merge_heads(y)
+            x = x + block.mlp(block.ln_2(x))
+            nodes.append(torch.stack((k[:, :, 0], v[:, :, 0]), dim=1))
         logits = self.lm_head(self.ln_f(x))[:, 0]
-        width = layers[0][0].size(2)
-        new = []
+        new = torch.stack(nodes, dim=1)  # [B, n_layer, 2, H, D]
+        return logits, [TreeCache(c.trunk, c.length, (*c.chain, new[b])) for b, c in enumerate(caches)]
+
+    def _trunk_groups(self, caches: list[TreeCache], positions: torch.Tensor) -> list[tuple]:
+        """Per trunk: its rows of the batch (None: all), the union [lo, hi) of their windows on it, and each
+        row's mask over that union (the trunk positions below its length, within block_size of its position)."""
+        by_trunk: dict[int, list[int]] = {}
         for b, cache in enumerate(caches):
-            start = width - min(lengths[b] + 1, width)
-            new.append(KVCache(
-                keys=tuple(k[b : b + 1, :, start:] for k, _ in layers),
-                values=tuple(v[b : b + 1, :, start:] for _, v in layers),
-                pos=cache.pos + 1,
-            ))
-        return logits, new
+            by_trunk.setdefault(id(cache.trunk), []).append(b)
+        groups = []
+        for rows in by_trunk.values():
+            trunk = caches[rows[0]].trunk
+            index = torch.tensor(rows, device=positions.device)
+            first = (positions[index] - self.cfg.block_size + 1).clamp(min=trunk.start)
+            ends = torch.tensor([caches[b].length for b in rows], device=positions.device)
+            lo, hi = min(int(first.min()), int(ends.max())), int(ends.max())
+            keys = torch.arange(lo, hi, device=positions.device)
+            mask = (keys[None, :] >= first[:, None]) & (keys[None, :] < ends[:, None])
+            groups.append((trunk, None if len(by_trunk) == 1 else index, lo, hi, mask))
+        return groups
 
+    def _chains(self, caches: list[TreeCache], positions: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The branches' own tokens' keys and values [n_layer, 2, B, H, M, D] (padded to the longest chain M)
+        and which are real and within block_size of the new position [B, M]."""
+        longest = max(len(cache.chain) for cache in caches)
+        if longest == 0:
+            return None, None
+        pad = torch.zeros_like(next(cache.chain[0] for cache in caches if cache.chain))
+        stacked = torch.stack([node for cache in caches for node in (*cache.chain, *(pad,) * (longest - len(cache.chain)))])
+        chain = stacked.view(len(caches), longest, *pad.shape).permute(2, 3, 0, 4, 1, 5)
+        lengths = torch.tensor([len(cache.chain) for cache in caches], device=positions.device)
+        slot = torch.arange(longest, device=positions.device)
+        at = torch.tensor([cache.length for cache in caches], device=positions.device)[:, None] + slot[None, :]
+        mask = (slot[None, :] < lengths[:, None]) & (positions[:, None] - at < self.cfg.block_size)
+        return chain, mask
 
-def left_padded(tensors: list[torch.Tensor], lengths: list[int]) -> torch.Tensor:
-    """[1, H, t_b, D] tensors stacked into [B, H, max t, D], each right-aligned (zeros before it)."""
-    longest = max(lengths)
-    if all(n == longest for n in lengths):
-        return torch.cat(tensors, dim=0)
-    return torch.cat([F.pad(t, (0, 0, longest - n, 0)) for t, n in zip(tensors, lengths)], dim=0)
+    @torch.no_grad()
+    def extend(self, cache: TreeCache, tokens: list[int], at: list[int]) -> tuple[torch.Tensor, list[TreeCache]]:
+        """Teacher-forced: the caches after ``tokens[:i]`` for each ``i`` in ``at`` (sorted, >= 1) and their final
+        features (``head`` gives the logits). Where the trunk already continues with these tokens its positions
+        are reused; the rest is appended to the trunk when ``cache`` is its end, else to a new trunk seeded with
+        ``cache``'s window (a fork, or a trunk at ``MAX_TRUNK``)."""
+        trunk, reused = cache.trunk, 0
+        if not cache.chain:
+            known = trunk.tokens[cache.length - trunk.start : cache.length - trunk.start + len(tokens)]
+            while reused < len(known) and known[reused] == tokens[reused]:
+                reused += 1
+        base = TreeCache(trunk, cache.length + reused) if reused else cache
+        if reused < len(tokens):
+            if not (base.at_trunk_end and trunk.end + len(tokens) - reused <= MAX_TRUNK):
+                trunk = self._fork(base)
+            self._append(trunk, tokens[reused:])
+        caches = [TreeCache(trunk if i > reused else cache.trunk, base.pos - reused + i) for i in at]
+        rows = [c.length - 1 - c.trunk.start for c in caches]
+        features = torch.stack([c.trunk.features[row] for c, row in zip(caches, rows)]) if caches else self.wte.weight[:0]
+        return features, caches
+
+    def _trunk(self, start: int) -> Trunk:
+        cfg = self.cfg
+        return Trunk(self.wte.weight, cfg.n_layer, cfg.n_head, self.head_dim, cfg.n_embd, start=start)
+
+    def _fork(self, cache: TreeCache) -> Trunk:
+        """A new trunk holding the block_size-1 positions ``cache`` ends with (its trunk's, then its chain's)."""
+        old, end = cache.trunk, cache.pos
+        lo = max(old.start, end - self.cfg.block_size + 1)
+        trunk = self._trunk(start=lo)
+        trunk.reserve(end - lo)
+        from_trunk = max(0, cache.length - lo)
+        if from_trunk:
+            trunk.kv[:, :, :, :from_trunk] = old.kv[:, :, :, lo - old.start : cache.length - old.start]
+        nodes = cache.chain[len(cache.chain) - (end - lo - from_trunk) :] if end - lo > from_trunk else ()
+        if nodes:
+            trunk.kv[:, :, :, from_trunk : end - lo] = torch.stack(nodes, dim=3)
+        trunk.tokens = [-1] * (end - lo)  # never matched: caches on this trunk start at its end
+        return trunk
+
+    def _append(self, trunk: Trunk, tokens: list[int]) -> None:
+        """Run ``tokens`` through the model after the trunk's end (chunks of block_size queries, each attending to
+        its band of the buffer), writing their keys, values and final features into the trunk."""
+        window, device = self.cfg.block_size, self.wte.weight.device
+        for i in range(0, len(tokens), window):
+            chunk = tokens[i : i + window]
+            first, count = trunk.end, len(chunk)
+            trunk.reserve(count)
+            lo, a = max(trunk.start, first - window + 1), first - trunk.start
+            positions = torch.arange(first, first + count, device=device)
+            offset = positions[:, None] - torch.arange(lo, first + count, device=device)[None, :]
+            band = (offset >= 0) & (offset < window)
+            cos, sin = rope_angles(positions, self.head_dim, self.cfg.rope_base)
+            x = self.wte(torch.tensor([chunk], device=device))
+            for layer, block in enumerate(self.blocks):
+                q, k, v = block.attn.qkv(block.ln_1(x), cos, sin)
+                trunk.kv[layer, 0, :, a : a + count] = k[0]
+                trunk.kv[layer, 1, :, a : a + count] = v[0]
+                keys, values = trunk.window(layer, lo, first + count)
+                y = F.scaled_dot_product_attention(q, keys[None], values[None], attn_mask=band)
+                x = x + block.attn.merge_heads(y)
+                x = x + block.mlp(block.ln_2(x))
+            trunk.features[a : a + count] = self.ln_f(x)[0]
+            trunk.tokens.extend(chunk)

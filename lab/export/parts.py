@@ -40,7 +40,7 @@ NEURAL_TRAINER = (
     )),
 )
 MODEL_PARTS = {
-    "transformer": (Part("zoo.transformer"),),
+    "transformer": (Part("zoo.kv_tree"), Part("zoo.transformer")),
     "mamba": (Part("zoo.mamba"),),
     "hyena": (Part("zoo.transformer", ("MLP",)), Part("zoo.hyena")),
 }

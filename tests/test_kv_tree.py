@@ -1,0 +1,100 @@
+"""The Transformer's shared-prefix KV cache: branches share one trunk, ``extend`` (teacher-forced appends, reuse of
+a trunk that already continues, forks, bounded trunks) and batches over several trunks all equal teacher forcing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import zoo.transformer
+from test_models import ATOL, BLOCK, VOCAB, sharpened, teacher_forced
+from zoo.streaming import TorchTokenLM
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+TOKENS = [int(t) for t in np.random.default_rng(5).integers(0, VOCAB, size=3 * BLOCK + 2)]
+
+
+def rows(lm: TorchTokenLM, states) -> np.ndarray:
+    return np.stack(lm.logprobs_many(states))
+
+
+@pytest.fixture
+def lm() -> TorchTokenLM:
+    return TorchTokenLM(sharpened("transformer", seed=4))
+
+
+def test_branches_share_one_trunk_and_hold_only_their_own_tokens(lm):
+    root = lm.states_along(lm.start(), TOKENS, [len(TOKENS)])[0]
+    assert root.cache.chain == () and root.cache.length == len(TOKENS)
+    a, b = lm.step_many([root, root], [1, 2])
+    c = lm.step(a, 3)
+    assert a.cache.trunk is b.cache.trunk is c.cache.trunk is root.cache.trunk
+    assert len(a.cache.chain) == 1 and len(c.cache.chain) == 2 and c.cache.chain[0] is a.cache.chain[0]
+    np.testing.assert_allclose(lm.logprobs(c), teacher_forced(lm.model, TOKENS + [1, 3])[-1], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("cut", [0, 1, BLOCK - 1, BLOCK, 2 * BLOCK + 1])
+def test_states_along_equals_stepping_from_trunk_ends_middles_and_branches(lm, cut):
+    """From the trunk's end (append), from inside it with the same tokens (reuse) or others (fork), and from a
+    branch (fork with its chain): every state asked equals teacher forcing, and steps on from it equal too."""
+    head, tail = TOKENS[:cut], TOKENS[cut:]
+    expected = teacher_forced(lm.model, TOKENS)
+    start = lm.states_along(lm.start(), head, [cut])[0]
+    at = [0, 1, len(tail) // 2, len(tail)]
+    along = lm.states_along(start, tail, at)
+    assert along[0] is start
+    for i, state in zip(at[1:], along[1:]):
+        np.testing.assert_allclose(lm.logprobs(state), expected[cut + i - 1], atol=ATOL, rtol=0)
+        assert state.length == cut + i
+    again = lm.states_along(start, tail, [len(tail)])[0]  # the trunk continues with these tokens: reused
+    assert again.cache.trunk is along[-1].cache.trunk and again.cache.length == along[-1].cache.length
+    other = lm.states_along(start, [7, 8, 9], [3])[0]  # a different continuation: forked off
+    np.testing.assert_allclose(lm.logprobs(other), teacher_forced(lm.model, head + [7, 8, 9])[-1], atol=ATOL, rtol=0)
+    branch = lm.step(lm.step(start, 4), 5)  # from a branch: its chain's keys seed the fork
+    from_branch = lm.states_along(branch, tail, [len(tail)])[0]
+    np.testing.assert_allclose(lm.logprobs(from_branch), teacher_forced(lm.model, head + [4, 5] + tail)[-1],
+                               atol=ATOL, rtol=0)
+    stepped = lm.step(along[-1], 6)
+    np.testing.assert_allclose(lm.logprobs(stepped), teacher_forced(lm.model, TOKENS + [6])[-1], atol=ATOL, rtol=0)
+
+
+def test_a_full_trunk_continues_on_a_new_one_seeded_with_the_window(lm, monkeypatch):
+    monkeypatch.setattr(zoo.transformer, "MAX_TRUNK", BLOCK + 2)
+    state, trunks = lm.start(), set()
+    expected = teacher_forced(lm.model, TOKENS)
+    for i in range(0, len(TOKENS), 3):  # commits of three tokens, as the adapter makes them
+        state = lm.states_along(state, TOKENS[i : i + 3], [len(TOKENS[i : i + 3])])[0]
+        trunks.add(id(state.cache.trunk))
+        assert len(state.cache.trunk.tokens) <= BLOCK + 2
+        np.testing.assert_allclose(lm.logprobs(state), expected[state.length - 1], atol=ATOL, rtol=0)
+    assert len(trunks) > 1
+
+
+def test_one_batch_over_several_trunks_equals_stepping_each(lm):
+    first = lm.states_along(lm.start(), TOKENS[:BLOCK + 3], [2, BLOCK + 3])
+    other_trunk = lm.states_along(lm.start(), TOKENS[5:9], [4])[0]
+    branch = lm.step(first[1], 9)
+    states = [first[0], first[1], other_trunk, branch, lm.start()]
+    tokens = [1, 2, 3, 4, 5]
+    batched = lm.step_many(states, tokens)
+    np.testing.assert_allclose(rows(lm, batched), rows(lm, [lm.step(s, t) for s, t in zip(states, tokens)]),
+                               atol=1e-5, rtol=0)
+    paths = [TOKENS[:2], TOKENS[:BLOCK + 3], TOKENS[5:9], TOKENS[:BLOCK + 3] + [9], []]
+    for state, path, token in zip(batched, paths, tokens):
+        np.testing.assert_allclose(lm.logprobs(state), teacher_forced(lm.model, path + [token])[-1], atol=ATOL, rtol=0)
+
+
+def test_states_along_makes_log_probs_only_when_asked(lm):
+    states = lm.states_along(lm.start(), TOKENS, [3, len(TOKENS)])
+    assert all(state.logprobs is None for state in states)
+    expected = teacher_forced(lm.model, TOKENS)
+    np.testing.assert_allclose(rows(lm, states), expected[[2, len(TOKENS) - 1]], atol=ATOL, rtol=0)
+    assert all(state.features is None and not state.logprobs.flags.writeable for state in states)
+
+
+def test_steps_leave_the_trunk_untouched(lm):
+    root = lm.states_along(lm.start(), TOKENS[:5], [5])[0]
+    before = root.cache.trunk.kv[:, :, :, :5].clone()
+    lm.step_many([root] * 3, [1, 2, 3])
+    assert torch.equal(root.cache.trunk.kv[:, :, :, :5], before) and len(root.cache.trunk.tokens) == 5

@@ -1,0 +1,100 @@
+"""Shared-prefix KV cache: many branches of one token stream attend to a single copy of its keys and values.
+
+CharAdapter steps a Transformer down many branches per character: the coverings of the buffer are a few tokens past
+the last commit, and every one of them continues the same committed tokens. With one cache per branch, each step
+copies a whole attention window of keys and values. Here the committed tokens live once, in a ``Trunk``
+(preallocated, append-only buffers for all layers), and a branch (``TreeCache``) is a trunk length plus the keys and
+values of its own few tokens (``chain``). A batch of branches reads the trunk through one view per layer, with a mask
+per branch for its window (``tree_attention``): nothing is copied per step but the chains.
+
+Append-only is what keeps every cache valid: a ``TreeCache`` reads trunk positions below its ``length`` only, and
+those never change. A trunk that would outgrow ``MAX_TRUNK`` positions is not grown: the pass continues on a new trunk
+seeded with the last window (``Model.extend``), and the old one is freed once no cache refers to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+MAX_TRUNK = 1 << 16  # positions one trunk holds (the 60k-char window commits ~19k tokens)
+
+
+class Trunk:
+    """Keys and values [n_layer, 2, n_head, capacity, head_dim] and final features [capacity, n_embd] of the
+    positions ``start .. end-1`` of one token stream (``tokens``)."""
+
+    def __init__(self, like: torch.Tensor, n_layer: int, n_head: int, head_dim: int, n_embd: int, start: int = 0,
+                 capacity: int = 64) -> None:
+        self.kv = like.new_empty(n_layer, 2, n_head, capacity, head_dim)
+        self.features = like.new_empty(capacity, n_embd)
+        self.tokens: list[int] = []
+        self.start = start
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.tokens)
+
+    def reserve(self, count: int) -> None:
+        """Room for ``count`` more positions (capacity doubles, so appends cost amortised O(1) copies)."""
+        needed = len(self.tokens) + count
+        capacity = self.kv.size(3)
+        if needed <= capacity:
+            return
+        while capacity < needed:
+            capacity *= 2
+        kv = self.kv.new_empty(*self.kv.shape[:3], capacity, self.kv.size(4))
+        kv[:, :, :, : len(self.tokens)] = self.kv[:, :, :, : len(self.tokens)]
+        features = self.features.new_empty(capacity, self.features.size(1))
+        features[: len(self.tokens)] = self.features[: len(self.tokens)]
+        self.kv, self.features = kv, features
+
+    def window(self, layer: int, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values [n_head, hi-lo, head_dim] of absolute positions ``lo .. hi-1`` (views)."""
+        a, b = lo - self.start, hi - self.start
+        return self.kv[layer, 0, :, a:b], self.kv[layer, 1, :, a:b]
+
+
+@dataclass(frozen=True, slots=True)
+class TreeCache:
+    """The state after ``trunk``'s positions up to ``length`` and then the tokens whose keys and values are
+    ``chain`` (one [n_layer, 2, n_head, head_dim] tensor per token)."""
+
+    trunk: Trunk
+    length: int
+    chain: tuple[torch.Tensor, ...] = ()
+
+    @property
+    def pos(self) -> int:
+        """Tokens seen: the position the next token takes."""
+        return self.length + len(self.chain)
+
+    @property
+    def at_trunk_end(self) -> bool:
+        return not self.chain and self.length == self.trunk.end
+
+
+def tree_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, trunk_k: torch.Tensor, trunk_v: torch.Tensor,
+                   trunk_mask: torch.Tensor, chain_k: torch.Tensor | None, chain_v: torch.Tensor | None,
+                   chain_mask: torch.Tensor | None) -> torch.Tensor:
+    """Attention of one new token per branch, q/k/v [B, H, 1, D], to a shared trunk window trunk_k/trunk_v
+    [H, n, D] (branch b sees the positions where trunk_mask [B, n] is true), to its own chain chain_k/chain_v
+    [B, H, M, D] (where chain_mask [B, M] is true) and to itself. Returns [B, H, 1, D].
+
+    One softmax over the three parts, as SDPA over their concatenation would compute it, without making the
+    concatenation (that copy, a window per branch per layer, is what the shared trunk avoids). The trunk part is
+    one [H, B, D] x [H, D, n] product: heads first, so the window is read in place, never broadcast to B copies."""
+    scale = q.size(-1) ** -0.5
+    heads_first = q[:, :, 0].transpose(0, 1)  # [H, B, D]
+    parts = [torch.bmm(heads_first, trunk_k.transpose(1, 2)).masked_fill(~trunk_mask[None], float("-inf"))]
+    if chain_k is not None:
+        chain_scores = torch.matmul(q, chain_k.transpose(-1, -2))[:, :, 0].transpose(0, 1)  # [H, B, M]
+        parts.append(chain_scores.masked_fill(~chain_mask[None], float("-inf")))
+    parts.append((q * k).sum(-1).transpose(0, 1))  # [H, B, 1]
+    weights = torch.softmax(torch.cat(parts, dim=-1) * scale, dim=-1)  # [H, B, n + M + 1]
+    n = trunk_k.size(1)
+    y = torch.bmm(weights[..., :n], trunk_v).transpose(0, 1)[:, :, None] + weights[..., -1:].transpose(0, 1)[:, :, None] * v
+    if chain_v is not None:
+        y = y + torch.matmul(weights[..., n:-1].transpose(0, 1)[:, :, None], chain_v)
+    return y
