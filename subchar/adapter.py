@@ -48,16 +48,18 @@ mode="exact" — every spelling of the buffer from the commit point:
     remembered while the adapter can still reach it; a covering in an identity state is stepped only when
     its distribution is first needed.
 
-    ``beam=K`` (documented approximation) keeps the K heaviest coverings (after merging) after each
-    character and follows at most K split-character expansions per position (heaviest first); ``prune=eps``
-    (also an approximation) drops the coverings lighter than ``eps`` times the coverings' total weight and stops
-    following expansions once the queued mass is below ``eps`` times all the mass. Either way no spellable true
-    character is left at p=0 by pruning alone (with ``beam >= 2``): the heaviest covering that ends at the
-    buffer's end is always kept, in the last place (from there a whole token or a first byte token starts any
-    character), and ``distribution().get(c)``
+    ``beam=K`` (documented approximation) keeps, after each character, the K coverings (after merging) of most
+    *reach*: weight times the probability of the tokens that continue past the buffer, which bounds all the mass a
+    covering can still give to later characters (by weight alone the commit point's covering, weight 1, would
+    crowd out the ones carrying the mass once few tokens spell on from it); it also follows at most K
+    split-character expansions per position (heaviest first). ``prune=eps`` (also an approximation) drops the
+    coverings of reach below ``eps`` times the total and stops following expansions once the queued mass is below
+    ``eps`` times all the mass. Either way no spellable true character is left at p=0 by pruning alone (with
+    ``beam >= 2``): the covering of most reach that ends at the buffer's end is always kept, in the last place
+    (from there a whole token or a first byte token starts any character), and ``distribution().get(c)``
     of a character ``c`` not listed follows ``c``'s own unexpanded expansions and returns their mass over the
     found mass plus all the unexpanded mass (a conservative share; the listed shares still sum to 1).
-    ``diagnostics.pruned_mass`` records per observed character the fraction of covering weight dropped,
+    ``diagnostics.pruned_mass`` records per observed character the fraction of reach dropped,
     ``diagnostics.pruned_expansion_mass`` per distribution the fraction of mass left unexpanded (both bound
     the error). ``beam=None, prune=None`` is exact.
 
@@ -191,7 +193,7 @@ class CharAdapter(CharModel):
         self._coverings = [self._root]
         self._memo: Frontier | None = None
         self._respell = True
-        self._pruned_now = 0.0
+        self._kept_now = 1.0
 
     def distribution(self) -> CharDistribution:
         frontier = self._frontier()
@@ -367,14 +369,14 @@ class CharAdapter(CharModel):
 
     # --- exact mode ----------------------------------------------------------------------------------------
     def _observe_exact(self, char: str) -> None:
-        self._pruned_now = 0.0
+        self._kept_now = 1.0  # the product of the fractions each prune of this character kept
         if not self._consume(char):
             self.diagnostics.zero_mass_chars += 1
         cut = finished_boundary(self.view, self._buffer)
         if cut:
             self._commit(self._buffer[:cut])
         if self.beam is not None or self.prune is not None:
-            self.diagnostics.pruned_mass.append(self._pruned_now)
+            self.diagnostics.pruned_mass.append(1.0 - self._kept_now)
 
     def _consume(self, char: str) -> bool:
         """Extend the coverings by ``char``; False when none could (then commit and respell from scratch)."""
@@ -430,20 +432,22 @@ class CharAdapter(CharModel):
         return [c for c in (*coverings, *grown) if c.offset == len(text) or index.extends(text[c.offset :])]
 
     def _prune(self, coverings: list[Covering], end: int) -> list[Covering]:
-        """Rescale; with ``beam`` / ``prune``, drop light coverings but keep the heaviest one ending at ``end``
-        (unless only one covering is kept: ``beam=1`` keeps the heaviest, wherever it ends)."""
+        """Rescale; with ``beam`` / ``prune``, drop the coverings of least reach (``_reach``) but keep the one of
+        most reach ending at ``end`` (unless only one covering is kept: ``beam=1`` keeps the first, wherever it
+        ends)."""
         self.diagnostics.max_coverings = max(self.diagnostics.max_coverings, len(coverings))
         top = max(c.weight for c in coverings)
         for cover in coverings:  # rescale: only ratios matter, and long buffers would underflow
             cover.weight /= top
         if self.beam is None and self.prune is None:
             return coverings
-        ranked = sorted(coverings, key=lambda c: -c.weight)
-        total = math.fsum(c.weight for c in ranked)
+        reach = {id(c): self._reach(c, end) for c in coverings}
+        ranked = sorted(coverings, key=lambda c: -reach[id(c)])
+        total = math.fsum(reach.values())
         kept = ranked[: self.beam] if self.beam is not None else ranked
         if self.prune is not None:
             floor = self.prune * total
-            kept = [c for c in kept if c.weight >= floor]  # the heaviest always stays (weight 1 >= floor)
+            kept = kept[:1] + [c for c in kept[1:] if reach[id(c)] >= floor]
         if len(kept) == len(ranked):
             return coverings
         if self.beam != 1 and not any(c.offset == end for c in kept):
@@ -453,8 +457,19 @@ class CharAdapter(CharModel):
                     kept.pop()
                 kept.append(anchor)
                 self.diagnostics.kept_end_coverings += 1
-        self._pruned_now += (total - math.fsum(c.weight for c in kept)) / total
+        if total > 0:
+            self._kept_now *= math.fsum(reach[id(c)] for c in kept) / total
         return kept
+
+    def _reach(self, cover: Covering, end: int) -> float:
+        """What ``cover`` can still give to all later characters together: its weight times the probability of
+        the tokens that continue it past ``end`` (a covering at ``end``: its weight, every token continues it).
+        Ranking by weight alone would keep the commit point's covering (weight 1) even when almost no token
+        spells on from it, at the cost of the coverings that carry the mass."""
+        if cover.offset == end or cover.dist is None:
+            return cover.weight
+        groups = self.index.groups(self._bytes[cover.offset :])
+        return cover.weight * float(cover.dist.char_masses(groups, self._scratch).runs.sum())
 
     # --- commits and LM access -----------------------------------------------------------------------------
     def _commit_all(self) -> None:

@@ -8,8 +8,9 @@ holds the committed tokens' LM state and respells the rest of the buffer from it
 2. the trunk — the LM state after each commit — is stepped once along the committed tokens (``states_along``:
    one teacher-forced pass for a model that offers it);
 3. segments are replayed by many adapters at once, one per worker thread, each resumed at its segment's trunk
-   state (``CharAdapter.resume``). Their LM steps meet in one ``BatchingLM``, which asks the model once for all
-   waiting workers (one forward pass of a few hundred branches instead of a few), when the LM has ``step_many``;
+   state (``CharAdapter.resume``). Their LM steps meet in a ``BatchingLM`` per cohort of workers, which asks the
+   model once for all of the cohort's waiting workers (one forward pass of a hundred branches instead of a few),
+   when the LM has ``step_many``; two cohorts take turns, one's forward pass running while the other's adapters work;
 4. any segment whose adapter departs from the plan (a forced or eager commit, a back-off distribution: events
    that depend on LM mass) invalidates the trunk after it, so from that segment on the stream is replayed by one
    adapter exactly as the streaming loop would.
@@ -29,7 +30,8 @@ from typing import Any, Callable, Sequence
 from subchar.commit_point import finished_boundary
 from subchar.lm import logprobs_many, states_along, step_many
 
-WORKERS = 64  # concurrent segments: the batch size of the model's forward passes
+WORKERS = 64  # concurrent segments: the batch size of the model's forward passes, over all cohorts
+COHORTS = 2  # worker groups whose forward passes and adapter work overlap (one core each on a 2-core machine)
 
 
 @dataclass(frozen=True)
@@ -64,41 +66,47 @@ def plan(adapter: Any, text: str) -> tuple[list[Segment], list[int]]:
 
 
 class BatchingLM:
-    """A ``TokenLM`` shared by worker threads: ``step_many`` waits until every running worker is waiting, then
-    asks the wrapped LM once for all of them; the other methods are serialised, so the wrapped LM is never
-    called from two threads at once."""
+    """A ``TokenLM`` shared by one cohort of worker threads: ``step_many`` waits until every running worker of the
+    cohort is waiting, then asks the wrapped LM once for all of them. That call runs outside the cohort's lock, so
+    while one cohort's forward pass runs (torch releases the GIL inside it) another cohort's adapters do their
+    Python work: two cohorts keep two cores busy. The other methods take ``shared``, one lock for all cohorts, so
+    they never run two at once (``states_along`` may append to a model's trunk)."""
 
-    def __init__(self, lm: Any, workers: int) -> None:
+    def __init__(self, lm: Any, workers: int, shared: threading.Lock | None = None) -> None:
         self.lm, self.vocab_size = lm, lm.vocab_size
         self.running = workers
         self.waiting: list[tuple[list[Any], list[int], dict[str, Any]]] = []
         self.condition = threading.Condition()
+        self.shared = shared or threading.Lock()
         self.forward_passes = 0
 
     def start(self) -> Any:
-        with self.condition:
+        with self.shared:
             return self.lm.start()
 
     def logprobs(self, state: Any) -> Any:
-        with self.condition:
+        with self.shared:
             return self.lm.logprobs(state)
 
     def logprobs_many(self, states: Sequence[Any]) -> list[Any]:
-        with self.condition:
+        with self.shared:
             return logprobs_many(self.lm, states)
 
     def step(self, state: Any, token: int) -> Any:
         return self.step_many([state], [token])[0]
 
     def states_along(self, state: Any, tokens: Sequence[int], at: Sequence[int]) -> list[Any]:
-        with self.condition:
+        with self.shared:
             return states_along(self.lm, state, tokens, at)
 
     def step_many(self, states: Sequence[Any], tokens: Sequence[int]) -> list[Any]:
         slot: dict[str, Any] = {}
         with self.condition:
             self.waiting.append((list(states), list(tokens), slot))
-            self._flush_if_all_wait()
+            batch = self._take_if_all_wait()
+        if batch:
+            self._answer(batch)
+        with self.condition:
             while not slot:
                 self.condition.wait()
         if "error" in slot:
@@ -109,24 +117,32 @@ class BatchingLM:
         """A worker is done: the others no longer wait for it."""
         with self.condition:
             self.running -= 1
-            self._flush_if_all_wait()
+            batch = self._take_if_all_wait()
+        if batch:
+            self._answer(batch)
 
-    def _flush_if_all_wait(self) -> None:
+    def _take_if_all_wait(self) -> list[tuple[list[Any], list[int], dict[str, Any]]]:
         if not self.waiting or len(self.waiting) < self.running:
-            return
+            return []
         batch, self.waiting = self.waiting, []
+        return batch
+
+    def _answer(self, batch: list[tuple[list[Any], list[int], dict[str, Any]]]) -> None:
+        """One LM call for the whole batch (outside the lock), then every waiting worker gets its rows."""
         try:
             answers = step_many(self.lm, [s for states, _, _ in batch for s in states],
                                 [t for _, tokens, _ in batch for t in tokens])
-            self.forward_passes += 1
-            at = 0
-            for states, _, slot in batch:
-                slot["out"] = answers[at : at + len(states)]
-                at += len(states)
+            outcome = []
+            for states, _, _ in batch:
+                outcome.append({"out": answers[: len(states)]})
+                answers = answers[len(states) :]
         except BaseException as error:  # every waiting worker raises it, none hangs
-            for _, _, slot in batch:
-                slot["error"] = error
-        self.condition.notify_all()
+            outcome = [{"error": error}] * len(batch)
+        with self.condition:
+            self.forward_passes += 1
+            for (_, _, slot), result in zip(batch, outcome):
+                slot.update(result)
+            self.condition.notify_all()
 
 
 def trunk_states(lm: Any, trunk: list[int], starts: list[int]) -> dict[int, Any]:
@@ -146,12 +162,13 @@ def score(adapter: Any, text: str, bits: bool, workers: int = WORKERS,
     failed: list[int] = []
     batched = hasattr(adapter.lm, "step_many") and len(segments) > 1
     threads = min(workers, len(segments)) if batched else 1
-    lm = BatchingLM(adapter.lm, threads) if batched else adapter.lm
+    shared = threading.Lock()
+    cohorts = [BatchingLM(adapter.lm, len(range(k, threads, COHORTS)), shared) for k in range(min(COHORTS, threads))]
     queue = iter(range(len(segments)))
     lock = threading.Lock()
     errors: list[BaseException] = []
 
-    def work() -> None:
+    def work(lm: Any) -> None:
         try:
             worker = adapter.worker(lm)
             while True:
@@ -173,10 +190,10 @@ def score(adapter: Any, text: str, bits: bool, workers: int = WORKERS,
             if batched:
                 lm.finished()
 
-    if threads == 1:
-        work()
+    if not batched:
+        work(adapter.lm)
     else:
-        pool = [threading.Thread(target=work, daemon=True) for _ in range(threads)]
+        pool = [threading.Thread(target=work, args=(cohorts[k % len(cohorts)],), daemon=True) for k in range(threads)]
         for thread in pool:
             thread.start()
         for thread in pool:
@@ -184,7 +201,7 @@ def score(adapter: Any, text: str, bits: bool, workers: int = WORKERS,
     if errors:
         raise errors[0]
     adapter.batch_report = {"segments": len(segments), "threads": threads, "replayed_from_segment": min(failed, default=None),
-                            "forward_passes": lm.forward_passes if batched else None}
+                            "forward_passes": sum(c.forward_passes for c in cohorts) if batched else None}
     if failed:  # from the first departure on, the stream as the streaming loop runs it
         segment = segments[min(failed)]
         worker = adapter.worker(adapter.lm)

@@ -101,17 +101,20 @@ def test_wide_beam_is_exact_and_narrow_beam_reports_pruning(case: tuple[int, int
     exact = CharAdapter(lm, tok, mode="exact")
     wide = CharAdapter(lm, tok, mode="exact", beam=10_000)
     narrow = CharAdapter(lm, tok, mode="exact", beam=1)
+    differs = False
     for char in random_text(seed, length):
-        assert_close(wide.distribution(), exact.distribution())
+        want = exact.distribution()
+        assert_close(wide.distribution(), want)
         dist = narrow.distribution()
         assert abs(math.fsum(dist.values()) - 1) < 1e-12 and min(dist.values()) > 0
+        differs |= set(dist) != set(want) or max(abs(dist[c] - want[c]) for c in want) > 1e-9
         for adapter in (exact, wide, narrow):
             adapter.observe(char)
     assert len(narrow.diagnostics.pruned_mass) == length
     assert all(0 <= m < 1 for m in narrow.diagnostics.pruned_mass)
     assert wide.diagnostics.pruned_mass == [0.0] * length
-    if exact.diagnostics.max_coverings > 1:
-        assert max(narrow.diagnostics.pruned_mass) > 0
+    if differs:  # an approximation that changed an answer was reported (dropped reach, or unexpanded mass)
+        assert max(narrow.diagnostics.pruned_mass + narrow.diagnostics.pruned_expansion_mass) > 0
 
 
 def test_unspellable_characters_fall_back_and_are_counted() -> None:

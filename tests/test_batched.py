@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from subchar import CharAdapter
+from subchar.lm import states_along
 from test_adapter_exact import random_text, random_vocab
 from test_adapter_reference import RandomTrigramLM
 from test_models import ATOL, BLOCK, NEURAL, VOCAB, sharpened, teacher_forced
@@ -118,3 +119,13 @@ def test_adapter_over_a_neural_lm_batches_its_steps(name):
     assert batched.committed == single.committed
     assert batched.diagnostics.lm_step_calls >= single.diagnostics.lm_step_calls  # expansions stepped ahead
     assert batched.diagnostics.lm_batched_calls < batched.diagnostics.lm_calls  # some calls held many states
+
+
+def test_states_along_falls_back_to_steps_for_lms_without_it():
+    lm = RandomTrigramLM(20, 1)
+    tokens = [3, 7, 7, 1, 0]
+    got = states_along(lm, lm.start(), tokens, [4, 0, 2, 5])
+    state, want = lm.start(), {0: lm.start()}
+    for i, token in enumerate(tokens, start=1):
+        state = want[i] = lm.step(state, token)
+    assert got == [want[4], want[0], want[2], want[5]]
