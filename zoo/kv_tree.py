@@ -75,26 +75,19 @@ class TreeCache:
         return not self.chain and self.length == self.trunk.end
 
 
-def tree_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, trunk_k: torch.Tensor, trunk_v: torch.Tensor,
-                   trunk_mask: torch.Tensor, chain_k: torch.Tensor | None, chain_v: torch.Tensor | None,
-                   chain_mask: torch.Tensor | None) -> torch.Tensor:
-    """Attention of one new token per branch, q/k/v [B, H, 1, D], to a shared trunk window trunk_k/trunk_v
-    [H, n, D] (branch b sees the positions where trunk_mask [B, n] is true), to its own chain chain_k/chain_v
-    [B, H, M, D] (where chain_mask [B, M] is true) and to itself. Returns [B, H, 1, D].
+def tree_attention(q: torch.Tensor, trunk_k: torch.Tensor, trunk_v: torch.Tensor, trunk_bias: torch.Tensor,
+                   own_k: torch.Tensor, own_v: torch.Tensor, own_bias: torch.Tensor) -> torch.Tensor:
+    """Attention of one new token per branch, q [B, H, 1, D], to a shared trunk window trunk_k/trunk_v [H, n, D]
+    and to the branch's own tokens own_k/own_v [B, H, m, D] (its chain, then itself). The biases (0 where a key is
+    seen, -inf where not) are trunk_bias [B, n] and own_bias [B, m]. Returns [B, H, 1, D].
 
-    One softmax over the three parts, as SDPA over their concatenation would compute it, without making the
+    One softmax over both parts, as SDPA over their concatenation would compute it, without making the
     concatenation (that copy, a window per branch per layer, is what the shared trunk avoids). The trunk part is
     one [H, B, D] x [H, D, n] product: heads first, so the window is read in place, never broadcast to B copies."""
-    scale = q.size(-1) ** -0.5
-    heads_first = q[:, :, 0].transpose(0, 1)  # [H, B, D]
-    parts = [torch.bmm(heads_first, trunk_k.transpose(1, 2)).masked_fill(~trunk_mask[None], float("-inf"))]
-    if chain_k is not None:
-        chain_scores = torch.matmul(q, chain_k.transpose(-1, -2))[:, :, 0].transpose(0, 1)  # [H, B, M]
-        parts.append(chain_scores.masked_fill(~chain_mask[None], float("-inf")))
-    parts.append((q * k).sum(-1).transpose(0, 1))  # [H, B, 1]
-    weights = torch.softmax(torch.cat(parts, dim=-1) * scale, dim=-1)  # [H, B, n + M + 1]
+    q = q * q.size(-1) ** -0.5
+    trunk_scores = torch.bmm(q[:, :, 0].transpose(0, 1), trunk_k.transpose(1, 2)) + trunk_bias  # [H, B, n]
+    own_scores = torch.matmul(q, own_k.transpose(-1, -2))[:, :, 0] + own_bias[:, None]  # [B, H, m]
+    weights = torch.softmax(torch.cat((trunk_scores, own_scores.transpose(0, 1)), dim=-1), dim=-1)
     n = trunk_k.size(1)
-    y = torch.bmm(weights[..., :n], trunk_v).transpose(0, 1)[:, :, None] + weights[..., -1:].transpose(0, 1)[:, :, None] * v
-    if chain_v is not None:
-        y = y + torch.matmul(weights[..., n:-1].transpose(0, 1)[:, :, None], chain_v)
-    return y
+    from_trunk = torch.bmm(weights[..., :n], trunk_v).transpose(0, 1)[:, :, None]
+    return from_trunk + torch.matmul(weights[..., n:].transpose(0, 1)[:, :, None], own_v)

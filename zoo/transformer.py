@@ -190,21 +190,21 @@ class Model(nn.Module):
         cos, sin = rope_angles(positions, self.head_dim, self.cfg.rope_base)
         cos, sin = cos[:, None, None, :], sin[:, None, None, :]  # per branch, broadcast over heads
         x = self.wte(torch.tensor(tokens, device=device)[:, None])
-        groups = self._trunk_groups(caches, positions)
-        chain, chain_mask = self._chains(caches, positions)
+        groups = self._trunk_groups(caches)
+        chain, own_bias = self._chains(caches)
         nodes = []
         for layer, block in enumerate(self.blocks):
             q, k, v = block.attn.qkv(block.ln_1(x), cos, sin)
-            chain_k, chain_v = (None, None) if chain is None else (chain[layer, 0], chain[layer, 1])
-            y = torch.empty_like(q) if len(groups) > 1 else None
-            for trunk, rows, lo, hi, mask in groups:
-                trunk_k, trunk_v = trunk.window(layer, lo, hi)
-                if y is None:
-                    y = tree_attention(q, k, v, trunk_k, trunk_v, mask, chain_k, chain_v, chain_mask)
-                    continue
-                pick = (lambda t: None if t is None else t[rows])  # noqa: E731
-                y[rows] = tree_attention(q[rows], k[rows], v[rows], trunk_k, trunk_v, mask,
-                                         pick(chain_k), pick(chain_v), pick(chain_mask))
+            own_k = k if chain is None else torch.cat((chain[layer, 0], k), dim=2)
+            own_v = v if chain is None else torch.cat((chain[layer, 1], v), dim=2)
+            if len(groups) == 1:
+                trunk, _, lo, hi, bias = groups[0]
+                y = tree_attention(q, *trunk.window(layer, lo, hi), bias, own_k, own_v, own_bias)
+            else:
+                y = torch.empty_like(q)
+                for trunk, rows, lo, hi, bias in groups:
+                    y[rows] = tree_attention(q[rows], *trunk.window(layer, lo, hi), bias, own_k[rows], own_v[rows],
+                                             own_bias[rows])
             x = x + block.attn.merge_heads(y)
             x = x + block.mlp(block.ln_2(x))
             nodes.append(torch.stack((k[:, :, 0], v[:, :, 0]), dim=1))
@@ -212,38 +212,40 @@ class Model(nn.Module):
         new = torch.stack(nodes, dim=1)  # [B, n_layer, 2, H, D]
         return logits, [TreeCache(c.trunk, c.length, (*c.chain, new[b])) for b, c in enumerate(caches)]
 
-    def _trunk_groups(self, caches: list[TreeCache], positions: torch.Tensor) -> list[tuple]:
+    def _trunk_groups(self, caches: list[TreeCache]) -> list[tuple]:
         """Per trunk: its rows of the batch (None: all), the union [lo, hi) of their windows on it, and each
-        row's mask over that union (the trunk positions below its length, within block_size of its position)."""
+        row's bias over that union (0 for the trunk positions below its length within block_size of its
+        position, -inf elsewhere). Built from Python ints on the CPU and moved once: no device round trip per call."""
         by_trunk: dict[int, list[int]] = {}
         for b, cache in enumerate(caches):
             by_trunk.setdefault(id(cache.trunk), []).append(b)
-        groups = []
+        device, groups = self.wte.weight.device, []
         for rows in by_trunk.values():
             trunk = caches[rows[0]].trunk
-            index = torch.tensor(rows, device=positions.device)
-            first = (positions[index] - self.cfg.block_size + 1).clamp(min=trunk.start)
-            ends = torch.tensor([caches[b].length for b in rows], device=positions.device)
-            lo, hi = min(int(first.min()), int(ends.max())), int(ends.max())
-            keys = torch.arange(lo, hi, device=positions.device)
-            mask = (keys[None, :] >= first[:, None]) & (keys[None, :] < ends[:, None])
-            groups.append((trunk, None if len(by_trunk) == 1 else index, lo, hi, mask))
+            first = [max(trunk.start, caches[b].pos - self.cfg.block_size + 1) for b in rows]
+            ends = [caches[b].length for b in rows]
+            hi = max(ends)
+            lo = min(min(first), hi)
+            keys = torch.arange(lo, hi)
+            seen = (keys[None, :] >= torch.tensor(first)[:, None]) & (keys[None, :] < torch.tensor(ends)[:, None])
+            index = None if len(by_trunk) == 1 else torch.tensor(rows, device=device)
+            groups.append((trunk, index, lo, hi, bias_of(seen, self.wte.weight)))
         return groups
 
-    def _chains(self, caches: list[TreeCache], positions: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """The branches' own tokens' keys and values [n_layer, 2, B, H, M, D] (padded to the longest chain M)
-        and which are real and within block_size of the new position [B, M]."""
+    def _chains(self, caches: list[TreeCache]) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The branches' own tokens' keys and values [n_layer, 2, B, H, M, D] (padded to the longest chain M;
+        None when no branch has one) and the bias [B, M + 1] over them and the new token (0 where seen: real and
+        within block_size of the new position, -inf elsewhere)."""
         longest = max(len(cache.chain) for cache in caches)
+        window = self.cfg.block_size
+        seen = torch.tensor([[m < len(c.chain) and len(c.chain) - m < window for m in range(longest)] + [True]
+                             for c in caches])
+        bias = bias_of(seen, self.wte.weight)
         if longest == 0:
-            return None, None
+            return None, bias
         pad = torch.zeros_like(next(cache.chain[0] for cache in caches if cache.chain))
         stacked = torch.stack([node for cache in caches for node in (*cache.chain, *(pad,) * (longest - len(cache.chain)))])
-        chain = stacked.view(len(caches), longest, *pad.shape).permute(2, 3, 0, 4, 1, 5)
-        lengths = torch.tensor([len(cache.chain) for cache in caches], device=positions.device)
-        slot = torch.arange(longest, device=positions.device)
-        at = torch.tensor([cache.length for cache in caches], device=positions.device)[:, None] + slot[None, :]
-        mask = (slot[None, :] < lengths[:, None]) & (positions[:, None] - at < self.cfg.block_size)
-        return chain, mask
+        return stacked.view(len(caches), longest, *pad.shape).permute(2, 3, 0, 4, 1, 5), bias
 
     @torch.no_grad()
     def extend(self, cache: TreeCache, tokens: list[int], at: list[int]) -> tuple[torch.Tensor, list[TreeCache]]:
@@ -309,3 +311,8 @@ class Model(nn.Module):
                 x = x + block.mlp(block.ln_2(x))
             trunk.features[a : a + count] = self.ln_f(x)[0]
             trunk.tokens.extend(chunk)
+
+
+def bias_of(seen: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """An attention bias on ``like``'s device and dtype: 0 where ``seen``, -inf elsewhere."""
+    return torch.zeros(seen.shape, dtype=like.dtype).masked_fill_(~seen, float("-inf")).to(like.device)
