@@ -18,6 +18,7 @@ import torch
 import tokenizers_local
 from lab import export
 from lab.export import parts
+from lab.export.run import read_run
 from lab.export.inline import PROJECT_PACKAGES
 from eval.contract import CharModel
 from eval.data import SplitText, load_split, raw_from_rows
@@ -207,6 +208,7 @@ def test_transformer_export_replays_the_training(tmp_path, monkeypatch):
     expected = evaluate(CharAdapter(TorchTokenLM(result.model), tokenizer, mode="exact", beam=2), valid, None,
                         progress=False)
 
+    assert read_run(tmp_path / "ckpt").beam == 8  # a `subchar train` run records no beam: eval's default
     path = export.export_run(tmp_path / "ckpt", tmp_path / "out", mode="exact", beam=2)
     source = path.read_text(encoding="utf-8")
     assert export.unguarded_imports(source) == []

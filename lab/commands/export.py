@@ -12,7 +12,7 @@ def register(subparsers) -> None:
     parser.add_argument("run", help="a run folder of `subchar compare` (runs/<cell>) or a `subchar train --out` folder")
     parser.add_argument("--out", required=True, help="folder to write submission.py into")
     add_mode_arg(parser, default=None, default_text="the run's; exact")
-    parser.add_argument("--beam", type=int, help="adapter beam width, 0 for none (default: the run's; none)")
+    parser.add_argument("--beam", type=int, help="adapter beam width, 0 for none (default: the run's; 8 for a `subchar train` run)")
     parser.add_argument("--seed", type=int, help="neural runs: the training seed used when the harness passes none "
                         "(its SEED variable, from `submit.py --seed`) (default: the run's; 0 as in `subchar train`)")
     parser.add_argument("--batch-size", type=int, help="neural runs: sequences per step (default: the run's)")

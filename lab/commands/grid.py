@@ -34,7 +34,7 @@ def add_grid_args(parser: argparse.ArgumentParser, *, budget: float, eval_chars:
     parser.add_argument("--budget", type=float, default=budget, help=f"training seconds per cell (default {budget:g})")
     add_mode_arg(parser)
     parser.add_argument("--beam", type=beam_width, default=DEFAULT_BEAM,
-                        help=f"exact mode: keep the K heaviest coverings (default {DEFAULT_BEAM}; 0 = no pruning, can be very slow)")
+                        help=f"exact mode: keep the K coverings of most reach (default {DEFAULT_BEAM}; 0 = no pruning, can be very slow)")
     parser.add_argument("--eval-chars", type=int, default=eval_chars, help=f"val chars scored (default {eval_chars})")
     parser.add_argument("--test-chars", type=int, default=test_chars, help=f"test chars reported, 0 to skip (default {test_chars})")
     parser.add_argument("--train-chars", type=int, help="use only the first N characters of the train text")

@@ -51,7 +51,7 @@ def register(subparsers) -> None:
     eval_parser.add_argument("--chars", type=int, default=60_000, help="score the first N characters (default 60000)")
     add_mode_arg(eval_parser)
     eval_parser.add_argument("--beam", type=beam_width, default=DEFAULT_BEAM,
-                             help=f"exact mode: keep the K heaviest coverings (default {DEFAULT_BEAM}; 0 = no pruning, can be very slow)")
+                             help=f"exact mode: keep the K coverings of most reach (default {DEFAULT_BEAM}; 0 = no pruning, can be very slow)")
     eval_parser.add_argument("--data-dir", help="directory with wiki.<split>.raw (default: $SUBCHAR_DATA, else the one "
                              "the checkpoint was trained with)")
     eval_parser.add_argument("--device", default="cpu", help="device for neural models (cpu or cuda)")

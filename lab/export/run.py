@@ -9,6 +9,7 @@ from typing import Any
 
 from eval.errors import UserError
 from lab.cell import CellOptions
+from lab.commands.common import DEFAULT_BEAM
 from lab.export.parts import EXPORTABLE_MODELS
 from zoo.checkpoint import MANIFEST, Checkpoint, load_checkpoint
 from zoo.train import TrainSettings
@@ -62,7 +63,9 @@ def read_run(
     if checkpoint.model_name not in EXPORTABLE_MODELS:
         raise UserError(f"cannot export model {checkpoint.model_name!r}: choose a run of {', '.join(EXPORTABLE_MODELS)}")
     defaults = CellOptions()
-    chosen_beam = options.get("beam", defaults.beam) if beam is None else (beam or None)
+    # a `subchar train --out` run records no beam: it gets `subchar eval`'s (an unbeamed neural adapter would not
+    # finish the window inside the benchmark's time limit)
+    chosen_beam = options.get("beam", DEFAULT_BEAM) if beam is None else (beam or None)
     return RunFacts(
         name=name,
         checkpoint=checkpoint,
