@@ -291,13 +291,13 @@ class CharAdapter(CharModel):
         finally:
             self._respell = True
 
-    def kept_to_plan(self, commit: str | None) -> bool:
-        """True when, since ``resume``, the adapter made exactly the commit ``commit`` (None: none) and no
-        LM-dependent fallback happened: then the batch engine's precomputed trunk stays valid after it."""
+    def kept_to_plan(self, commits: list[str | None]) -> bool:
+        """True when, since ``resume``, the adapter made exactly the commits ``commits`` (None entries: none) and
+        no LM-dependent fallback happened: then the batch engine's precomputed trunk stays valid after them."""
         d = self.diagnostics
         if d.forced_commits or d.eager_commits or d.backoff_distributions:
             return False
-        return self._committed_text == ([] if commit is None else [commit])
+        return self._committed_text == [commit for commit in commits if commit is not None]
 
     # --- public state --------------------------------------------------------------------------------------
     @property

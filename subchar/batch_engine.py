@@ -7,18 +7,21 @@ holds the committed tokens' LM state and respells the rest of the buffer from it
 1. the commit points and committed tokens are found from the text alone (``plan``);
 2. the trunk — the LM state after each commit — is stepped once along the committed tokens (``states_along``:
    one teacher-forced pass for a model that offers it);
-3. segments are replayed by many adapters at once, one per worker thread, each resumed at its segment's trunk
-   state (``CharAdapter.resume``). Their LM steps meet in a ``BatchingLM`` per cohort of workers, which asks the
-   model once for all of the cohort's waiting workers (one forward pass of a hundred branches instead of a few),
-   when the LM has ``step_many``; two cohorts take turns, one's forward pass running while the other's adapters work;
-4. any segment whose adapter departs from the plan (a forced or eager commit, a back-off distribution: events
-   that depend on LM mass) invalidates the trunk after it, so from that segment on the stream is replayed by one
+3. the segments, cut into one run of consecutive segments (a *chunk*) per worker thread, are replayed by many
+   adapters at once, each resumed at its chunk's trunk state (``CharAdapter.resume``) and then streaming through
+   its chunk's commits itself, so that each commit finds the canonical spelling among its coverings and the
+   respelling after it among its remembered steps (``LMAnswers.along``). Their LM steps meet in a ``BatchingLM``
+   per cohort of workers, which asks the model once for all of the cohort's waiting workers (one forward pass of
+   a few dozen branches instead of a few), when the LM has ``step_many``; two cohorts take turns, one's forward
+   pass running while the other's adapters work;
+4. any chunk whose adapter departs from the plan (a forced or eager commit, a back-off distribution: events
+   that depend on LM mass) invalidates the trunk after it, so from that chunk on the stream is replayed by one
    adapter exactly as the streaming loop would.
 
 The answers are the streaming loop's: the same adapter code runs on the same states. Only floating-point
 rounding can differ, where the model's batched forward pass rounds differently from a smaller batch (float32
 networks: ~1e-7 relative; the engine tests run float64 models, where the two engines agree to 1e-12).
-LMs without ``step_many`` (the n-gram) gain nothing from threads: their segments run in one thread.
+LMs without ``step_many`` (the n-gram) gain nothing from threads: their whole stream is one chunk.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from subchar.commit_point import finished_boundary
 from subchar.lm import logprobs_many, states_along, step_many
 
 WORKERS = 64  # concurrent segments: the batch size of the model's forward passes, over all cohorts
+PROGRESS_EVERY = 256  # positions between progress reports of one worker
 COHORTS = 2  # worker groups whose forward passes and adapter work overlap (one core each on a 2-core machine)
 
 
@@ -99,6 +103,13 @@ class BatchingLM:
         with self.shared:
             return states_along(self.lm, state, tokens, at)
 
+    def settle(self, state: Any) -> Any:
+        settle = getattr(self.lm, "settle", None)
+        if settle is None:
+            return state
+        with self.shared:
+            return settle(state)
+
     def step_many(self, states: Sequence[Any], tokens: Sequence[int]) -> list[Any]:
         slot: dict[str, Any] = {}
         with self.condition:
@@ -151,39 +162,50 @@ def trunk_states(lm: Any, trunk: list[int], starts: list[int]) -> dict[int, Any]
     return dict(zip(wanted, states_along(lm, lm.start(), trunk, wanted)))
 
 
+def chunks_of(segments: list[Segment], count: int) -> list[range]:
+    """``segments`` cut into at most ``count`` runs of consecutive segments with about equal characters."""
+    total = segments[-1].end
+    runs, first = [], 0
+    for k, segment in enumerate(segments):
+        if segment.end >= total * (len(runs) + 1) / count or k == len(segments) - 1:
+            runs.append(range(first, k + 1))
+            first = k + 1
+    return runs
+
+
 def score(adapter: Any, text: str, bits: bool, workers: int = WORKERS,
           progress: Callable[[int], None] | None = None) -> tuple[list[str], list[float] | None]:
     """Every prediction of the streaming loop over ``text`` and (with ``bits``) P(true char) at each position;
-    ``progress`` is told how many positions each finished segment scored."""
+    ``progress`` is told how many positions were scored, every ``PROGRESS_EVERY`` or so."""
     segments, trunk = plan(adapter, text)
-    states = trunk_states(adapter.lm, trunk, [s.trunk_len for s in segments])
+    batched = hasattr(adapter.lm, "step_many") and len(segments) > 1
+    chunks = chunks_of(segments, workers if batched else 1)
+    states = trunk_states(adapter.lm, trunk, [segments[chunk[0]].trunk_len for chunk in chunks])
     guesses: list[str] = [""] * len(text)
     probs: list[float] | None = [0.0] * len(text) if bits else None
     failed: list[int] = []
-    batched = hasattr(adapter.lm, "step_many") and len(segments) > 1
-    threads = min(workers, len(segments)) if batched else 1
+    threads = len(chunks)
     shared = threading.Lock()
     cohorts = [BatchingLM(adapter.lm, len(range(k, threads, COHORTS)), shared) for k in range(min(COHORTS, threads))]
-    queue = iter(range(len(segments)))
     lock = threading.Lock()
     errors: list[BaseException] = []
 
-    def work(lm: Any) -> None:
+    def tell(scored: int) -> None:
+        if progress is not None:
+            with lock:
+                progress(scored)
+
+    def work(k: int, lm: Any) -> None:
         try:
+            chunk = [segments[i] for i in chunks[k]]
+            first, last = chunk[0], chunk[-1]
             worker = adapter.worker(lm)
-            while True:
+            worker.resume(states[first.trunk_len], first.rest)
+            check = k + 1 < len(chunks)  # the next chunk starts from the plan's state after this one's last commit
+            replay(worker, text, first.start, last.end, guesses, probs, check=check, progress=tell)
+            if check and not worker.kept_to_plan([s.next_commit for s in chunk]):
                 with lock:
-                    k = next(queue, None)
-                if k is None:
-                    return
-                segment = segments[k]
-                worker.resume(states[segment.trunk_len], segment.rest)
-                replay(worker, text, segment.start, segment.end, guesses, probs, check=segment.next_commit is not None)
-                with lock:
-                    if progress is not None:
-                        progress(segment.end - segment.start)
-                    if not worker.kept_to_plan(segment.next_commit):
-                        failed.append(k)
+                    failed.append(k)
         except BaseException as error:  # raised again in the caller's thread below
             errors.append(error)
         finally:
@@ -191,29 +213,30 @@ def score(adapter: Any, text: str, bits: bool, workers: int = WORKERS,
                 lm.finished()
 
     if not batched:
-        work(adapter.lm)
+        work(0, adapter.lm)
     else:
-        pool = [threading.Thread(target=work, args=(cohorts[k % len(cohorts)],), daemon=True) for k in range(threads)]
+        pool = [threading.Thread(target=work, args=(k, cohorts[k % len(cohorts)]), daemon=True) for k in range(threads)]
         for thread in pool:
             thread.start()
         for thread in pool:
             thread.join()
     if errors:
         raise errors[0]
-    adapter.batch_report = {"segments": len(segments), "threads": threads, "replayed_from_segment": min(failed, default=None),
+    adapter.batch_report = {"segments": len(segments), "threads": threads,
+                            "replayed_from_segment": chunks[min(failed)][0] if failed else None,
                             "forward_passes": sum(c.forward_passes for c in cohorts) if batched else None}
     if failed:  # from the first departure on, the stream as the streaming loop runs it
-        segment = segments[min(failed)]
+        segment = segments[chunks[min(failed)][0]]
         worker = adapter.worker(adapter.lm)
         worker.resume(states[segment.trunk_len], segment.rest, seen=text[: segment.start])
-        replay(worker, text, segment.start, len(text), guesses, probs, check=False)
+        replay(worker, text, segment.start, len(text), guesses, probs, check=False, progress=lambda _: None)
     return guesses, probs
 
 
 def replay(worker: Any, text: str, start: int, end: int, guesses: list[str], probs: list[float] | None,
-           check: bool) -> None:
+           check: bool, progress: Callable[[int], None]) -> None:
     """The benchmark loop over positions ``start .. end-1``; with ``check`` also the observe of the last one
-    (the commit the plan expects there)."""
+    (the commit the plan expects there). ``progress`` hears of every ``PROGRESS_EVERY`` positions scored."""
     for position in range(start, end):
         guesses[position] = worker.predict()
         if probs is not None:
@@ -222,3 +245,5 @@ def replay(worker: Any, text: str, start: int, end: int, guesses: list[str], pro
             worker.observe(text[position])
         elif check:
             worker.end_segment(text[position])
+        if (position + 1 - start) % PROGRESS_EVERY == 0 or position + 1 == end:
+            progress((position - start) % PROGRESS_EVERY + 1)

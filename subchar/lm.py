@@ -10,7 +10,11 @@ call on one state (a neural network's forward pass):
 - ``states_along(state, tokens, at) -> list of states``: the states after ``tokens[:i]``, stepped from ``state``,
   for each ``i`` in ``at``. The adapter feeds committed text through it, and the batch engine the whole window's
   committed tokens, so a model can run them as one teacher-forced pass (a Transformer appends them to the shared
-  trunk its branches attend to, ``zoo.kv_tree``) instead of one step per token.
+  trunk its branches attend to, ``zoo.kv_tree``) instead of one step per token;
+- ``settle(state) -> state``: the same state, re-expressed for long use. When the committed tokens were already
+  stepped as one of the coverings, the adapter takes that covering's state as the new commit point and settles it
+  (a Transformer copies the branch's keys and values into its trunk), and the answers it remembers for the old
+  object hold for the new one.
 
 The adapter collects the LM work of one observed character level by level (the extensions of every covering
 through one more byte offset, the distributions of every live covering) and issues each level as one call of
@@ -66,6 +70,10 @@ class BatchedTokenLM(TokenLM, Protocol):
 
     def states_along(self, state: State, tokens: Sequence[int], at: Sequence[int]) -> list[State]:
         """The state after ``tokens[:i]`` from ``state`` for each ``i`` in ``at`` (``i = 0``: ``state``)."""
+        ...
+
+    def settle(self, state: State) -> State:
+        """``state`` as it is best kept once it is committed text (the same state: the same answers)."""
         ...
 
 

@@ -88,12 +88,13 @@ class StateAnswers:
     """What the LM said about one identity-keyed state: its distribution, and the answers of the states its
     tokens led to (so a state reached again through its parent is remembered exactly as long as the parent)."""
 
-    __slots__ = ("state", "dist", "steps")
+    __slots__ = ("state", "dist", "steps", "aliases")
 
     def __init__(self, state: Any) -> None:
         self.state = state  # kept so its id stays unique while remembered
         self.dist: TokenDistribution | None = None
         self.steps: dict[int, StateAnswers] = {}
+        self.aliases: list[Any] = []  # other objects of the same state (``StateMemo.alias``), kept for their ids
 
 
 class StateMemo:
@@ -127,6 +128,12 @@ class StateMemo:
             self.older.pop(id(entry.state), None)
             self.recent[id(entry.state)] = entry
 
+    def alias(self, other: Any, state: Any) -> None:
+        """Remember ``other`` as the same LM state as ``state``: its answers are ``state``'s."""
+        entry = self.answers(state)
+        entry.aliases.append(other)
+        self.recent[id(other)] = entry
+
     def age(self) -> None:
         """A commit happened: forget identity-keyed states untouched since the commit before."""
         self.older, self.recent = self.recent, {}
@@ -158,8 +165,24 @@ class LMAnswers:
         return self.step_many([(state, token)])[0]
 
     def along(self, state: Any, tokens: Sequence[int]) -> Any:
-        """The state after ``tokens`` (committed text): one ``states_along`` call when the LM has it (a model
-        then runs them as one teacher-forced pass), else remembered steps."""
+        """The state after ``tokens`` (committed text). When every step is remembered (the canonical spelling was
+        one of the coverings) it is the state reached, ``settle``d by the LM when it can (a Transformer moves the
+        branch's keys and values into its shared trunk) and remembered as that same state, so respelling the buffer
+        after the commit finds its steps remembered too. Else one ``states_along`` call when the LM has it (a model
+        runs them as one teacher-forced pass), else steps."""
+        reached = state
+        for token in tokens:
+            reached = self._remembered_step(reached, token)
+            if reached is None:
+                break
+        if reached is not None:
+            settle = getattr(self.lm, "settle", None)
+            if settle is None or value_key(reached) is not None:
+                return reached
+            settled = settle(reached)
+            if settled is not reached:
+                self.memo.alias(settled, reached)
+            return settled
         if not hasattr(self.lm, "states_along"):
             for token in tokens:
                 state = self.step(state, token)
@@ -167,6 +190,14 @@ class LMAnswers:
         self.diagnostics.lm_step_calls += len(tokens)
         self.diagnostics.lm_batched_calls += 1
         return self.lm.states_along(state, tokens, [len(tokens)])[0]
+
+    def _remembered_step(self, state: Any, token: int) -> Any:
+        """The remembered state after ``token``, or None."""
+        known = self._step_answer(state, self._step_key(state, token), token)
+        if type(known) is StateAnswers:
+            self.memo.keep(known)
+            return known.state
+        return known
 
     # --- many states, one LM call --------------------------------------------------------------------------
     def step_many(self, pairs: Sequence[tuple[Any, int]]) -> list[Any]:

@@ -67,14 +67,24 @@ def test_neural_engines_agree(name):
     assert report["forward_passes"] < steps / 2  # the segments' steps went to the model together
 
 
-def test_a_fallback_replays_the_rest_as_a_stream():
-    """'z' cannot be spelled: the forced commit departs from the plan, and the result is still the stream's."""
+class BatchedTrigramLM(RandomTrigramLM):
+    """The random LM with a batched step, so the engine splits the stream into one chunk per worker."""
+
+    def step_many(self, states, tokens):
+        return [self.step(s, t) for s, t in zip(states, tokens)]
+
+
+@pytest.mark.parametrize("lm_class", [BatchedTrigramLM, RandomTrigramLM])
+def test_a_fallback_replays_the_rest_as_a_stream(lm_class):
+    """'z' cannot be spelled: the forced commit departs from the plan, and the result is still the stream's (an
+    unbatched LM streams the whole text as one chunk, where nothing needs replaying)."""
     tok = ToyTokenizer([b"", b"a", b"b", b" ", b"ab"], {0})
-    adapter = CharAdapter(RandomTrigramLM(tok.vocab_size, 3), tok, mode="exact")
+    adapter = CharAdapter(lm_class(tok.vocab_size, 3), tok, mode="exact")
     stream, batch = both_engines(adapter, "ab ba ab zab a ba b ab")
     assert_same(stream, batch)
     assert stream.zero_prob_chars == 1
-    assert adapter.batch_report["replayed_from_segment"] is not None
+    assert (adapter.batch_report["replayed_from_segment"] is not None) == (lm_class is BatchedTrigramLM)
+    assert (adapter.batch_report["threads"] > 1) == (lm_class is BatchedTrigramLM)
 
 
 def test_spec_mode_and_other_models_stream():

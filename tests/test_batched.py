@@ -129,3 +129,31 @@ def test_states_along_falls_back_to_steps_for_lms_without_it():
     for i, token in enumerate(tokens, start=1):
         state = want[i] = lm.step(state, token)
     assert got == [want[4], want[0], want[2], want[5]]
+
+
+class WithoutSettle:
+    """A TokenLM seen without ``settle``: a commit whose steps are remembered keeps the covering's state as it is."""
+
+    def __init__(self, lm) -> None:
+        self.vocab_size = lm.vocab_size
+        self.start, self.step, self.logprobs = lm.start, lm.step, lm.logprobs
+        self.step_many, self.logprobs_many, self.states_along = lm.step_many, lm.logprobs_many, lm.states_along
+
+
+def test_commits_settle_the_remembered_state_and_answer_the_same():
+    """A commit reuses the canonical covering's state (its steps are remembered, so the respelling after it is too);
+    settling moves that state onto the trunk, so branches stay a few tokens long instead of growing with the text."""
+    tok = random_vocab(11, VOCAB - 9)
+    lm = TorchTokenLM(sharpened("transformer", seed=2).double())
+    settled, kept = CharAdapter(lm, tok, mode="exact", beam=3), CharAdapter(WithoutSettle(lm), tok, mode="exact", beam=3)
+    longest = {id(settled): 0, id(kept): 0}
+    for char in random_text(3, 80):
+        assert settled.predict() == kept.predict()
+        a, b = settled.distribution(), kept.distribution()
+        assert set(a) == set(b) and max(abs(a[c] - b[c]) for c in a) < 1e-9
+        for adapter in (settled, kept):
+            adapter.observe(char)
+            longest[id(adapter)] = max(longest[id(adapter)], len(adapter._root.state.cache.chain))
+    assert settled.diagnostics.commits == kept.diagnostics.commits > 5
+    assert longest[id(settled)] == 0 and longest[id(kept)] > 10  # the commit point is a trunk position
+    assert settled.diagnostics.lm_step_calls == kept.diagnostics.lm_step_calls  # remembered steps either way

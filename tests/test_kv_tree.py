@@ -98,3 +98,24 @@ def test_steps_leave_the_trunk_untouched(lm):
     before = root.cache.trunk.kv[:, :, :, :5].clone()
     lm.step_many([root] * 3, [1, 2, 3])
     assert torch.equal(root.cache.trunk.kv[:, :, :, :5], before) and len(root.cache.trunk.tokens) == 5
+
+
+def test_settle_moves_a_branch_onto_the_trunk_and_changes_nothing(lm):
+    root = lm.states_along(lm.start(), TOKENS[:5], [5])[0]
+    branch = lm.step(lm.step(root, 3), 4)
+    settled = lm.settle(branch)
+    trunk = root.cache.trunk
+    assert settled.cache.chain == () and settled.cache.trunk is trunk and settled.cache.length == 7
+    assert trunk.tokens[-2:] == [3, 4] and trunk.featured[-2:] == [False, False]
+    np.testing.assert_array_equal(lm.logprobs(settled), lm.logprobs(branch))
+    after = lm.step(settled, 9)
+    np.testing.assert_allclose(lm.logprobs(after), lm.logprobs(lm.step(branch, 9)), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(lm.logprobs(after), teacher_forced(lm.model, TOKENS[:5] + [3, 4, 9])[-1], atol=ATOL,
+                               rtol=0)
+    again = lm.settle(lm.step(lm.step(root, 3), 4))  # the trunk already holds these tokens: nothing is copied
+    assert again.cache.length == 7 and len(trunk.tokens) == 7
+    other = lm.step(root, 5)  # the trunk continues with another token: it stays a branch
+    assert lm.settle(other) is other
+    forked = lm.states_along(root, [3, 4], [2])[0]  # settled positions have no features: extend forks
+    assert forked.cache.trunk is not trunk
+    np.testing.assert_allclose(lm.logprobs(forked), lm.logprobs(branch), atol=ATOL, rtol=0)

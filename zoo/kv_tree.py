@@ -4,11 +4,12 @@ CharAdapter steps a Transformer down many branches per character: the coverings 
 the last commit, and every one of them continues the same committed tokens. With one cache per branch, each step
 copies a whole attention window of keys and values. Here the committed tokens live once, in a ``Trunk``
 (preallocated, append-only buffers for all layers), and a branch (``TreeCache``) is a trunk length plus the keys and
-values of its own few tokens (``chain``). A batch of branches reads the trunk through one view per layer, with a mask
-per branch for its window (``tree_attention``): nothing is copied per step but the chains.
+values of its own few tokens (``chain``). A batch of branches reads the trunk through one view per layer, with a bias
+(0 or -inf) per branch for its window (``tree_attention``): nothing is copied per step but the chains.
 
 Append-only is what keeps every cache valid: a ``TreeCache`` reads trunk positions below its ``length`` only, and
-those never change. A trunk that would outgrow ``MAX_TRUNK`` positions is not grown: the pass continues on a new trunk
+those never change. A branch that becomes committed text is ``settle``d: its chain's keys and values are copied
+onto the trunk's end (nothing is recomputed), so the next branches start from there with short chains. A trunk that would outgrow ``MAX_TRUNK`` positions is not grown: the pass continues on a new trunk
 seeded with the last window (``Model.extend``), and the old one is freed once no cache refers to it.
 """
 
@@ -30,6 +31,7 @@ class Trunk:
         self.kv = like.new_empty(n_layer, 2, n_head, capacity, head_dim)
         self.features = like.new_empty(capacity, n_embd)
         self.tokens: list[int] = []
+        self.featured: list[bool] = []  # per position: its features were computed (settled positions have none)
         self.start = start
 
     @property
@@ -58,12 +60,13 @@ class Trunk:
 
 @dataclass(frozen=True, slots=True)
 class TreeCache:
-    """The state after ``trunk``'s positions up to ``length`` and then the tokens whose keys and values are
+    """The state after ``trunk``'s positions up to ``length`` and then ``tokens``, whose keys and values are
     ``chain`` (one [n_layer, 2, n_head, head_dim] tensor per token)."""
 
     trunk: Trunk
     length: int
     chain: tuple[torch.Tensor, ...] = ()
+    tokens: tuple[int, ...] = ()
 
     @property
     def pos(self) -> int:

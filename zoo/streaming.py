@@ -102,6 +102,15 @@ class TorchTokenLM:
                 state = made[i] = self.step(state, token)
         return [made[i] for i in at]
 
+    def settle(self, state: TokenState) -> TokenState:
+        """The same state, kept cheaply for long use (the model's ``settle``: a Transformer moves a branch's own
+        keys and values into its shared trunk); ``state`` itself for a model without one."""
+        settle = getattr(self.model, "settle", None)
+        if settle is None:
+            return state
+        cache = settle(state.cache)
+        return state if cache is state.cache else TokenState(cache, state.length, state.logprobs, state.features)
+
     def step(self, state: TokenState, token: int) -> TokenState:
         self._check(token)
         with torch.no_grad(), torch_threads(self.threads):

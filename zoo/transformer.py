@@ -210,7 +210,28 @@ class Model(nn.Module):
             nodes.append(torch.stack((k[:, :, 0], v[:, :, 0]), dim=1))
         logits = self.lm_head(self.ln_f(x))[:, 0]
         new = torch.stack(nodes, dim=1)  # [B, n_layer, 2, H, D]
-        return logits, [TreeCache(c.trunk, c.length, (*c.chain, new[b])) for b, c in enumerate(caches)]
+        return logits, [TreeCache(c.trunk, c.length, (*c.chain, new[b]), (*c.tokens, token))
+                        for b, (c, token) in enumerate(zip(caches, tokens))]
+
+    def settle(self, cache: TreeCache) -> TreeCache:
+        """The same state as a trunk position: the chain's keys and values copied onto the trunk where it ends at
+        the chain's start or already continues with its first tokens (then only the rest is copied); ``cache``
+        itself where the trunk continues otherwise or is full."""
+        trunk = cache.trunk
+        if not cache.chain:
+            return cache
+        at = cache.length - trunk.start
+        have = trunk.tokens[at : at + len(cache.tokens)]
+        if list(cache.tokens[: len(have)]) != have or trunk.end + len(cache.chain) - len(have) > MAX_TRUNK:
+            return cache
+        rest = cache.chain[len(have) :]
+        if rest:
+            trunk.reserve(len(rest))
+            a = trunk.end - trunk.start
+            trunk.kv[:, :, :, a : a + len(rest)] = torch.stack(rest, dim=3)
+            trunk.tokens.extend(cache.tokens[len(have) :])
+            trunk.featured.extend([False] * len(rest))
+        return TreeCache(trunk, cache.pos)
 
     def _trunk_groups(self, caches: list[TreeCache]) -> list[tuple]:
         """Per trunk: its rows of the batch (None: all), the union [lo, hi) of their windows on it, and each
@@ -255,8 +276,9 @@ class Model(nn.Module):
         ``cache``'s window (a fork, or a trunk at ``MAX_TRUNK``)."""
         trunk, reused = cache.trunk, 0
         if not cache.chain:
-            known = trunk.tokens[cache.length - trunk.start : cache.length - trunk.start + len(tokens)]
-            while reused < len(known) and known[reused] == tokens[reused]:
+            offset = cache.length - trunk.start
+            known = trunk.tokens[offset : offset + len(tokens)]
+            while reused < len(known) and known[reused] == tokens[reused] and trunk.featured[offset + reused]:
                 reused += 1
         base = TreeCache(trunk, cache.length + reused) if reused else cache
         if reused < len(tokens):
@@ -285,6 +307,7 @@ class Model(nn.Module):
         if nodes:
             trunk.kv[:, :, :, from_trunk : end - lo] = torch.stack(nodes, dim=3)
         trunk.tokens = [-1] * (end - lo)  # never matched: caches on this trunk start at its end
+        trunk.featured = [False] * (end - lo)
         return trunk
 
     def _append(self, trunk: Trunk, tokens: list[int]) -> None:
@@ -311,6 +334,7 @@ class Model(nn.Module):
                 x = x + block.mlp(block.ln_2(x))
             trunk.features[a : a + count] = self.ln_f(x)[0]
             trunk.tokens.extend(chunk)
+            trunk.featured.extend([True] * count)
 
 
 def bias_of(seen: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
