@@ -119,3 +119,14 @@ def test_settle_moves_a_branch_onto_the_trunk_and_changes_nothing(lm):
     forked = lm.states_along(root, [3, 4], [2])[0]  # settled positions have no features: extend forks
     assert forked.cache.trunk is not trunk
     np.testing.assert_allclose(lm.logprobs(forked), lm.logprobs(branch), atol=ATOL, rtol=0)
+
+
+def test_branches_far_apart_on_one_trunk_read_a_window_each(lm):
+    """Rows more than 2 * block_size apart on one trunk (the batch engine's workers) read gathered windows."""
+    far = lm.states_along(lm.start(), TOKENS, [1, 2, len(TOKENS)])
+    branch = lm.step(far[2], 7)
+    states, tokens = [far[0], far[1], far[2], branch], [4, 5, 6, 8]
+    paths = [TOKENS[:1], TOKENS[:2], TOKENS, TOKENS + [7]]
+    assert len(TOKENS) > 2 * BLOCK + 2
+    for path, token, after in zip(paths, tokens, lm.step_many(states, tokens)):
+        np.testing.assert_allclose(lm.logprobs(after), teacher_forced(lm.model, path + [token])[-1], atol=ATOL, rtol=0)

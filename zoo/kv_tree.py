@@ -57,6 +57,13 @@ class Trunk:
         a, b = lo - self.start, hi - self.start
         return self.kv[layer, 0, :, a:b], self.kv[layer, 1, :, a:b]
 
+    def gather(self, layer: int, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values [n_head, B, G, head_dim] of buffer positions ``index`` [B, G] (a copy): for branches
+        far apart on the trunk, whose windows share too little for one view of their union."""
+        flat = index.reshape(-1)
+        keys = self.kv[layer, 0].index_select(1, flat).view(self.kv.size(2), *index.shape, -1)
+        return keys, self.kv[layer, 1].index_select(1, flat).view_as(keys)
+
 
 @dataclass(frozen=True, slots=True)
 class TreeCache:
@@ -77,20 +84,42 @@ class TreeCache:
     def at_trunk_end(self) -> bool:
         return not self.chain and self.length == self.trunk.end
 
+    def rebased(self) -> TreeCache:
+        """The same state with the start of its chain read from the trunk, where the trunk has since taken those
+        tokens (settled or extended): chains stay the few tokens past the last commit instead of growing along
+        every state remembered from before it."""
+        if not self.chain:
+            return self
+        at = self.length - self.trunk.start
+        have = self.trunk.tokens[at : at + len(self.tokens)]
+        k = 0
+        while k < len(have) and have[k] == self.tokens[k]:
+            k += 1
+        return TreeCache(self.trunk, self.length + k, self.chain[k:], self.tokens[k:]) if k else self
+
 
 def tree_attention(q: torch.Tensor, trunk_k: torch.Tensor, trunk_v: torch.Tensor, trunk_bias: torch.Tensor,
                    own_k: torch.Tensor, own_v: torch.Tensor, own_bias: torch.Tensor) -> torch.Tensor:
-    """Attention of one new token per branch, q [B, H, 1, D], to a shared trunk window trunk_k/trunk_v [H, n, D]
-    and to the branch's own tokens own_k/own_v [B, H, m, D] (its chain, then itself). The biases (0 where a key is
-    seen, -inf where not) are trunk_bias [B, n] and own_bias [B, m]. Returns [B, H, 1, D].
+    """Attention of one new token per branch, q [B, H, 1, D], to trunk keys and values and to the branch's own
+    tokens own_k/own_v [B, H, m, D] (its chain, then itself). The trunk part is either one window shared by all
+    branches, trunk_k/trunk_v [H, n, D], or a window per branch, [H, B, n, D] (``Trunk.gather``). The biases (0
+    where a key is seen, -inf where not) are trunk_bias [B, n] and own_bias [B, m]. Returns [B, H, 1, D].
 
     One softmax over both parts, as SDPA over their concatenation would compute it, without making the
-    concatenation (that copy, a window per branch per layer, is what the shared trunk avoids). The trunk part is
-    one [H, B, D] x [H, D, n] product: heads first, so the window is read in place, never broadcast to B copies."""
+    concatenation (that copy, a window per branch per layer, is what the shared trunk avoids). The shared window is
+    one [H, B, D] x [H, D, n] product: heads first, so it is read in place, never broadcast to B copies."""
     q = q * q.size(-1) ** -0.5
-    trunk_scores = torch.bmm(q[:, :, 0].transpose(0, 1), trunk_k.transpose(1, 2)) + trunk_bias  # [H, B, n]
+    heads_first = q[:, :, 0].transpose(0, 1)  # [H, B, D]
+    shared = trunk_k.dim() == 3
+    if shared:
+        trunk_scores = torch.bmm(heads_first, trunk_k.transpose(1, 2))
+    else:
+        trunk_scores = torch.matmul(heads_first[:, :, None], trunk_k.transpose(2, 3))[:, :, 0]
     own_scores = torch.matmul(q, own_k.transpose(-1, -2))[:, :, 0] + own_bias[:, None]  # [B, H, m]
-    weights = torch.softmax(torch.cat((trunk_scores, own_scores.transpose(0, 1)), dim=-1), dim=-1)
-    n = trunk_k.size(1)
-    from_trunk = torch.bmm(weights[..., :n], trunk_v).transpose(0, 1)[:, :, None]
-    return from_trunk + torch.matmul(weights[..., n:].transpose(0, 1)[:, :, None], own_v)
+    weights = torch.softmax(torch.cat((trunk_scores + trunk_bias, own_scores.transpose(0, 1)), dim=-1), dim=-1)
+    n = trunk_bias.size(-1)
+    if shared:
+        from_trunk = torch.bmm(weights[..., :n], trunk_v)
+    else:
+        from_trunk = torch.matmul(weights[..., None, :n], trunk_v)[:, :, 0]
+    return from_trunk.transpose(0, 1)[:, :, None] + torch.matmul(weights[..., n:].transpose(0, 1)[:, :, None], own_v)

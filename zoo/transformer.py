@@ -186,6 +186,7 @@ class Model(nn.Module):
         """``step`` for many branches in one forward pass: logits [B, vocab] and one new cache per branch, whose
         chain gains the new token's keys and values (a view of this batch's [B, n_layer, 2, H, D] tensor)."""
         device = self.wte.weight.device
+        caches = [cache.rebased() for cache in caches]
         positions = torch.tensor([cache.pos for cache in caches], device=device)
         cos, sin = rope_angles(positions, self.head_dim, self.cfg.rope_base)
         cos, sin = cos[:, None, None, :], sin[:, None, None, :]  # per branch, broadcast over heads
@@ -198,12 +199,12 @@ class Model(nn.Module):
             own_k = k if chain is None else torch.cat((chain[layer, 0], k), dim=2)
             own_v = v if chain is None else torch.cat((chain[layer, 1], v), dim=2)
             if len(groups) == 1:
-                trunk, _, lo, hi, bias = groups[0]
-                y = tree_attention(q, *trunk.window(layer, lo, hi), bias, own_k, own_v, own_bias)
+                trunk, _, read, bias = groups[0]
+                y = tree_attention(q, *trunk_keys(trunk, layer, read), bias, own_k, own_v, own_bias)
             else:
                 y = torch.empty_like(q)
-                for trunk, rows, lo, hi, bias in groups:
-                    y[rows] = tree_attention(q[rows], *trunk.window(layer, lo, hi), bias, own_k[rows], own_v[rows],
+                for trunk, rows, read, bias in groups:
+                    y[rows] = tree_attention(q[rows], *trunk_keys(trunk, layer, read), bias, own_k[rows], own_v[rows],
                                              own_bias[rows])
             x = x + block.attn.merge_heads(y)
             x = x + block.mlp(block.ln_2(x))
@@ -234,23 +235,30 @@ class Model(nn.Module):
         return TreeCache(trunk, cache.pos)
 
     def _trunk_groups(self, caches: list[TreeCache]) -> list[tuple]:
-        """Per trunk: its rows of the batch (None: all), the union [lo, hi) of their windows on it, and each
-        row's bias over that union (0 for the trunk positions below its length within block_size of its
-        position, -inf elsewhere). Built from Python ints on the CPU and moved once: no device round trip per call."""
+        """Per trunk: its rows of the batch (None: all), what to read of it, and each row's bias over what is read
+        (0 for the trunk positions below its length within block_size of its position, -inf elsewhere). What is
+        read is the union of the rows' windows, ``(lo, hi)``, when it is at most ``2 * block_size`` wide (one
+        view for all; the stream's branches), else a window per row, a [B, block_size - 1] index of buffer
+        positions (the batch engine's workers, spread over the whole window). Built from Python ints on the CPU
+        and moved once: no device round trip per call."""
         by_trunk: dict[int, list[int]] = {}
         for b, cache in enumerate(caches):
             by_trunk.setdefault(id(cache.trunk), []).append(b)
-        device, groups = self.wte.weight.device, []
+        device, window, groups = self.wte.weight.device, self.cfg.block_size, []
         for rows in by_trunk.values():
             trunk = caches[rows[0]].trunk
-            first = [max(trunk.start, caches[b].pos - self.cfg.block_size + 1) for b in rows]
+            first = torch.tensor([max(trunk.start, caches[b].pos - window + 1) for b in rows])
             ends = [caches[b].length for b in rows]
             hi = max(ends)
-            lo = min(min(first), hi)
-            keys = torch.arange(lo, hi)
-            seen = (keys[None, :] >= torch.tensor(first)[:, None]) & (keys[None, :] < torch.tensor(ends)[:, None])
+            lo = min(int(first.min()), hi)
+            if hi - lo <= 2 * window:
+                keys, read = torch.arange(lo, hi)[None, :], (lo, hi)
+            else:
+                keys = torch.tensor(ends)[:, None] - window + 1 + torch.arange(window - 1)[None, :]
+                read = (keys.clamp(min=trunk.start) - trunk.start).to(device)
+            seen = (keys >= first[:, None]) & (keys < torch.tensor(ends)[:, None])
             index = None if len(by_trunk) == 1 else torch.tensor(rows, device=device)
-            groups.append((trunk, index, lo, hi, bias_of(seen, self.wte.weight)))
+            groups.append((trunk, index, read, bias_of(seen, self.wte.weight)))
         return groups
 
     def _chains(self, caches: list[TreeCache]) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -335,6 +343,11 @@ class Model(nn.Module):
             trunk.features[a : a + count] = self.ln_f(x)[0]
             trunk.tokens.extend(chunk)
             trunk.featured.extend([True] * count)
+
+
+def trunk_keys(trunk: Trunk, layer: int, read: tuple[int, int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What ``_trunk_groups`` chose to read: one shared window (lo, hi), or a window per row (an index)."""
+    return trunk.window(layer, *read) if isinstance(read, tuple) else trunk.gather(layer, read)
 
 
 def bias_of(seen: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
