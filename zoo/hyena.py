@@ -20,6 +20,10 @@ themselves are evaluated once, in ``empty_cache`` (so a cache belongs to the wei
 Long context: the filters are finite (length ``block_size``), so at any length position i sees the inputs of
 positions i-block_size+1 .. i in each long convolution; ``forward`` (FFT with the same truncated filter) and
 ``step`` agree at every length.
+
+``extend`` (``zoo.interface.FastStreamingModel``) runs committed tokens teacher-forced from a cache, in chunks of
+``EXTEND_CHUNK`` tokens, each long convolution over the cache's history followed by the chunk's inputs. The caches
+it returns hold views of those inputs (the last ``block_size`` before each asked position), not copies.
 """
 
 from __future__ import annotations
@@ -29,8 +33,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from zoo.transformer import MLP
+
+EXTEND_CHUNK = 512  # tokens per teacher-forced pass of ``extend``: bounds its activations' memory
 
 
 @dataclass
@@ -152,6 +159,25 @@ class HyenaOperator(nn.Module):
         return self.out_proj(z), short_state, tuple(new_histories)
 
 
+    def extend(self, x, short_state, histories, reversed_filters, at):
+        """``step`` along positions x [T, d] from (short_state, histories): y [T, d], and for each ``i`` in ``at``
+        the short state and the histories after ``x[:i]`` (views of this pass's inputs)."""
+        projected = torch.cat((short_state[0], self.in_proj(x).t()), dim=-1)  # [(order+1)*d, short + T]
+        size = short_state.size(-1)
+        u = F.conv1d(projected[None, :, 1:], self.short_conv.weight, self.short_conv.bias, groups=projected.size(0))
+        *gates, z = u[0].split(self.d, dim=0)  # [d, T] each
+        short_states = [projected[None, :, i : i + size] for i in at]
+        new_histories = []
+        for n, gate in enumerate(gates):
+            past = histories[n].size(-1)
+            inputs = torch.cat((histories[n][0], z), dim=-1)  # [d, past + T]
+            window = F.pad(inputs, (self.length - 1, 0))[None, :, past:]  # the block_size inputs each output sees
+            long = F.conv1d(window, reversed_filters[n, :, None, :], groups=self.d)[0]
+            z = gate * (long + self.filter_bias[n, :, None] * z)
+            new_histories.append([inputs[None, :, max(0, past + i - self.length) : past + i] for i in at])
+        return self.out_proj(z.t()), short_states, [tuple(h) for h in zip(*new_histories)]
+
+
 class Block(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
@@ -169,6 +195,11 @@ class Block(nn.Module):
         y, short_state, histories = self.hyena.step(self.ln_1(x), short_state, histories, reversed_filters)
         x = x + y
         return x + self.mlp(self.ln_2(x)), short_state, histories
+
+    def extend(self, x, short_state, histories, reversed_filters, at):
+        y, short_states, histories = self.hyena.extend(self.ln_1(x), short_state, histories, reversed_filters, at)
+        x = x + y
+        return x + self.mlp(self.ln_2(x)), short_states, histories
 
 
 class Model(nn.Module):
@@ -252,6 +283,45 @@ class Model(nn.Module):
             for b in range(len(caches))
         ]
         return logits, new
+
+    @torch.no_grad()
+    def extend(self, cache: HyenaCache, tokens: list[int], at: list[int]) -> tuple[torch.Tensor, list[HyenaCache]]:
+        """The caches after ``tokens[:i]`` for each ``i`` in ``at`` (sorted, >= 1) and the features ``head`` maps
+        to their logits [len(at), n_embd], teacher-forced in chunks of ``EXTEND_CHUNK`` tokens."""
+        features, caches = [self.wte.weight.new_zeros(0, self.cfg.n_embd)], []
+        tokens = tokens[: max(at, default=0)]
+        for start in range(0, len(tokens), EXTEND_CHUNK):
+            chunk = tokens[start : start + EXTEND_CHUNK]
+            wanted = [i - start for i in at if start < i <= start + len(chunk)]
+            chunk_features, chunk_caches = self._extend_chunk(cache, chunk, wanted + [len(chunk)])
+            features.append(chunk_features[: len(wanted)])
+            caches += chunk_caches[: len(wanted)]
+            cache = chunk_caches[-1]
+        return torch.cat(features), caches
+
+    def _extend_chunk(self, cache: HyenaCache, tokens: list[int], at: list[int]):
+        x = self.wte(torch.tensor(tokens, device=self.wte.weight.device))  # [T, n_embd]
+        layers = []
+        for block, short, history, filters in zip(
+            self.blocks, cache.short_states, cache.histories, cache.reversed_filters
+        ):
+            x, shorts, histories = block.extend(x, short, history, filters, at)
+            layers.append((shorts, histories))
+        features = self.ln_f(x[torch.tensor(at, device=x.device) - 1])
+        caches = [
+            HyenaCache(
+                tuple(shorts[k] for shorts, _ in layers),
+                tuple(histories[k] for _, histories in layers),
+                cache.reversed_filters,
+            )
+            for k in range(len(at))
+        ]
+        return features, caches
+
+    @torch.no_grad()
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits [n, vocab] from ``extend``'s features (the final norm's output)."""
+        return self.lm_head(features)
 
 
 def left_padded_time(tensors: list[torch.Tensor]) -> torch.Tensor:
