@@ -106,3 +106,9 @@ def test_states_along_equals_stepping(name, monkeypatch):
     batched = lm.step_many(states[1:], [4] * (len(at) - 1))  # extended caches batch with each other
     for got, i in zip(batched, at[1:]):
         np.testing.assert_allclose(got.logprobs, lm.step(reference[i], 4).logprobs, atol=ATOL, rtol=0)
+
+
+def test_positions_past_the_tokens_are_refused():
+    model = sharpened("mamba")
+    with pytest.raises(ValueError, match=r"positions 1..4 must lie in 1..3"):
+        model.extend(model.empty_cache(), [1, 2, 3], [1, 4])

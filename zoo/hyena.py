@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from zoo.extend import in_chunks
 from zoo.transformer import MLP
 
 EXTEND_CHUNK = 512  # tokens per teacher-forced pass of ``extend``: bounds its activations' memory
@@ -288,16 +289,8 @@ class Model(nn.Module):
     def extend(self, cache: HyenaCache, tokens: list[int], at: list[int]) -> tuple[torch.Tensor, list[HyenaCache]]:
         """The caches after ``tokens[:i]`` for each ``i`` in ``at`` (sorted, >= 1) and the features ``head`` maps
         to their logits [len(at), n_embd], teacher-forced in chunks of ``EXTEND_CHUNK`` tokens."""
-        features, caches = [self.wte.weight.new_zeros(0, self.cfg.n_embd)], []
-        tokens = tokens[: max(at, default=0)]
-        for start in range(0, len(tokens), EXTEND_CHUNK):
-            chunk = tokens[start : start + EXTEND_CHUNK]
-            wanted = [i - start for i in at if start < i <= start + len(chunk)]
-            chunk_features, chunk_caches = self._extend_chunk(cache, chunk, wanted + [len(chunk)])
-            features.append(chunk_features[: len(wanted)])
-            caches += chunk_caches[: len(wanted)]
-            cache = chunk_caches[-1]
-        return torch.cat(features), caches
+        empty = self.wte.weight.new_zeros(0, self.cfg.n_embd)
+        return in_chunks(self._extend_chunk, cache, tokens, at, EXTEND_CHUNK, empty)
 
     def _extend_chunk(self, cache: HyenaCache, tokens: list[int], at: list[int]):
         x = self.wte(torch.tensor(tokens, device=self.wte.weight.device))  # [T, n_embd]

@@ -33,6 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from zoo.extend import in_chunks
+
 
 try:  # fused kernels, optional extra ``cuda``; mamba-ssm >= 2.3 installs its compiled scan only on request
     import selective_scan_cuda  # noqa: F401
@@ -300,16 +302,8 @@ class Model(nn.Module):
     def extend(self, cache: MambaCache, tokens: list[int], at: list[int]) -> tuple[torch.Tensor, list[MambaCache]]:
         """The caches after ``tokens[:i]`` for each ``i`` in ``at`` (sorted, >= 1) and the features ``head`` maps
         to their logits [len(at), d_model], teacher-forced in chunks of ``EXTEND_CHUNK`` tokens."""
-        features, caches = [self.wte.weight.new_zeros(0, self.cfg.d_model)], []
-        tokens = tokens[: max(at, default=0)]
-        for start in range(0, len(tokens), EXTEND_CHUNK):
-            chunk = tokens[start : start + EXTEND_CHUNK]
-            wanted = [i - start for i in at if start < i <= start + len(chunk)]
-            chunk_features, chunk_caches = self._extend_chunk(cache, chunk, wanted + [len(chunk)])
-            features.append(chunk_features[: len(wanted)])
-            caches += chunk_caches[: len(wanted)]
-            cache = chunk_caches[-1]
-        return torch.cat(features), caches
+        empty = self.wte.weight.new_zeros(0, self.cfg.d_model)
+        return in_chunks(self._extend_chunk, cache, tokens, at, EXTEND_CHUNK, empty)
 
     def _extend_chunk(self, cache: MambaCache, tokens: list[int], at: list[int]):
         x = self.wte(torch.tensor(tokens, device=self.wte.weight.device))  # [T, d_model]
