@@ -20,6 +20,10 @@ themselves are evaluated once, in ``empty_cache`` (so a cache belongs to the wei
 Long context: the filters are finite (length ``block_size``), so at any length position i sees the inputs of
 positions i-block_size+1 .. i in each long convolution; ``forward`` (FFT with the same truncated filter) and
 ``step`` agree at every length.
+
+``extend`` (``zoo.interface.FastStreamingModel``) runs committed tokens teacher-forced from a cache, in chunks of
+``EXTEND_CHUNK`` tokens, each long convolution over the cache's history followed by the chunk's inputs. The caches
+it returns hold views of those inputs (the last ``block_size`` before each asked position), not copies.
 """
 
 from __future__ import annotations
@@ -29,8 +33,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
+from zoo.extend import in_chunks
 from zoo.transformer import MLP
+
+EXTEND_CHUNK = 512  # tokens per teacher-forced pass of ``extend``: bounds its activations' memory
 
 
 @dataclass
@@ -139,17 +147,38 @@ class HyenaOperator(nn.Module):
         return self.out_proj(z.transpose(1, 2))
 
     def step(self, x, short_state, histories, reversed_filters):
-        """One position x [1, d]; returns (y [1, d], new short_state, new histories)."""
+        """One position x [B, d] of B branches; returns (y [B, d], new short_state, new histories).
+
+        ``histories``: per long convolution, the branch's history [1, d, t] (B = 1) or the list of the branches'
+        histories [1, d, t_b]."""
         short_state = torch.cat((short_state[:, :, 1:], self.in_proj(x).unsqueeze(-1)), dim=-1)
         u = (short_state * self.short_conv.weight.squeeze(1)).sum(-1) + self.short_conv.bias
         *gates, z = u.split(self.d, dim=-1)
         new_histories = []
         for n, gate in enumerate(gates):
-            history = torch.cat((histories[n], z.unsqueeze(-1)), dim=-1)[..., -self.length :]
+            history = appended(histories[n], z, self.length)
             taps = reversed_filters[n, :, self.length - history.size(-1) :]
             z = gate * ((history * taps).sum(-1) + self.filter_bias[n] * z)
             new_histories.append(history)
         return self.out_proj(z), short_state, tuple(new_histories)
+
+    def extend(self, x, short_state, histories, reversed_filters, at):
+        """``step`` along positions x [T, d] from (short_state, histories): y [T, d], and for each ``i`` in ``at``
+        the short state and the histories after ``x[:i]`` (views of this pass's inputs)."""
+        projected = torch.cat((short_state[0], self.in_proj(x).t()), dim=-1)  # [(order+1)*d, short + T]
+        size = short_state.size(-1)
+        u = F.conv1d(projected[None, :, 1:], self.short_conv.weight, self.short_conv.bias, groups=projected.size(0))
+        *gates, z = u[0].split(self.d, dim=0)  # [d, T] each
+        short_states = [projected[None, :, i : i + size] for i in at]
+        new_histories = []
+        for n, gate in enumerate(gates):
+            past = histories[n].size(-1)
+            inputs = torch.cat((histories[n][0], z), dim=-1)  # [d, past + T]
+            window = F.pad(inputs, (self.length - 1, 0))[None, :, past:]  # the block_size inputs each output sees
+            long = F.conv1d(window, reversed_filters[n, :, None, :], groups=self.d)[0]
+            z = gate * (long + self.filter_bias[n, :, None] * z)
+            new_histories.append([inputs[None, :, max(0, past + i - self.length) : past + i] for i in at])
+        return self.out_proj(z.t()), short_states, [tuple(h) for h in zip(*new_histories)]
 
 
 class Block(nn.Module):
@@ -169,6 +198,11 @@ class Block(nn.Module):
         y, short_state, histories = self.hyena.step(self.ln_1(x), short_state, histories, reversed_filters)
         x = x + y
         return x + self.mlp(self.ln_2(x)), short_state, histories
+
+    def extend(self, x, short_state, histories, reversed_filters, at):
+        y, short_states, histories = self.hyena.extend(self.ln_1(x), short_state, histories, reversed_filters, at)
+        x = x + y
+        return x + self.mlp(self.ln_2(x)), short_states, histories
 
 
 class Model(nn.Module):
@@ -237,9 +271,7 @@ class Model(nn.Module):
         layers = []
         for layer, block in enumerate(self.blocks):
             short = torch.cat([cache.short_states[layer] for cache in caches], dim=0)
-            histories = tuple(
-                left_padded_time([cache.histories[layer][n] for cache in caches]) for n in range(self.cfg.order)
-            )
+            histories = [[cache.histories[layer][n] for cache in caches] for n in range(self.cfg.order)]
             x, short, histories = block.step(x, short, histories, caches[0].reversed_filters[layer])
             layers.append((short, histories))
         logits = self.lm_head(self.ln_f(x))
@@ -253,8 +285,54 @@ class Model(nn.Module):
         ]
         return logits, new
 
+    @torch.no_grad()
+    def extend(self, cache: HyenaCache, tokens: list[int], at: list[int]) -> tuple[torch.Tensor, list[HyenaCache]]:
+        """The caches after ``tokens[:i]`` for each ``i`` in ``at`` (sorted, >= 1) and the features ``head`` maps
+        to their logits [len(at), n_embd], teacher-forced in chunks of ``EXTEND_CHUNK`` tokens."""
+        empty = self.wte.weight.new_zeros(0, self.cfg.n_embd)
+        return in_chunks(self._extend_chunk, cache, tokens, at, EXTEND_CHUNK, empty)
 
-def left_padded_time(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """[1, d, t_b] histories stacked into [B, d, max t], each right-aligned (zeros before it)."""
-    longest = max(t.size(-1) for t in tensors)
-    return torch.cat([nn.functional.pad(t, (longest - t.size(-1), 0)) for t in tensors], dim=0)
+    def _extend_chunk(self, cache: HyenaCache, tokens: list[int], at: list[int]):
+        x = self.wte(torch.tensor(tokens, device=self.wte.weight.device))  # [T, n_embd]
+        layers = []
+        for block, short, history, filters in zip(
+            self.blocks, cache.short_states, cache.histories, cache.reversed_filters
+        ):
+            x, shorts, histories = block.extend(x, short, history, filters, at)
+            layers.append((shorts, histories))
+        features = self.ln_f(x[torch.tensor(at, device=x.device) - 1])
+        caches = [
+            HyenaCache(
+                tuple(shorts[k] for shorts, _ in layers),
+                tuple(histories[k] for _, histories in layers),
+                cache.reversed_filters,
+            )
+            for k in range(len(at))
+        ]
+        return features, caches
+
+    @torch.no_grad()
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits [n, vocab] from ``extend``'s features (the final norm's output)."""
+        return self.lm_head(features)
+
+
+def appended(histories: torch.Tensor | list[torch.Tensor], z: torch.Tensor, length: int) -> torch.Tensor:
+    """[B, d, t'] the last ``length`` inputs once z [B, d] is appended to each history [1, d, t_b]; shorter
+    histories are left-padded with zeros (they meet taps that multiply zeros, so the sums are the same).
+
+    Each branch's inputs are copied once, straight into the new tensor: stacking the histories first and
+    appending after (two copies of B x d x block_size per long convolution) made ``step_many`` ~1.5x slower."""
+    if isinstance(histories, torch.Tensor):
+        histories = [histories]
+    kept = min(max(h.size(-1) for h in histories), length - 1)
+    out = z.new_empty(z.size(0), z.size(1), kept + 1)
+    out[:, :, -1] = z
+    if all(h.size(-1) >= kept for h in histories):
+        torch.cat([h[..., h.size(-1) - kept :] for h in histories], dim=0, out=out[..., :-1])
+    else:
+        out[..., :-1].zero_()
+        for row, h in zip(out, histories):
+            part = h[0, :, max(0, h.size(-1) - kept) :]
+            row[:, kept - part.size(-1) : kept] = part
+    return out

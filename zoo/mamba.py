@@ -18,6 +18,10 @@ the same weights; ``tests/test_models_cuda.py`` checks that they agree (forward,
 
 Streaming state per layer: the last ``d_conv`` conv inputs and the SSM state h, [d_inner, d_state]. The
 recurrence has no context limit: ``block_size`` is only the training context.
+
+``extend`` (``zoo.interface.FastStreamingModel``) runs committed tokens teacher-forced from a cache: the
+projections and the conv of ``EXTEND_CHUNK`` tokens at once, then only the state update stepped in time, keeping
+the states at the asked positions (a cache's conv state is a view of the chunk's conv inputs).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from zoo.extend import in_chunks
 
 
 try:  # fused kernels, optional extra ``cuda``; mamba-ssm >= 2.3 installs its compiled scan only on request
@@ -45,6 +51,7 @@ except ImportError:
     causal_conv1d_fn = None
 
 FUSED_AVAILABLE = selective_scan_fn is not None or selective_state_update is not None
+EXTEND_CHUNK = 512  # tokens per teacher-forced pass of ``extend``: bounds its activations' memory
 
 
 @dataclass
@@ -168,6 +175,28 @@ class Mixer(nn.Module):
         return self.out_proj(y), conv_state, ssm_state
 
 
+    def extend(self, hidden: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor, at: list[int]):
+        """``step`` along positions hidden [T, d_model] from (conv_state, ssm_state): out [T, d_model], the conv
+        states after ``hidden[:i]`` for each ``i`` in ``at`` (views [1, d_inner, d_conv] of the conv inputs) and
+        the SSM states after them [len(at), d_inner, d_state]."""
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # [T, d_inner]
+        inputs = torch.cat((conv_state[0], x.t()), dim=-1)  # [d_inner, d_conv + T]; after i tokens: [i, i + d_conv)
+        x = F.conv1d(inputs[None, :, 1:], self.conv1d.weight, self.conv1d.bias, groups=inputs.size(0))
+        x = F.silu(x[0].t())
+        dt, B, C = self.ssm_params(x)
+        dt = F.softplus(self.dt_proj(dt))
+        A = -torch.exp(self.A_log.float())
+        decay = torch.exp(dt.unsqueeze(-1) * A)  # [T, d_inner, d_state]
+        states = (dt * x).unsqueeze(-1) * B.unsqueeze(1)  # the drive, turned into the states in place
+        previous = ssm_state[0].to(states.dtype)
+        for decay_t, state_t in zip(decay.unbind(0), states.unbind(0)):
+            state_t.addcmul_(decay_t, previous)
+            previous = state_t
+        y = torch.einsum("tdn,tn->td", states, C) + self.D * x
+        conv_states = [inputs[None, :, i : i + self.d_conv] for i in at]
+        return self.out_proj(y * F.silu(z)), conv_states, states[torch.tensor(at, device=states.device) - 1]
+
+
 # Parameter names before the zoo's models shared one scheme (wte, ln_1, ln_f): old checkpoints still load.
 LEGACY_PREFIXES = (("embedding.", "wte."), ("norm_f.", "ln_f."))
 
@@ -196,6 +225,10 @@ class Block(nn.Module):
     def step(self, x, conv_state, ssm_state):
         y, conv_state, ssm_state = self.mixer.step(self.ln_1(x), conv_state, ssm_state)
         return x + y, conv_state, ssm_state
+
+    def extend(self, x, conv_state, ssm_state, at):
+        y, conv_states, ssm_states = self.mixer.extend(self.ln_1(x), conv_state, ssm_state, at)
+        return x + y, conv_states, ssm_states
 
 
 class Model(nn.Module):
@@ -264,3 +297,28 @@ class Model(nn.Module):
             for b in range(len(caches))
         ]
         return logits, new
+
+    @torch.no_grad()
+    def extend(self, cache: MambaCache, tokens: list[int], at: list[int]) -> tuple[torch.Tensor, list[MambaCache]]:
+        """The caches after ``tokens[:i]`` for each ``i`` in ``at`` (sorted, >= 1) and the features ``head`` maps
+        to their logits [len(at), d_model], teacher-forced in chunks of ``EXTEND_CHUNK`` tokens."""
+        empty = self.wte.weight.new_zeros(0, self.cfg.d_model)
+        return in_chunks(self._extend_chunk, cache, tokens, at, EXTEND_CHUNK, empty)
+
+    def _extend_chunk(self, cache: MambaCache, tokens: list[int], at: list[int]):
+        x = self.wte(torch.tensor(tokens, device=self.wte.weight.device))  # [T, d_model]
+        layers = []
+        for block, conv, ssm in zip(self.blocks, cache.conv_states, cache.ssm_states):
+            x, convs, ssms = block.extend(x, conv, ssm, at)
+            layers.append((convs, ssms))
+        features = self.ln_f(x[torch.tensor(at, device=x.device) - 1])
+        caches = [
+            MambaCache(tuple(convs[k] for convs, _ in layers), tuple(ssms[k : k + 1] for _, ssms in layers))
+            for k in range(len(at))
+        ]
+        return features, caches
+
+    @torch.no_grad()
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits [n, vocab] from ``extend``'s features (the final norm's output)."""
+        return self.lm_head(features)
