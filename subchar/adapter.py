@@ -97,7 +97,7 @@ import numpy as np
 from eval.contract import CharModel
 from eval.errors import UserError
 from subchar.batch_engine import score
-from subchar.commit_point import finished_boundary
+from subchar.commit_point import CommitPoints
 from subchar.frontier import CharDistribution, CharTable, Expander, Frontier, decisive
 from subchar.lm import TokenLM
 from subchar.lm_cache import LMAnswers, TokenDistribution, value_key
@@ -172,6 +172,7 @@ class CharAdapter(CharModel):
                 "build the LM for this tokenizer"
             )
         self.index = SurfaceIndex(self.view.surfaces)
+        self.commit_point = CommitPoints(self.view)
         self._encodings: dict[str, tuple[list[int], bool]] = {}
         self._scratch = np.empty(self.index.size)
         self._chars = CharTable()
@@ -206,9 +207,8 @@ class CharAdapter(CharModel):
                 self.diagnostics.pruned_expansion_mass.append(frontier.bound / total)
             unlisted = lambda char: self._expander.unlisted_mass(frontier, char) / total  # noqa: E731
         present = np.flatnonzero(totals > 0)
-        chars = self._chars.chars
         shares = (totals[present] / found).tolist()
-        return CharDistribution({chars[i]: share for i, share in zip(present.tolist(), shares)}, unlisted)
+        return CharDistribution(zip(map(self._chars.chars.__getitem__, present.tolist()), shares), unlisted)
 
     def _ahead(self, frontier: Frontier) -> int:
         """How many queued tokens an expansion may step along with its own (batched LMs): the rest of the beam."""
@@ -360,7 +360,7 @@ class CharAdapter(CharModel):
         self._pruned_now = 0.0
         if not self._consume(char):
             self.diagnostics.zero_mass_chars += 1
-        cut = finished_boundary(self.view, self._buffer)
+        cut = self.commit_point(self._buffer)
         if cut:
             self._commit(self._buffer[:cut])
         if self.beam is not None or self.prune is not None:

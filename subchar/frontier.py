@@ -28,6 +28,24 @@ class TokenRun:
 
     @classmethod
     def of(cls, groups: Groups, order: np.ndarray, weight: float, dist: TokenDistribution) -> TokenRun:
+        """The run of ``groups``' split tokens under ``dist`` from a covering of weight ``weight``: the tokens
+        ranked once per (distribution, groups) by probability, then weighted. Weighting keeps that ranking
+        unless it rounds two different probabilities to one mass (or a mass to 0, cut off at the end); for a
+        tie the reference ranking decides (``ranked``), so the run is always the one ``ranked`` gives."""
+        cached = dist.splits.get(groups.key)
+        if cached is None:
+            cached = dist.splits[groups.key] = cls.ranked(groups, order, 1.0, dist, keep_probs=True)
+        tokens, probs, pendings = cached
+        masses = weight * probs
+        kept = int(np.count_nonzero(masses))  # masses are non-increasing, so the positive ones come first
+        if kept > 1 and np.any((masses[1:kept] == masses[: kept - 1]) & (probs[1:kept] != probs[: kept - 1])):
+            return cls(*cls.ranked(groups, order, weight, dist))
+        return cls(tokens[:kept], masses[:kept].tolist(), pendings[:kept])
+
+    @staticmethod
+    def ranked(groups: Groups, order: np.ndarray, weight: float, dist: TokenDistribution,
+               keep_probs: bool = False) -> tuple[list[int], Any, list[bytes]]:
+        """The reference ranking: split tokens with positive mass, heaviest first, ties in push order."""
         spans = groups.partial_at
         tokens = np.concatenate([order[start:end] for start, end in spans])
         which = np.repeat(np.arange(len(spans)), [end - start for start, end in spans])
@@ -35,7 +53,8 @@ class TokenRun:
         ranked = np.flatnonzero(masses > 0)
         ranked = ranked[np.argsort(-masses[ranked], kind="stable")]  # ties keep the push order of old
         pending = groups.partial_bytes
-        return cls(tokens[ranked].tolist(), masses[ranked].tolist(), [pending[i] for i in which[ranked].tolist()])
+        masses = masses[ranked]
+        return tokens[ranked].tolist(), masses if keep_probs else masses.tolist(), [pending[i] for i in which[ranked].tolist()]
 
 
 class QueuedExpansion(NamedTuple):
@@ -264,7 +283,7 @@ class CharDistribution(dict):
     found mass plus everything left unexpanded (a conservative share), so no character the vocabulary spells
     gets p=0 from pruning alone; ``default`` only when even that finds nothing."""
 
-    def __init__(self, shares: dict[str, float], unlisted: Any = None) -> None:
+    def __init__(self, shares: Any, unlisted: Any = None) -> None:
         super().__init__(shares)
         self._unlisted = unlisted  # char -> share, or None when nothing was left unexpanded
 

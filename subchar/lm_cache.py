@@ -26,12 +26,13 @@ DIST_FLOATS = 1 << 23  # float64s of cached distributions of plain states (64 Mi
 class TokenDistribution:
     """One LM next-token distribution, read in sorted-surface order; run masses are cached per prefix."""
 
-    __slots__ = ("logprobs", "order", "runs")
+    __slots__ = ("logprobs", "order", "runs", "splits")
 
     def __init__(self, logprobs: np.ndarray, order: np.ndarray) -> None:
         self.logprobs = np.asarray(logprobs, dtype=np.float64)
         self.order = order
         self.runs: dict[tuple[bytes, bytes], CharMasses] = {}
+        self.splits: dict[tuple[bytes, bytes], Any] = {}  # split tokens ranked per prefix (``frontier.TokenRun``)
 
     def char_masses(self, groups: Groups, scratch: np.ndarray) -> CharMasses:
         """Run and character masses of ``groups`` under this distribution, cached per prefix: one LM state is
@@ -154,16 +155,27 @@ class LMAnswers:
         return known  # type: ignore[return-value]
 
     def step(self, state: Any, token: int) -> Any:
-        """The state after ``token``."""
+        """The state after ``token``; a remembered plain answer is returned without ``step_many``'s bookkeeping
+        (the same lookups and LRU touches, in one pass)."""
+        key = value_key(state)
+        if key is not None:
+            pair = (key, token)
+            known = self.memo.steps.get(pair)
+            if known is not None:
+                self.memo.steps.move_to_end(pair)
+                if type(known) is StateAnswers:
+                    self.memo.keep(known)
+                    return known.state
+                return known
         return self.step_many([(state, token)])[0]
 
     # --- many states, one LM call --------------------------------------------------------------------------
     def step_many(self, pairs: Sequence[tuple[Any, int]]) -> list[Any]:
         """The state after each (state, token); the pairs not yet answered go to the LM in one call."""
         memo = self.memo
+        keys = [self._step_key(state, token) for state, token in pairs]
         missing: dict[Any, tuple[Any, int]] = {}
-        for state, token in pairs:
-            key = self._step_key(state, token)
+        for (state, token), key in zip(pairs, keys):
             if self._step_answer(state, key, token) is None and key not in missing:
                 missing[key] = (state, token)
         if missing:
@@ -174,8 +186,8 @@ class LMAnswers:
             for (state, token), after in zip(asked, answers):
                 self._store_step(state, token, after)
         results = []
-        for state, token in pairs:
-            known = self._step_answer(state, self._step_key(state, token), token)
+        for (state, token), key in zip(pairs, keys):
+            known = self._step_answer(state, key, token)
             if type(known) is StateAnswers:
                 memo.keep(known)
                 known = known.state
@@ -234,9 +246,10 @@ class LMAnswers:
     def _store_step(self, state: Any, token: int, after: Any) -> None:
         memo = self.memo
         remembered = after if value_key(after) is not None else memo.answers(after)
-        if value_key(state) is None:
+        key = value_key(state)
+        if key is None:
             memo.answers(state).steps[token] = remembered
             return
-        memo.steps[(value_key(state), token)] = remembered
+        memo.steps[(key, token)] = remembered
         if len(memo.steps) > STEP_CACHE:
             memo.steps.popitem(last=False)
