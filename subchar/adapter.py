@@ -388,11 +388,12 @@ class CharAdapter(CharModel):
         """Coverings of ``old + data``: the live old ones plus those whose last token ends inside ``data``.
         Each end offset is one level: its distributions, then its steps, each asked in one batch."""
         text = old + data
-        index = self.index
+        index, exact = self.index, self.index.exact
         grown: list[Covering] = []
         for end in range(len(old) + 1, len(text) + 1):
-            movers = [(c, index.exact.get(text[c.offset : end])) for c in (*coverings, *grown)]
-            movers = [(cover, tokens) for cover, tokens in movers if tokens]
+            movers = [(c, tokens) for c in (*coverings, *grown) if (tokens := exact.get(text[c.offset : end]))]
+            if not movers:
+                continue
             self._prefetch([cover for cover, _ in movers])
             moves: list[tuple[float, Any, int, bool]] = []  # weight, state before, token, plain state
             for cover, tokens in movers:
@@ -417,7 +418,8 @@ class CharAdapter(CharModel):
                 else:
                     twin.weight += weight
                     self.diagnostics.merged_coverings += 1
-        return [c for c in (*coverings, *grown) if c.offset == len(text) or index.extends(text[c.offset :])]
+        size = len(text)
+        return [c for c in (*coverings, *grown) if c.offset == size or index.extends(text[c.offset :])]
 
     def _prune(self, coverings: list[Covering], end: int) -> list[Covering]:
         """Rescale; with ``beam`` / ``prune``, drop light coverings but keep the heaviest one ending at ``end``

@@ -20,6 +20,7 @@ from subchar.surface_index import Groups
 
 PLAIN_TYPES = (int, str, bytes)
 STEP_CACHE = 1 << 16  # (plain state, token) -> next state entries kept
+MISSING = object()  # no remembered answer
 DIST_FLOATS = 1 << 23  # float64s of cached distributions of plain states (64 MiB, plus the LM's own arrays)
 
 
@@ -155,23 +156,21 @@ class LMAnswers:
         return known  # type: ignore[return-value]
 
     def step(self, state: Any, token: int) -> Any:
-        """The state after ``token``; a remembered plain answer is returned without ``step_many``'s bookkeeping
-        (the same lookups and LRU touches, in one pass)."""
-        key = value_key(state)
-        if key is not None:
-            pair = (key, token)
-            known = self.memo.steps.get(pair)
-            if known is not None:
-                self.memo.steps.move_to_end(pair)
-                if type(known) is StateAnswers:
-                    self.memo.keep(known)
-                    return known.state
-                return known
-        return self.step_many([(state, token)])[0]
+        """The state after ``token``."""
+        known = self._remembered(state, token)
+        return self.step_many([(state, token)])[0] if known is MISSING else known
 
     # --- many states, one LM call --------------------------------------------------------------------------
     def step_many(self, pairs: Sequence[tuple[Any, int]]) -> list[Any]:
         """The state after each (state, token); the pairs not yet answered go to the LM in one call."""
+        results = []
+        for state, token in pairs:  # fast path: every answer is a remembered plain one
+            known = self._remembered(state, token)
+            if known is MISSING:
+                break
+            results.append(known)
+        else:
+            return results
         memo = self.memo
         keys = [self._step_key(state, token) for state, token in pairs]
         missing: dict[Any, tuple[Any, int]] = {}
@@ -241,6 +240,21 @@ class LMAnswers:
         known = memo.steps.get(key)
         if known is not None:
             memo.steps.move_to_end(key)
+        return known
+
+    def _remembered(self, state: Any, token: int) -> Any:
+        """The remembered step answer of a plain state (touched in the LRU as ``step_many`` does), else MISSING."""
+        key = value_key(state)
+        if key is None:
+            return MISSING
+        pair = (key, token)
+        known = self.memo.steps.get(pair)
+        if known is None:
+            return MISSING
+        self.memo.steps.move_to_end(pair)
+        if type(known) is StateAnswers:
+            self.memo.keep(known)
+            return known.state
         return known
 
     def _store_step(self, state: Any, token: int, after: Any) -> None:
