@@ -161,7 +161,8 @@ class Frontier:
         self.bound += -entry.neg_mass if mass is None else mass
 
     def _push_run(self, entry: QueuedExpansion, run: TokenRun, mass: float | None = None) -> None:
-        self._push(entry._replace(neg_mass=-run.masses[run.at], seq=self.pushed, run=run, groups=None), mass or 0.0)
+        self._push(QueuedExpansion(-run.masses[run.at], self.pushed, entry.weight, entry.state, entry.dist,
+                                   entry.pending, entry.token, None, run), mass or 0.0)
 
     def next_tokens(self, count: int) -> list[tuple[Any, int]]:
         """(state, token) of up to ``count`` of the heaviest tokens queued in runs (groups not yet split are
