@@ -335,7 +335,7 @@ class CharAdapter(CharModel):
                 if len(self._coverings) == 1 and cover.weight == 1.0:
                     frontier.leader = found.leader
             if self.mode == "exact":
-                self._expander.queue(frontier, cover.weight, cover.state, dist, groups, found.runs)
+                self._expander.queue(frontier, cover.weight, cover.state, dist, groups, found)
         return frontier
 
     # --- spec mode -----------------------------------------------------------------------------------------

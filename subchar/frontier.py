@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from subchar.lm_cache import TokenDistribution
+from subchar.lm_cache import CharMasses, TokenDistribution
 from subchar.surface_index import Groups
 
 
@@ -215,11 +215,11 @@ class Expander:
         self.answers, self.index, self.table, self.scratch, self.diagnostics = answers, index, table, scratch, diagnostics
 
     def queue(self, frontier: Frontier, weight: float, state: Any, dist: TokenDistribution, groups: Groups,
-              runs: np.ndarray) -> None:
+              found: CharMasses) -> None:
         """Queue the tokens of ``groups`` that end inside a character, all as one entry with their total mass,
         split into single tokens only if it ever becomes the heaviest (usually it never does)."""
         if len(groups.partial_runs):
-            mass = weight * float(runs[groups.partial_runs].sum())
+            mass = weight * found.split_mass
             if mass > 0:
                 frontier.push_group(mass, weight, state, dist, groups)
 
@@ -241,7 +241,7 @@ class Expander:
         found = dist.char_masses(groups, self.scratch)
         if groups.chars:
             frontier.add(groups.chars, self.table.ids(groups.chars, groups.key), entry.weight * found.masses)
-        self.queue(frontier, entry.weight, after, dist, groups, found.runs)
+        self.queue(frontier, entry.weight, after, dist, groups, found)
 
     def unlisted_mass(self, frontier: Frontier, char: str) -> float:
         """The mass the still-queued expansions give ``char`` (exactly, following only the tokens that spell

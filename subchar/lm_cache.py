@@ -46,7 +46,7 @@ class TokenDistribution:
             np.take(self.logprobs, self.order[groups.lo : groups.hi], out=probs, mode="clip")  # ids are valid
             np.exp(probs, out=probs)
             runs = groups.run_masses(probs)
-            cached = self.runs[groups.key] = CharMasses(runs, runs[groups.chars_at], groups.chars)
+            cached = self.runs[groups.key] = CharMasses(runs, runs[groups.chars_at], groups.chars, groups.partial_runs)
         return cached
 
     def prob(self, token: int) -> float:
@@ -55,13 +55,22 @@ class TokenDistribution:
 
 class CharMasses:
     """One distribution over one prefix's runs: every run's mass, the completed characters' masses (in
-    ``Groups.chars`` order) and, computed once when first asked, the most probable character."""
+    ``Groups.chars`` order) and, computed once when first asked, the most probable character and the mass of
+    the split runs (``Groups.partial_runs``)."""
 
-    __slots__ = ("runs", "masses", "chars", "_leader")
+    __slots__ = ("runs", "masses", "chars", "_partial", "_leader", "_split_mass")
 
-    def __init__(self, runs: np.ndarray, masses: np.ndarray, chars: list[str]) -> None:
-        self.runs, self.masses, self.chars = runs, masses, chars
+    def __init__(self, runs: np.ndarray, masses: np.ndarray, chars: list[str], partial: np.ndarray) -> None:
+        self.runs, self.masses, self.chars, self._partial = runs, masses, chars, partial
         self._leader: str | None | bool = False  # False: not computed yet
+        self._split_mass: float | None = None
+
+    @property
+    def split_mass(self) -> float:
+        """Total mass of the tokens that end inside the next character."""
+        if self._split_mass is None:
+            self._split_mass = float(self.runs[self._partial].sum())
+        return self._split_mass
 
     @property
     def leader(self) -> str | None:
