@@ -100,7 +100,8 @@ from subchar.batch_engine import score
 from subchar.commit_point import CommitPoints
 from subchar.frontier import CharDistribution, CharTable, Expander, Frontier, decisive
 from subchar.lm import TokenLM
-from subchar.lm_cache import LMAnswers, TokenDistribution, value_key
+from subchar.coverings import Covering, extend_coverings, prefetch_coverings, prune_coverings
+from subchar.lm_cache import LMAnswers
 from subchar.surface_index import SurfaceIndex
 from subchar.tokenizer_view import view_of
 
@@ -134,22 +135,6 @@ class Diagnostics:
     @property
     def lm_calls(self) -> int:
         return self.lm_logprobs_calls + self.lm_step_calls
-
-
-@dataclass(slots=True)
-class Covering:
-    """A token sequence spelling exactly ``buffer[:offset]`` (bytes), with its probability and LM state.
-
-    With ``token >= 0`` the last step is still to take: ``state`` is the state before ``token``. Coverings
-    of identity-keyed LMs (where a step is the expensive call) are stepped only once their distribution is
-    needed, so the ones the beam drops, or that die first, never cost an LM call.
-    """
-
-    offset: int
-    weight: float
-    state: Any
-    dist: TokenDistribution | None = None
-    token: int = -1
 
 
 class CharAdapter(CharModel):
@@ -325,7 +310,7 @@ class CharAdapter(CharModel):
         frontier = Frontier(self._chars, self.index.order)
         live = [(cover, self.index.groups(self._bytes[cover.offset :])) for cover in self._coverings]
         live = [(cover, groups) for cover, groups in live if groups.hi > groups.lo]
-        self._prefetch([cover for cover, _ in live])
+        prefetch_coverings(self._lm, [cover for cover, _ in live])
         for cover, groups in live:
             dist = cover.dist
             found = dist.char_masses(groups, self._scratch)
@@ -369,84 +354,21 @@ class CharAdapter(CharModel):
     def _consume(self, char: str) -> bool:
         """Extend the coverings by ``char``; False when none could (then commit and respell from scratch)."""
         data = char.encode("utf-8")
-        coverings = self._extend(self._coverings, self._bytes, data)
+        coverings = extend_coverings(self._lm, self.index, self.diagnostics, self._coverings, self._bytes, data)
         spelled = bool(coverings)
         if not spelled:
             self.diagnostics.forced_commits += 1
             if self._buffer:
                 self._commit_all()
-                coverings = self._extend(self._coverings, b"", data)
+                coverings = extend_coverings(self._lm, self.index, self.diagnostics, self._coverings, b"", data)
             if not coverings:
                 self._commit(char)
                 return False
         self._buffer += char
         self._bytes += data
-        self._coverings = self._prune(coverings, len(self._bytes))
+        self._coverings, pruned = prune_coverings(coverings, len(self._bytes), self.beam, self.prune, self.diagnostics)
+        self._pruned_now += pruned
         return spelled
-
-    def _extend(self, coverings: list[Covering], old: bytes, data: bytes) -> list[Covering]:
-        """Coverings of ``old + data``: the live old ones plus those whose last token ends inside ``data``.
-        Each end offset is one level: its distributions, then its steps, each asked in one batch."""
-        text = old + data
-        index, exact = self.index, self.index.exact
-        grown: list[Covering] = []
-        for end in range(len(old) + 1, len(text) + 1):
-            movers = [(c, tokens) for c in (*coverings, *grown) if (tokens := exact.get(text[c.offset : end]))]
-            if not movers:
-                continue
-            self._prefetch([cover for cover, _ in movers])
-            moves: list[tuple[float, Any, int, bool]] = []  # weight, state before, token, plain state
-            for cover, tokens in movers:
-                plain = value_key(cover.state) is not None
-                for token in tokens:
-                    weight = cover.weight * cover.dist.prob(token)
-                    if weight > 0:
-                        moves.append((weight, cover.state, token, plain))
-            stepped = iter(self._lm.step_many([(state, token) for _, state, token, plain in moves if plain]))
-            arrived: dict[Any, Covering] = {}  # plain state -> the covering ending at ``end`` in it
-            for weight, state, token, plain in moves:
-                if not plain:
-                    grown.append(Covering(end, weight, state, token=token))
-                    continue
-                after = next(stepped)
-                key = value_key(after)
-                twin = None if key is None else arrived.get(key)
-                if twin is None:  # same offset and state: same future, so one covering with both weights
-                    grown.append(Covering(end, weight, after))
-                    if key is not None:
-                        arrived[key] = grown[-1]
-                else:
-                    twin.weight += weight
-                    self.diagnostics.merged_coverings += 1
-        size = len(text)
-        return [c for c in (*coverings, *grown) if c.offset == size or index.extends(text[c.offset :])]
-
-    def _prune(self, coverings: list[Covering], end: int) -> list[Covering]:
-        """Rescale; with ``beam`` / ``prune``, drop light coverings but keep the heaviest one ending at ``end``
-        (unless only one covering is kept: ``beam=1`` keeps the heaviest, wherever it ends)."""
-        self.diagnostics.max_coverings = max(self.diagnostics.max_coverings, len(coverings))
-        top = max(c.weight for c in coverings)
-        for cover in coverings:  # rescale: only ratios matter, and long buffers would underflow
-            cover.weight /= top
-        if self.beam is None and self.prune is None:
-            return coverings
-        ranked = sorted(coverings, key=lambda c: -c.weight)
-        total = math.fsum(c.weight for c in ranked)
-        kept = ranked[: self.beam] if self.beam is not None else ranked
-        if self.prune is not None:
-            floor = self.prune * total
-            kept = [c for c in kept if c.weight >= floor]  # the heaviest always stays (weight 1 >= floor)
-        if len(kept) == len(ranked):
-            return coverings
-        if self.beam != 1 and not any(c.offset == end for c in kept):
-            anchor = next((c for c in ranked if c.offset == end), None)
-            if anchor is not None:  # a beam of K still keeps K coverings: it takes the last place if full
-                if self.beam is not None and len(kept) == self.beam:
-                    kept.pop()
-                kept.append(anchor)
-                self.diagnostics.kept_end_coverings += 1
-        self._pruned_now += (total - math.fsum(c.weight for c in kept)) / total
-        return kept
 
     # --- commits and LM access -----------------------------------------------------------------------------
     def _commit_all(self) -> None:
@@ -486,15 +408,3 @@ class CharAdapter(CharModel):
                 self._encodings.clear()
             self._encodings[text] = cached
         return cached
-
-    def _prefetch(self, coverings: list[Covering]) -> None:
-        """Give every covering its distribution: pending steps in one LM call, then distributions in one."""
-        lazy = [cover for cover in coverings if cover.dist is None and cover.token >= 0]
-        if lazy:
-            for cover, state in zip(lazy, self._lm.step_many([(c.state, c.token) for c in lazy])):
-                cover.state, cover.token = state, -1
-        todo = [cover for cover in coverings if cover.dist is None]
-        if todo:
-            self._lm.prefetch_dists([cover.state for cover in todo])
-            for cover in todo:
-                cover.dist = self._lm.dist(cover.state)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from subchar.tokenizer_view import TokenizerView
 
 PROBES = (" ", "a", "Z", "0", ".", "'", "\n", "é")
-REMEMBERED = 1 << 16  # buffer texts remembered with their boundary (words recur)
+BOUNDARIES_REMEMBERED = 1 << 16  # buffer texts remembered with their boundary (words recur)
 
 
 def finished_boundary(view: TokenizerView, text: str) -> int:
@@ -48,7 +48,7 @@ class CommitPoints:
         cut = self._known.get(text)
         if cut is None:
             cut = finished_boundary(self.view, text)
-            if len(self._known) >= REMEMBERED:
+            if len(self._known) >= BOUNDARIES_REMEMBERED:
                 self._known.clear()
             self._known[text] = cut
         return cut

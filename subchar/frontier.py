@@ -9,7 +9,7 @@ they can still add to any character, so ``predict`` stops as soon as the leader 
 from __future__ import annotations
 
 import heapq
-from typing import Any, NamedTuple
+from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 
@@ -54,7 +54,8 @@ class TokenRun:
         ranked = ranked[np.argsort(-masses[ranked], kind="stable")]  # ties keep the push order of old
         pending = groups.partial_bytes
         masses = masses[ranked]
-        return tokens[ranked].tolist(), masses if keep_probs else masses.tolist(), [pending[i] for i in which[ranked].tolist()]
+        pendings = [pending[i] for i in which[ranked].tolist()]
+        return tokens[ranked].tolist(), masses if keep_probs else masses.tolist(), pendings
 
 
 class QueuedExpansion(NamedTuple):
@@ -284,7 +285,7 @@ class CharDistribution(dict):
     found mass plus everything left unexpanded (a conservative share), so no character the vocabulary spells
     gets p=0 from pruning alone; ``default`` only when even that finds nothing."""
 
-    def __init__(self, shares: Any, unlisted: Any = None) -> None:
+    def __init__(self, shares: Iterable[tuple[str, float]], unlisted: Any = None) -> None:
         super().__init__(shares)
         self._unlisted = unlisted  # char -> share, or None when nothing was left unexpanded
 

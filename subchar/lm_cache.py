@@ -20,7 +20,7 @@ from subchar.surface_index import Groups
 
 PLAIN_TYPES = (int, str, bytes)
 STEP_CACHE = 1 << 16  # (plain state, token) -> next state entries kept
-MISSING = object()  # no remembered answer
+NOT_REMEMBERED = object()  # no remembered answer
 DIST_FLOATS = 1 << 23  # float64s of cached distributions of plain states (64 MiB, plus the LM's own arrays)
 
 
@@ -167,7 +167,7 @@ class LMAnswers:
     def step(self, state: Any, token: int) -> Any:
         """The state after ``token``."""
         known = self._remembered(state, token)
-        return self.step_many([(state, token)])[0] if known is MISSING else known
+        return self.step_many([(state, token)])[0] if known is NOT_REMEMBERED else known
 
     # --- many states, one LM call --------------------------------------------------------------------------
     def step_many(self, pairs: Sequence[tuple[Any, int]]) -> list[Any]:
@@ -175,7 +175,7 @@ class LMAnswers:
         results = []
         for state, token in pairs:  # fast path: every answer is a remembered plain one
             known = self._remembered(state, token)
-            if known is MISSING:
+            if known is NOT_REMEMBERED:
                 break
             results.append(known)
         else:
@@ -252,14 +252,14 @@ class LMAnswers:
         return known
 
     def _remembered(self, state: Any, token: int) -> Any:
-        """The remembered step answer of a plain state (touched in the LRU as ``step_many`` does), else MISSING."""
+        """The remembered step answer of a plain state (LRU touched as in ``step_many``), else NOT_REMEMBERED."""
         key = value_key(state)
         if key is None:
-            return MISSING
+            return NOT_REMEMBERED
         pair = (key, token)
         known = self.memo.steps.get(pair)
         if known is None:
-            return MISSING
+            return NOT_REMEMBERED
         self.memo.steps.move_to_end(pair)
         if type(known) is StateAnswers:
             self.memo.keep(known)

@@ -22,7 +22,7 @@ KEY_MASK = np.array([0, 0xFF000000, 0xFFFF0000, 0xFFFFFF00, 0xFFFFFFFF], dtype=n
 PARTIAL_FLAG = np.int64(1) << 32  # the token ends before the character does
 INVALID_FLAG = np.int64(1) << 33  # the bytes cannot start (or continue) a character
 CONTINUATION = (b"\x80", b"\xc0")  # byte range [0x80, 0xC0): bytes that continue a character
-REMEMBERED = 1 << 16  # prefixes remembered by ``extends``
+EXTENDS_REMEMBERED = 1 << 16  # prefixes remembered by ``extends``
 
 
 def is_char_prefix(data: bytes) -> bool:
@@ -97,7 +97,7 @@ class SurfaceIndex:
         if known is None:
             lo = bisect.bisect_left(self.sorted, prefix)
             known = lo < self.size and self.sorted[lo].startswith(prefix)
-            if len(self._extends) >= REMEMBERED:
+            if len(self._extends) >= EXTENDS_REMEMBERED:
                 self._extends.clear()
             self._extends[prefix] = known
         return known
