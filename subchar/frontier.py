@@ -34,17 +34,21 @@ class TokenRun:
         tie the reference ranking decides (``ranked``), so the run is always the one ``ranked`` gives."""
         cached = dist.splits.get(groups.key)
         if cached is None:
-            cached = dist.splits[groups.key] = cls.ranked(groups, order, 1.0, dist, keep_probs=True)
+            cached = dist.splits[groups.key] = cls.ranked(groups, order, 1.0, dist)
         tokens, probs, pendings = cached
-        masses = weight * probs
-        kept = int(np.count_nonzero(masses))  # masses are non-increasing, so the positive ones come first
-        if kept > 1 and np.any((masses[1:kept] == masses[: kept - 1]) & (probs[1:kept] != probs[: kept - 1])):
-            return cls(*cls.ranked(groups, order, weight, dist))
-        return cls(tokens[:kept], masses[:kept].tolist(), pendings[:kept])
+        weight = float(weight)
+        masses = [weight * p for p in probs]  # the same products numpy forms (IEEE), without its per-call cost
+        kept = len(masses)
+        while kept and not masses[kept - 1] > 0:  # masses are non-increasing, so the positive ones come first
+            kept -= 1
+        for at in range(1, kept):
+            if masses[at] == masses[at - 1] and probs[at] != probs[at - 1]:
+                return cls(*cls.ranked(groups, order, weight, dist))
+        return cls(tokens[:kept], masses[:kept], pendings[:kept])
 
     @staticmethod
-    def ranked(groups: Groups, order: np.ndarray, weight: float, dist: TokenDistribution,
-               keep_probs: bool = False) -> tuple[list[int], Any, list[bytes]]:
+    def ranked(groups: Groups, order: np.ndarray, weight: float,
+               dist: TokenDistribution) -> tuple[list[int], list[float], list[bytes]]:
         """The reference ranking: split tokens with positive mass, heaviest first, ties in push order."""
         spans = groups.partial_at
         tokens = np.concatenate([order[start:end] for start, end in spans])
@@ -53,9 +57,7 @@ class TokenRun:
         ranked = np.flatnonzero(masses > 0)
         ranked = ranked[np.argsort(-masses[ranked], kind="stable")]  # ties keep the push order of old
         pending = groups.partial_bytes
-        masses = masses[ranked]
-        pendings = [pending[i] for i in which[ranked].tolist()]
-        return tokens[ranked].tolist(), masses if keep_probs else masses.tolist(), pendings
+        return tokens[ranked].tolist(), masses[ranked].tolist(), [pending[i] for i in which[ranked].tolist()]
 
 
 class QueuedExpansion(NamedTuple):
