@@ -33,7 +33,8 @@ class TokenDistribution:
         self.logprobs = np.asarray(logprobs, dtype=np.float64)
         self.order = order
         self.runs: dict[tuple[bytes, bytes], CharMasses] = {}
-        self.splits: dict[tuple[bytes, bytes], Any] = {}  # split tokens ranked per prefix (``frontier.TokenRun``)
+        # split tokens ranked per prefix, with their probabilities and pending bytes (``frontier.TokenRun``)
+        self.splits: dict[tuple[bytes, bytes], tuple[list[int], list[float], list[bytes]]] = {}
 
     def char_masses(self, groups: Groups, scratch: np.ndarray) -> CharMasses:
         """Run and character masses of ``groups`` under this distribution, cached per prefix: one LM state is
