@@ -183,7 +183,7 @@ class CharAdapter(CharModel):
         while frontier.heap and (self.beam is None or frontier.expanded < self.beam) and not self._negligible(frontier):
             self._expander.expand_next(frontier, self._ahead(frontier))
         totals = frontier.totals
-        found = math.fsum(totals.tolist())
+        found = math.fsum(totals[np.flatnonzero(totals)].tolist())  # exactly rounded: the zeros change nothing
         unlisted = None
         if frontier.heap:
             total = found + frontier.bound
