@@ -99,10 +99,11 @@ import numpy as np
 from eval.contract import CharModel
 from eval.errors import UserError
 from subchar.batch_engine import score
-from subchar.commit_point import finished_boundary
+from subchar.commit_point import CommitPoints
 from subchar.frontier import CharDistribution, CharTable, Expander, Frontier, decisive
 from subchar.lm import TokenLM
-from subchar.lm_cache import LMAnswers, TokenDistribution, value_key
+from subchar.coverings import Covering, covering_reach, extend_coverings, prefetch_coverings, prune_coverings
+from subchar.lm_cache import LMAnswers
 from subchar.surface_index import SurfaceIndex
 from subchar.tokenizer_view import view_of
 
@@ -138,22 +139,6 @@ class Diagnostics:
         return self.lm_logprobs_calls + self.lm_step_calls
 
 
-@dataclass(slots=True)
-class Covering:
-    """A token sequence spelling exactly ``buffer[:offset]`` (bytes), with its probability and LM state.
-
-    With ``token >= 0`` the last step is still to take: ``state`` is the state before ``token``. Coverings
-    of identity-keyed LMs (where a step is the expensive call) are stepped only once their distribution is
-    needed, so the ones the beam drops, or that die first, never cost an LM call.
-    """
-
-    offset: int
-    weight: float
-    state: Any
-    dist: TokenDistribution | None = None
-    token: int = -1
-
-
 class CharAdapter(CharModel):
     """A token LM seen as a character model; the semantics are in the module docstring."""
 
@@ -174,6 +159,7 @@ class CharAdapter(CharModel):
                 "build the LM for this tokenizer"
             )
         self.index = SurfaceIndex(self.view.surfaces)
+        self.commit_point = CommitPoints(self.view)
         self._encodings: dict[str, tuple[list[int], bool]] = {}
         self._scratch = np.empty(self.index.size)
         self._chars = CharTable()
@@ -200,7 +186,7 @@ class CharAdapter(CharModel):
         while frontier.heap and (self.beam is None or frontier.expanded < self.beam) and not self._negligible(frontier):
             self._expander.expand_next(frontier, self._ahead(frontier))
         totals = frontier.totals
-        found = math.fsum(totals.tolist())
+        found = math.fsum(totals[np.flatnonzero(totals)].tolist())  # exactly rounded: the zeros change nothing
         unlisted = None
         if frontier.heap:
             total = found + frontier.bound
@@ -209,9 +195,8 @@ class CharAdapter(CharModel):
                 self.diagnostics.pruned_expansion_mass.append(frontier.bound / total)
             unlisted = lambda char: self._expander.unlisted_mass(frontier, char) / total  # noqa: E731
         present = np.flatnonzero(totals > 0)
-        chars = self._chars.chars
         shares = (totals[present] / found).tolist()
-        return CharDistribution({chars[i]: share for i, share in zip(present.tolist(), shares)}, unlisted)
+        return CharDistribution(zip(map(self._chars.chars.__getitem__, present.tolist()), shares), unlisted)
 
     def _ahead(self, frontier: Frontier) -> int:
         """How many queued tokens an expansion may step along with its own (batched LMs): the rest of the beam."""
@@ -337,7 +322,7 @@ class CharAdapter(CharModel):
         frontier = Frontier(self._chars, self.index.order)
         live = [(cover, self.index.groups(self._bytes[cover.offset :])) for cover in self._coverings]
         live = [(cover, groups) for cover, groups in live if groups.hi > groups.lo]
-        self._prefetch([cover for cover, _ in live])
+        prefetch_coverings(self._lm, [cover for cover, _ in live])
         for cover, groups in live:
             dist = cover.dist
             found = dist.char_masses(groups, self._scratch)
@@ -347,7 +332,7 @@ class CharAdapter(CharModel):
                 if len(self._coverings) == 1 and cover.weight == 1.0:
                     frontier.leader = found.leader
             if self.mode == "exact":
-                self._expander.queue(frontier, cover.weight, cover.state, dist, groups, found.runs)
+                self._expander.queue(frontier, cover.weight, cover.state, dist, groups, found)
         return frontier
 
     # --- spec mode -----------------------------------------------------------------------------------------
@@ -372,7 +357,7 @@ class CharAdapter(CharModel):
         self._kept_now = 1.0  # the product of the fractions each prune of this character kept
         if not self._consume(char):
             self.diagnostics.zero_mass_chars += 1
-        cut = finished_boundary(self.view, self._buffer)
+        cut = self.commit_point(self._buffer)
         if cut:
             self._commit(self._buffer[:cut])
         if self.beam is not None or self.prune is not None:
@@ -381,95 +366,22 @@ class CharAdapter(CharModel):
     def _consume(self, char: str) -> bool:
         """Extend the coverings by ``char``; False when none could (then commit and respell from scratch)."""
         data = char.encode("utf-8")
-        coverings = self._extend(self._coverings, self._bytes, data)
+        coverings = extend_coverings(self._lm, self.index, self.diagnostics, self._coverings, self._bytes, data)
         spelled = bool(coverings)
         if not spelled:
             self.diagnostics.forced_commits += 1
             if self._buffer:
                 self._commit_all()
-                coverings = self._extend(self._coverings, b"", data)
+                coverings = extend_coverings(self._lm, self.index, self.diagnostics, self._coverings, b"", data)
             if not coverings:
                 self._commit(char)
                 return False
         self._buffer += char
         self._bytes += data
-        self._coverings = self._prune(coverings, len(self._bytes))
+        self._coverings, kept = prune_coverings(coverings, len(self._bytes), self.beam, self.prune, self.diagnostics,
+                                                lambda c: covering_reach(c, self._bytes, self.index, self._scratch))
+        self._kept_now *= kept
         return spelled
-
-    def _extend(self, coverings: list[Covering], old: bytes, data: bytes) -> list[Covering]:
-        """Coverings of ``old + data``: the live old ones plus those whose last token ends inside ``data``.
-        Each end offset is one level: its distributions, then its steps, each asked in one batch."""
-        text = old + data
-        index = self.index
-        grown: list[Covering] = []
-        for end in range(len(old) + 1, len(text) + 1):
-            movers = [(c, index.exact.get(text[c.offset : end])) for c in (*coverings, *grown)]
-            movers = [(cover, tokens) for cover, tokens in movers if tokens]
-            self._prefetch([cover for cover, _ in movers])
-            moves: list[tuple[float, Any, int, bool]] = []  # weight, state before, token, plain state
-            for cover, tokens in movers:
-                plain = value_key(cover.state) is not None
-                for token in tokens:
-                    weight = cover.weight * cover.dist.prob(token)
-                    if weight > 0:
-                        moves.append((weight, cover.state, token, plain))
-            stepped = iter(self._lm.step_many([(state, token) for _, state, token, plain in moves if plain]))
-            arrived: dict[Any, Covering] = {}  # plain state -> the covering ending at ``end`` in it
-            for weight, state, token, plain in moves:
-                if not plain:
-                    grown.append(Covering(end, weight, state, token=token))
-                    continue
-                after = next(stepped)
-                key = value_key(after)
-                twin = None if key is None else arrived.get(key)
-                if twin is None:  # same offset and state: same future, so one covering with both weights
-                    grown.append(Covering(end, weight, after))
-                    if key is not None:
-                        arrived[key] = grown[-1]
-                else:
-                    twin.weight += weight
-                    self.diagnostics.merged_coverings += 1
-        return [c for c in (*coverings, *grown) if c.offset == len(text) or index.extends(text[c.offset :])]
-
-    def _prune(self, coverings: list[Covering], end: int) -> list[Covering]:
-        """Rescale; with ``beam`` / ``prune``, drop the coverings of least reach (``_reach``) but keep the one of
-        most reach ending at ``end`` (unless only one covering is kept: ``beam=1`` keeps the first, wherever it
-        ends)."""
-        self.diagnostics.max_coverings = max(self.diagnostics.max_coverings, len(coverings))
-        top = max(c.weight for c in coverings)
-        for cover in coverings:  # rescale: only ratios matter, and long buffers would underflow
-            cover.weight /= top
-        if self.beam is None and self.prune is None:
-            return coverings
-        reach = {id(c): self._reach(c, end) for c in coverings}
-        ranked = sorted(coverings, key=lambda c: -reach[id(c)])
-        total = math.fsum(reach.values())
-        kept = ranked[: self.beam] if self.beam is not None else ranked
-        if self.prune is not None:
-            floor = self.prune * total
-            kept = kept[:1] + [c for c in kept[1:] if reach[id(c)] >= floor]
-        if len(kept) == len(ranked):
-            return coverings
-        if self.beam != 1 and not any(c.offset == end for c in kept):
-            anchor = next((c for c in ranked if c.offset == end), None)
-            if anchor is not None:  # a beam of K still keeps K coverings: it takes the last place if full
-                if self.beam is not None and len(kept) == self.beam:
-                    kept.pop()
-                kept.append(anchor)
-                self.diagnostics.kept_end_coverings += 1
-        if total > 0:
-            self._kept_now *= math.fsum(reach[id(c)] for c in kept) / total
-        return kept
-
-    def _reach(self, cover: Covering, end: int) -> float:
-        """What ``cover`` can still give to all later characters together: its weight times the probability of
-        the tokens that continue it past ``end`` (a covering at ``end``: its weight, every token continues it).
-        Ranking by weight alone would keep the commit point's covering (weight 1) even when almost no token
-        spells on from it, at the cost of the coverings that carry the mass."""
-        if cover.offset == end or cover.dist is None:
-            return cover.weight
-        groups = self.index.groups(self._bytes[cover.offset :])
-        return cover.weight * float(cover.dist.char_masses(groups, self._scratch).runs.sum())
 
     # --- commits and LM access -----------------------------------------------------------------------------
     def _commit_all(self) -> None:
@@ -507,15 +419,3 @@ class CharAdapter(CharModel):
                 self._encodings.clear()
             self._encodings[text] = cached
         return cached
-
-    def _prefetch(self, coverings: list[Covering]) -> None:
-        """Give every covering its distribution: pending steps in one LM call, then distributions in one."""
-        lazy = [cover for cover in coverings if cover.dist is None and cover.token >= 0]
-        if lazy:
-            for cover, state in zip(lazy, self._lm.step_many([(c.state, c.token) for c in lazy])):
-                cover.state, cover.token = state, -1
-        todo = [cover for cover in coverings if cover.dist is None]
-        if todo:
-            self._lm.prefetch_dists([cover.state for cover in todo])
-            for cover in todo:
-                cover.dist = self._lm.dist(cover.state)

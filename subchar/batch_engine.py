@@ -30,7 +30,6 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from subchar.commit_point import finished_boundary
 from subchar.lm import logprobs_many, states_along, step_many
 
 WORKERS = 64  # concurrent segments: the batch size of the model's forward passes, over all cohorts
@@ -59,7 +58,7 @@ def plan(adapter: Any, text: str) -> tuple[list[Segment], list[int]]:
     start = 0
     for position, char in enumerate(text):
         buffer += char
-        cut = finished_boundary(adapter.view, buffer)
+        cut = adapter.commit_point(buffer)
         if cut:
             segments.append(Segment(start, position + 1, rest, len(trunk), buffer[:cut]))
             trunk.extend(adapter._encoding(buffer[:cut])[0])

@@ -19,6 +19,7 @@ from __future__ import annotations
 from subchar.tokenizer_view import TokenizerView
 
 PROBES = (" ", "a", "Z", "0", ".", "'", "\n", "é")
+BOUNDARIES_REMEMBERED = 1 << 16  # buffer texts remembered with their boundary (words recur)
 
 
 def finished_boundary(view: TokenizerView, text: str) -> int:
@@ -33,3 +34,21 @@ def finished_boundary(view: TokenizerView, text: str) -> int:
             if view.span_starts(text[:j]) == before:
                 return j
     return 0
+
+
+class CommitPoints:
+    """``finished_boundary`` for one tokenizer, remembered per buffer text: the batch engine's plan and the
+    adapters replaying it ask about the same buffers, and words recur (each answer costs ~10 pre-tokenizations)."""
+
+    def __init__(self, view: TokenizerView) -> None:
+        self.view = view
+        self._known: dict[str, int] = {}
+
+    def __call__(self, text: str) -> int:
+        cut = self._known.get(text)
+        if cut is None:
+            cut = finished_boundary(self.view, text)
+            if len(self._known) >= BOUNDARIES_REMEMBERED:
+                self._known.clear()
+            self._known[text] = cut
+        return cut

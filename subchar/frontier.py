@@ -9,11 +9,11 @@ they can still add to any character, so ``predict`` stops as soon as the leader 
 from __future__ import annotations
 
 import heapq
-from typing import Any, NamedTuple
+from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 
-from subchar.lm_cache import TokenDistribution
+from subchar.lm_cache import CharMasses, TokenDistribution
 from subchar.surface_index import Groups
 
 
@@ -28,6 +28,28 @@ class TokenRun:
 
     @classmethod
     def of(cls, groups: Groups, order: np.ndarray, weight: float, dist: TokenDistribution) -> TokenRun:
+        """The run of ``groups``' split tokens under ``dist`` from a covering of weight ``weight``: the tokens
+        ranked once per (distribution, groups) by probability, then weighted. Weighting keeps that ranking
+        unless it rounds two different probabilities to one mass (or a mass to 0, cut off at the end); for a
+        tie the reference ranking decides (``ranked``), so the run is always the one ``ranked`` gives."""
+        cached = dist.splits.get(groups.key)
+        if cached is None:
+            cached = dist.splits[groups.key] = cls.ranked(groups, order, 1.0, dist)
+        tokens, probs, pendings = cached
+        weight = float(weight)
+        masses = [weight * p for p in probs]  # the same products numpy forms (IEEE), without its per-call cost
+        kept = len(masses)
+        while kept and not masses[kept - 1] > 0:  # masses are non-increasing, so the positive ones come first
+            kept -= 1
+        for at in range(1, kept):
+            if masses[at] == masses[at - 1] and probs[at] != probs[at - 1]:
+                return cls(*cls.ranked(groups, order, weight, dist))
+        return cls(tokens[:kept], masses[:kept], pendings[:kept])
+
+    @staticmethod
+    def ranked(groups: Groups, order: np.ndarray, weight: float,
+               dist: TokenDistribution) -> tuple[list[int], list[float], list[bytes]]:
+        """The reference ranking: split tokens with positive mass, heaviest first, ties in push order."""
         spans = groups.partial_at
         tokens = np.concatenate([order[start:end] for start, end in spans])
         which = np.repeat(np.arange(len(spans)), [end - start for start, end in spans])
@@ -35,7 +57,7 @@ class TokenRun:
         ranked = np.flatnonzero(masses > 0)
         ranked = ranked[np.argsort(-masses[ranked], kind="stable")]  # ties keep the push order of old
         pending = groups.partial_bytes
-        return cls(tokens[ranked].tolist(), masses[ranked].tolist(), [pending[i] for i in which[ranked].tolist()])
+        return tokens[ranked].tolist(), masses[ranked].tolist(), [pending[i] for i in which[ranked].tolist()]
 
 
 class QueuedExpansion(NamedTuple):
@@ -142,7 +164,8 @@ class Frontier:
         self.bound += -entry.neg_mass if mass is None else mass
 
     def _push_run(self, entry: QueuedExpansion, run: TokenRun, mass: float | None = None) -> None:
-        self._push(entry._replace(neg_mass=-run.masses[run.at], seq=self.pushed, run=run, groups=None), mass or 0.0)
+        self._push(QueuedExpansion(-run.masses[run.at], self.pushed, entry.weight, entry.state, entry.dist,
+                                   entry.pending, entry.token, None, run), mass or 0.0)
 
     def next_tokens(self, count: int) -> list[tuple[Any, int]]:
         """(state, token) of up to ``count`` of the heaviest tokens queued in runs (groups not yet split are
@@ -195,11 +218,11 @@ class Expander:
         self.answers, self.index, self.table, self.scratch, self.diagnostics = answers, index, table, scratch, diagnostics
 
     def queue(self, frontier: Frontier, weight: float, state: Any, dist: TokenDistribution, groups: Groups,
-              runs: np.ndarray) -> None:
+              found: CharMasses) -> None:
         """Queue the tokens of ``groups`` that end inside a character, all as one entry with their total mass,
         split into single tokens only if it ever becomes the heaviest (usually it never does)."""
         if len(groups.partial_runs):
-            mass = weight * float(runs[groups.partial_runs].sum())
+            mass = weight * found.split_mass
             if mass > 0:
                 frontier.push_group(mass, weight, state, dist, groups)
 
@@ -221,7 +244,7 @@ class Expander:
         found = dist.char_masses(groups, self.scratch)
         if groups.chars:
             frontier.add(groups.chars, self.table.ids(groups.chars, groups.key), entry.weight * found.masses)
-        self.queue(frontier, entry.weight, after, dist, groups, found.runs)
+        self.queue(frontier, entry.weight, after, dist, groups, found)
 
     def unlisted_mass(self, frontier: Frontier, char: str) -> float:
         """The mass the still-queued expansions give ``char`` (exactly, following only the tokens that spell
@@ -264,7 +287,7 @@ class CharDistribution(dict):
     found mass plus everything left unexpanded (a conservative share), so no character the vocabulary spells
     gets p=0 from pruning alone; ``default`` only when even that finds nothing."""
 
-    def __init__(self, shares: dict[str, float], unlisted: Any = None) -> None:
+    def __init__(self, shares: Iterable[tuple[str, float]], unlisted: Any = None) -> None:
         super().__init__(shares)
         self._unlisted = unlisted  # char -> share, or None when nothing was left unexpanded
 

@@ -20,18 +20,21 @@ from subchar.surface_index import Groups
 
 PLAIN_TYPES = (int, str, bytes)
 STEP_CACHE = 1 << 16  # (plain state, token) -> next state entries kept
+NOT_REMEMBERED = object()  # no remembered answer
 DIST_FLOATS = 1 << 23  # float64s of cached distributions of plain states (64 MiB, plus the LM's own arrays)
 
 
 class TokenDistribution:
     """One LM next-token distribution, read in sorted-surface order; run masses are cached per prefix."""
 
-    __slots__ = ("logprobs", "order", "runs")
+    __slots__ = ("logprobs", "order", "runs", "splits")
 
     def __init__(self, logprobs: np.ndarray, order: np.ndarray) -> None:
         self.logprobs = np.asarray(logprobs, dtype=np.float64)
         self.order = order
         self.runs: dict[tuple[bytes, bytes], CharMasses] = {}
+        # split tokens ranked per prefix, with their probabilities and pending bytes (``frontier.TokenRun``)
+        self.splits: dict[tuple[bytes, bytes], tuple[list[int], list[float], list[bytes]]] = {}
 
     def char_masses(self, groups: Groups, scratch: np.ndarray) -> CharMasses:
         """Run and character masses of ``groups`` under this distribution, cached per prefix: one LM state is
@@ -44,7 +47,7 @@ class TokenDistribution:
             np.take(self.logprobs, self.order[groups.lo : groups.hi], out=probs, mode="clip")  # ids are valid
             np.exp(probs, out=probs)
             runs = groups.run_masses(probs)
-            cached = self.runs[groups.key] = CharMasses(runs, runs[groups.chars_at], groups.chars)
+            cached = self.runs[groups.key] = CharMasses(runs, runs[groups.chars_at], groups.chars, groups.partial_runs)
         return cached
 
     def prob(self, token: int) -> float:
@@ -53,13 +56,22 @@ class TokenDistribution:
 
 class CharMasses:
     """One distribution over one prefix's runs: every run's mass, the completed characters' masses (in
-    ``Groups.chars`` order) and, computed once when first asked, the most probable character."""
+    ``Groups.chars`` order) and, computed once when first asked, the most probable character and the mass of
+    the split runs (``Groups.partial_runs``)."""
 
-    __slots__ = ("runs", "masses", "chars", "_leader")
+    __slots__ = ("runs", "masses", "chars", "_partial", "_leader", "_split_mass")
 
-    def __init__(self, runs: np.ndarray, masses: np.ndarray, chars: list[str]) -> None:
-        self.runs, self.masses, self.chars = runs, masses, chars
+    def __init__(self, runs: np.ndarray, masses: np.ndarray, chars: list[str], partial: np.ndarray) -> None:
+        self.runs, self.masses, self.chars, self._partial = runs, masses, chars, partial
         self._leader: str | None | bool = False  # False: not computed yet
+        self._split_mass: float | None = None
+
+    @property
+    def split_mass(self) -> float:
+        """Total mass of the tokens that end inside the next character."""
+        if self._split_mass is None:
+            self._split_mass = float(self.runs[self._partial].sum())
+        return self._split_mass
 
     @property
     def leader(self) -> str | None:
@@ -162,7 +174,8 @@ class LMAnswers:
 
     def step(self, state: Any, token: int) -> Any:
         """The state after ``token``."""
-        return self.step_many([(state, token)])[0]
+        known = self._remembered(state, token)
+        return self.step_many([(state, token)])[0] if known is NOT_REMEMBERED else known
 
     def along(self, state: Any, tokens: Sequence[int]) -> Any:
         """The state after ``tokens`` (committed text). When every step is remembered (the canonical spelling was
@@ -202,10 +215,18 @@ class LMAnswers:
     # --- many states, one LM call --------------------------------------------------------------------------
     def step_many(self, pairs: Sequence[tuple[Any, int]]) -> list[Any]:
         """The state after each (state, token); the pairs not yet answered go to the LM in one call."""
+        results = []
+        for state, token in pairs:  # fast path: every answer is a remembered plain one
+            known = self._remembered(state, token)
+            if known is NOT_REMEMBERED:
+                break
+            results.append(known)
+        else:
+            return results
         memo = self.memo
+        keys = [self._step_key(state, token) for state, token in pairs]
         missing: dict[Any, tuple[Any, int]] = {}
-        for state, token in pairs:
-            key = self._step_key(state, token)
+        for (state, token), key in zip(pairs, keys):
             if self._step_answer(state, key, token) is None and key not in missing:
                 missing[key] = (state, token)
         if missing:
@@ -216,8 +237,8 @@ class LMAnswers:
             for (state, token), after in zip(asked, answers):
                 self._store_step(state, token, after)
         results = []
-        for state, token in pairs:
-            known = self._step_answer(state, self._step_key(state, token), token)
+        for (state, token), key in zip(pairs, keys):
+            known = self._step_answer(state, key, token)
             if type(known) is StateAnswers:
                 memo.keep(known)
                 known = known.state
@@ -273,12 +294,28 @@ class LMAnswers:
             memo.steps.move_to_end(key)
         return known
 
+    def _remembered(self, state: Any, token: int) -> Any:
+        """The remembered step answer of a plain state (LRU touched as in ``step_many``), else NOT_REMEMBERED."""
+        key = value_key(state)
+        if key is None:
+            return NOT_REMEMBERED
+        pair = (key, token)
+        known = self.memo.steps.get(pair)
+        if known is None:
+            return NOT_REMEMBERED
+        self.memo.steps.move_to_end(pair)
+        if type(known) is StateAnswers:
+            self.memo.keep(known)
+            return known.state
+        return known
+
     def _store_step(self, state: Any, token: int, after: Any) -> None:
         memo = self.memo
         remembered = after if value_key(after) is not None else memo.answers(after)
-        if value_key(state) is None:
+        key = value_key(state)
+        if key is None:
             memo.answers(state).steps[token] = remembered
             return
-        memo.steps[(value_key(state), token)] = remembered
+        memo.steps[(key, token)] = remembered
         if len(memo.steps) > STEP_CACHE:
             memo.steps.popitem(last=False)

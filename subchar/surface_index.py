@@ -22,6 +22,7 @@ KEY_MASK = np.array([0, 0xFF000000, 0xFFFF0000, 0xFFFFFF00, 0xFFFFFFFF], dtype=n
 PARTIAL_FLAG = np.int64(1) << 32  # the token ends before the character does
 INVALID_FLAG = np.int64(1) << 33  # the bytes cannot start (or continue) a character
 CONTINUATION = (b"\x80", b"\xc0")  # byte range [0x80, 0xC0): bytes that continue a character
+EXTENDS_REMEMBERED = 1 << 16  # prefixes remembered by ``extends``
 
 
 def is_char_prefix(data: bytes) -> bool:
@@ -78,6 +79,7 @@ class SurfaceIndex:
             flat[row, : len(s)] = np.frombuffer(s, dtype=np.uint8)
         self.bytes = flat
         self._groups: dict[tuple[bytes, bytes], Groups] = {}
+        self._extends: dict[bytes, bool] = {}
         self.max_len = width - 4
 
     def prefix_range(self, prefix: bytes) -> tuple[int, int]:
@@ -90,9 +92,15 @@ class SurfaceIndex:
         return lo, bisect.bisect_left(self.sorted, upper, lo)
 
     def extends(self, prefix: bytes) -> bool:
-        """True when some token's surface starts with ``prefix``."""
-        lo = bisect.bisect_left(self.sorted, prefix)
-        return lo < self.size and self.sorted[lo].startswith(prefix)
+        """True when some token's surface starts with ``prefix`` (remembered: buffer suffixes recur)."""
+        known = self._extends.get(prefix)
+        if known is None:
+            lo = bisect.bisect_left(self.sorted, prefix)
+            known = lo < self.size and self.sorted[lo].startswith(prefix)
+            if len(self._extends) >= EXTENDS_REMEMBERED:
+                self._extends.clear()
+            self._extends[prefix] = known
+        return known
 
     def groups(self, prefix: bytes, pending: bytes = b"") -> Groups:
         """Runs of the tokens that extend ``prefix`` by one more character.

@@ -32,6 +32,7 @@ import numpy as np
 State = tuple[int, ...]
 FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
 MIN_DISCOUNT = 0.01
+ROWS_REMEMBERED = 1 << 18  # k-gram lookups remembered per order
 
 
 def kn_discounts(counts: np.ndarray) -> tuple[float, float, float]:
@@ -71,12 +72,20 @@ class OrderTable:
         self.kept = np.maximum(self.counts - row_discount, 0.0)
         self.totals = np.bincount(contexts, weights=self.counts, minlength=self.num_contexts)
         self.backoff_mass = np.bincount(contexts, weights=row_discount, minlength=self.num_contexts)
+        self._rows: dict[int, int] = {}  # key -> row (or -1), see gram_id
 
     def gram_id(self, context_id: int, word: int) -> int:
-        """Row of the k-gram (context, word), or -1 when it never occurred."""
+        """Row of the k-gram (context, word), or -1 when it never occurred; remembered per key (a step asks
+        about every suffix of its context, and neighbouring states share most of them)."""
         key = context_id * self.vocab_size + word
-        row = int(np.searchsorted(self.keys, key))
-        return row if row < len(self.keys) and self.keys[row] == key else -1
+        row = self._rows.get(key)
+        if row is None:
+            found = int(np.searchsorted(self.keys, key))
+            row = found if found < len(self.keys) and self.keys[found] == key else -1
+            if len(self._rows) >= ROWS_REMEMBERED:
+                self._rows.clear()
+            self._rows[key] = row
+        return row
 
     def interpolate(self, context_id: int, lower: np.ndarray) -> np.ndarray:
         """P_k(· | context) given P_{k-1}(· | shorter context)."""

@@ -20,6 +20,7 @@ ADAPTER = (
     Part("subchar.lm", ("step_many", "logprobs_many", "states_along")),
     Part("subchar.lm_cache"),
     Part("subchar.frontier"),
+    Part("subchar.coverings"),
     Part("subchar.batch_engine"),
     Part("subchar.adapter"),
 )
