@@ -1,6 +1,7 @@
 """subchar: character probabilities out of subword language models."""
 
-from subchar.adapter import CharAdapter, Diagnostics
+from subchar.adapter import CharAdapter
+from subchar.diagnostics import Diagnostics
 from subchar.lm import TokenLM
 from subchar.tokenizer_view import TokenizerView, surfaces_of, view_of
 

@@ -91,7 +91,6 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 import numpy as np
@@ -100,9 +99,10 @@ from eval.contract import CharModel
 from eval.errors import UserError
 from subchar.batch_engine import score
 from subchar.commit_point import CommitPoints
+from subchar.coverings import Covering, covering_reach, extend_coverings, prefetch_coverings, prune_coverings
+from subchar.diagnostics import Diagnostics
 from subchar.frontier import CharDistribution, CharTable, Expander, Frontier, decisive
 from subchar.lm import TokenLM
-from subchar.coverings import Covering, covering_reach, extend_coverings, prefetch_coverings, prune_coverings
 from subchar.lm_cache import LMAnswers
 from subchar.surface_index import SurfaceIndex
 from subchar.tokenizer_view import view_of
@@ -110,33 +110,6 @@ from subchar.tokenizer_view import view_of
 Mode = Literal["spec", "exact"]
 ENCODE_CACHE = 1 << 16  # committed texts remembered with their encoding (words recur)
 LOOKAHEAD = 8  # split-character expansions stepped per batched LM call
-
-
-@dataclass
-class Diagnostics:
-    """What the adapter did: LM traffic, commits, and every fallback or approximation it used."""
-
-    chars_observed: int = 0
-    lm_logprobs_calls: int = 0
-    lm_step_calls: int = 0
-    lm_batched_calls: int = 0
-    commits: int = 0
-    committed_tokens: int = 0
-    lossy_commits: int = 0
-    forced_commits: int = 0
-    eager_commits: int = 0
-    zero_mass_chars: int = 0
-    backoff_distributions: int = 0
-    expansions: int = 0
-    merged_coverings: int = 0
-    max_coverings: int = 0
-    kept_end_coverings: int = 0
-    pruned_mass: list[float] = field(default_factory=list)
-    pruned_expansion_mass: list[float] = field(default_factory=list)
-
-    @property
-    def lm_calls(self) -> int:
-        return self.lm_logprobs_calls + self.lm_step_calls
 
 
 class CharAdapter(CharModel):

@@ -101,7 +101,7 @@ def test_plain_step_answers_equal_the_lm_and_each_pair_is_asked_once():
             self.asked.append((state, token))
             return lm.step(state, token)
 
-    from subchar.adapter import Diagnostics
+    from subchar.diagnostics import Diagnostics
 
     diagnostics = Diagnostics()
     answers = LMAnswers(Counted(), SurfaceIndex(tok.surfaces()).order, diagnostics)

@@ -21,6 +21,7 @@ ADAPTER = (
     Part("subchar.lm_cache"),
     Part("subchar.frontier"),
     Part("subchar.coverings"),
+    Part("subchar.diagnostics"),
     Part("subchar.batch_engine"),
     Part("subchar.adapter"),
 )
