@@ -32,7 +32,9 @@ from typing import Any, Callable, Sequence
 
 from subchar.lm import logprobs_many, states_along, step_many
 
-WORKERS = 64  # concurrent segments: the batch size of the model's forward passes, over all cohorts
+WORKERS = 16  # chunks streamed at once: the rows of the model's forward passes, over all cohorts. With two cohorts
+# overlapping, 16 ran as fast as 64 here (hyena, 2 cores) and kept a quarter of the branch states alive: 64 workers
+# ran a hyena evaluation of the 60k window out of 24 GB of memory.
 PROGRESS_EVERY = 256  # positions between progress reports of one worker
 COHORTS = 2  # worker groups whose forward passes and adapter work overlap (one core each on a 2-core machine)
 

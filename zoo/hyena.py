@@ -265,7 +265,9 @@ class Model(nn.Module):
         """``step`` for many branches in one pass: logits [B, vocab] and one new cache per branch.
 
         Histories shorter than the longest are left-padded with zeros: they meet taps that multiply zeros, so the
-        sum is the same. New caches are views of the batch's tensors (no per-branch copy).
+        sum is the same. Each new cache owns a copy of its rows: a view would keep the whole batch's histories
+        (block_size steps per channel, order and layer, for every branch) alive as long as any one branch is
+        remembered, which ran a 60k-char batch-engine evaluation out of memory.
         """
         x = self.wte(torch.tensor(tokens, device=self.wte.weight.device))
         layers = []
@@ -277,8 +279,8 @@ class Model(nn.Module):
         logits = self.lm_head(self.ln_f(x))
         new = [
             HyenaCache(
-                tuple(short[b : b + 1] for short, _ in layers),
-                tuple(tuple(h[b : b + 1] for h in histories) for _, histories in layers),
+                tuple(short[b : b + 1].clone() for short, _ in layers),
+                tuple(tuple(h[b : b + 1].clone() for h in histories) for _, histories in layers),
                 caches[0].reversed_filters,
             )
             for b in range(len(caches))
