@@ -1,8 +1,8 @@
 """A zoo neural model seen as a subchar ``TokenLM``: branching token states with cached log-probabilities.
 
 Each state holds the model's cache (immutable: ``Model.step`` returns a new one) and log P(next token) as a
-read-only float64 array, computed once when the state is made, so ``logprobs`` is free and branching from
-any state costs one ``Model.step``.
+read-only float64 array, computed once (when a step makes the state, or when first asked for a state made by
+``states_along``), so branching from any state costs one ``Model.step``.
 
 The empty context has no model prediction (the models predict token t+1 from tokens <= t and have no
 begin-of-text token), so ``start()`` carries the uniform distribution. Context longer than the model's
