@@ -185,10 +185,10 @@ class LMAnswers:
         runs them as one teacher-forced pass), else steps."""
         reached = state
         for token in tokens:
-            reached = self._remembered_step(reached, token)
-            if reached is None:
+            reached = self._remembered(reached, token)
+            if reached is NOT_REMEMBERED:
                 break
-        if reached is not None:
+        if reached is not NOT_REMEMBERED:
             settle = getattr(self.lm, "settle", None)
             if settle is None or value_key(reached) is not None:
                 return reached
@@ -204,19 +204,11 @@ class LMAnswers:
         self.diagnostics.lm_batched_calls += 1
         return self.lm.states_along(state, tokens, [len(tokens)])[0]
 
-    def _remembered_step(self, state: Any, token: int) -> Any:
-        """The remembered state after ``token``, or None."""
-        known = self._step_answer(state, self._step_key(state, token), token)
-        if type(known) is StateAnswers:
-            self.memo.keep(known)
-            return known.state
-        return known
-
     # --- many states, one LM call --------------------------------------------------------------------------
     def step_many(self, pairs: Sequence[tuple[Any, int]]) -> list[Any]:
         """The state after each (state, token); the pairs not yet answered go to the LM in one call."""
         results = []
-        for state, token in pairs:  # fast path: every answer is a remembered plain one
+        for state, token in pairs:  # fast path: every answer is remembered
             known = self._remembered(state, token)
             if known is NOT_REMEMBERED:
                 break
@@ -295,15 +287,11 @@ class LMAnswers:
         return known
 
     def _remembered(self, state: Any, token: int) -> Any:
-        """The remembered step answer of a plain state (LRU touched as in ``step_many``), else NOT_REMEMBERED."""
-        key = value_key(state)
-        if key is None:
-            return NOT_REMEMBERED
-        pair = (key, token)
-        known = self.memo.steps.get(pair)
+        """The remembered state after ``token`` (LRU touched and entry kept as in ``step_many``), else
+        NOT_REMEMBERED."""
+        known = self._step_answer(state, self._step_key(state, token), token)
         if known is None:
             return NOT_REMEMBERED
-        self.memo.steps.move_to_end(pair)
         if type(known) is StateAnswers:
             self.memo.keep(known)
             return known.state

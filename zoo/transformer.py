@@ -248,15 +248,15 @@ class Model(nn.Module):
         for rows in by_trunk.values():
             trunk = caches[rows[0]].trunk
             first = torch.tensor([max(trunk.start, caches[b].pos - window + 1) for b in rows])
-            ends = [caches[b].length for b in rows]
-            hi = max(ends)
+            ends = torch.tensor([caches[b].length for b in rows])
+            hi = int(ends.max())
             lo = min(int(first.min()), hi)
             if hi - lo <= 2 * window:
                 keys, read = torch.arange(lo, hi)[None, :], (lo, hi)
             else:
-                keys = torch.tensor(ends)[:, None] - window + 1 + torch.arange(window - 1)[None, :]
+                keys = ends[:, None] - window + 1 + torch.arange(window - 1)[None, :]
                 read = (keys.clamp(min=trunk.start) - trunk.start).to(device)
-            seen = (keys >= first[:, None]) & (keys < torch.tensor(ends)[:, None])
+            seen = (keys >= first[:, None]) & (keys < ends[:, None])
             index = None if len(by_trunk) == 1 else torch.tensor(rows, device=device)
             groups.append((trunk, index, read, bias_of(seen, self.wte.weight)))
         return groups
