@@ -12,8 +12,10 @@ holds the committed tokens' LM state and respells the rest of the buffer from it
    its chunk's commits itself, so that each commit finds the canonical spelling among its coverings and the
    respelling after it among its remembered steps (``LMAnswers.along``). Their LM steps meet in a ``BatchingLM``
    per cohort of workers, which asks the model once for all of the cohort's waiting workers (one forward pass of
-   a few dozen branches instead of a few), when the LM has ``step_many``; two cohorts take turns, one's forward
-   pass running while the other's adapters work;
+   a few dozen branches instead of a few), when the LM has ``step_many``. The chunks are shared by one forked
+   process per usable CPU core (the adapters' Python work then runs on every core, not on one under the GIL),
+   each with one cohort of ``WORKERS`` threads; where there is one process (one core, or CUDA, which a forked
+   child cannot use) two cohorts take turns, one's forward pass running while the other's adapters work;
 4. any chunk whose adapter departs from the plan (a forced or eager commit, a back-off distribution: events
    that depend on LM mass) invalidates the trunk after it, so from that chunk on the stream is replayed by one
    adapter exactly as the streaming loop would.
@@ -21,22 +23,27 @@ holds the committed tokens' LM state and respells the rest of the buffer from it
 The answers are the streaming loop's: the same adapter code runs on the same states. Only floating-point
 rounding can differ, where the model's batched forward pass rounds differently from a smaller batch (float32
 networks: ~1e-7 relative; the engine tests run float64 models, where the two engines agree to 1e-12).
-LMs without ``step_many`` (the n-gram) gain nothing from threads: their whole stream is one chunk.
+LMs without ``step_many`` (the n-gram) gain nothing from threads: one chunk per process.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.connection
+import os
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from subchar.lm import logprobs_many, states_along, step_many
 
-WORKERS = 16  # chunks streamed at once: the rows of the model's forward passes, over all cohorts. With two cohorts
-# overlapping, 16 ran as fast as 64 here (hyena, 2 cores) and kept a quarter of the branch states alive: 64 workers
-# ran a hyena evaluation of the 60k window out of 24 GB of memory.
+WORKERS = 16  # chunks streamed at once per process: the rows of the model's forward passes, over all cohorts. With two
+# cohorts overlapping, 16 ran as fast as 64 here (hyena, 2 cores) and kept a quarter of the branch states alive: 64
+# workers ran a hyena evaluation of the 60k window out of 24 GB of memory.
 PROGRESS_EVERY = 256  # positions between progress reports of one worker
-COHORTS = 2  # worker groups whose forward passes and adapter work overlap (one core each on a 2-core machine)
+MAX_PROCESSES = 8  # forked processes sharing the chunks, at most (one per usable core)
+COHORTS = 2  # worker groups of one lone process whose forward passes and adapter work overlap (one core each)
 
 
 @dataclass(frozen=True)
@@ -174,64 +181,179 @@ def chunks_of(segments: list[Segment], count: int) -> list[range]:
     return runs
 
 
-def score(adapter: Any, text: str, bits: bool, workers: int = WORKERS,
+def score(adapter: Any, text: str, bits: bool, workers: int = WORKERS, processes: int | None = None,
           progress: Callable[[int], None] | None = None) -> tuple[list[str], list[float] | None]:
     """Every prediction of the streaming loop over ``text`` and (with ``bits``) P(true char) at each position;
-    ``progress`` is told how many positions were scored, every ``PROGRESS_EVERY`` or so."""
+    ``progress`` is told how many positions were scored, every ``PROGRESS_EVERY`` or so. ``processes`` (default:
+    the usable CPU cores, ``forks``) share the chunks, ``workers`` threads each when the LM has ``step_many``."""
     segments, trunk = plan(adapter, text)
-    batched = hasattr(adapter.lm, "step_many") and len(segments) > 1
-    chunks = chunks_of(segments, workers if batched else 1)
+    batched = hasattr(adapter.lm, "step_many")
+    count = forks(processes, len(segments))
+    chunks = chunks_of(segments, count * (workers if batched else 1))
     states = trunk_states(adapter.lm, trunk, [segments[chunk[0]].trunk_len for chunk in chunks])
     guesses: list[str] = [""] * len(text)
     probs: list[float] | None = [0.0] * len(text) if bits else None
-    failed: list[int] = []
-    threads = len(chunks)
-    shared = threading.Lock()
-    cohorts = [BatchingLM(adapter.lm, len(range(k, threads, COHORTS)), shared) for k in range(min(COHORTS, threads))]
-    lock = threading.Lock()
-    errors: list[BaseException] = []
-
-    def tell(scored: int) -> None:
-        if progress is not None:
-            with lock:
-                progress(scored)
-
-    def work(k: int, lm: Any) -> None:
-        try:
-            chunk = [segments[i] for i in chunks[k]]
-            first, last = chunk[0], chunk[-1]
-            worker = adapter.worker(lm)
-            worker.resume(states[first.trunk_len], first.rest)
-            check = k + 1 < len(chunks)  # the next chunk starts from the plan's state after this one's last commit
-            replay(worker, text, first.start, last.end, guesses, probs, check=check, progress=tell)
-            if check and not worker.kept_to_plan([s.next_commit for s in chunk]):
-                with lock:
-                    failed.append(k)
-        except BaseException as error:  # raised again in the caller's thread below
-            errors.append(error)
-        finally:
-            if batched:
-                lm.finished()
-
-    if not batched:
-        work(0, adapter.lm)
-    else:
-        pool = [threading.Thread(target=work, args=(k, cohorts[k % len(cohorts)]), daemon=True) for k in range(threads)]
-        for thread in pool:
-            thread.start()
-        for thread in pool:
-            thread.join()
-    if errors:
-        raise errors[0]
-    adapter.batch_report = {"segments": len(segments), "threads": threads,
+    parts = [range(len(chunks) * p // count, len(chunks) * (p + 1) // count) for p in range(count)]
+    parts = [part for part in parts if len(part)]
+    cohorts = 1 if len(parts) > 1 else COHORTS
+    job = Job(adapter, text, segments, chunks, states, guesses, probs, batched, progress, cohorts)
+    failed, passes = run_forked(job, parts) if len(parts) > 1 else job.run(parts[0])
+    adapter.batch_report = {"segments": len(segments), "threads": len(chunks), "processes": len(parts),
                             "replayed_from_segment": chunks[min(failed)][0] if failed else None,
-                            "forward_passes": sum(c.forward_passes for c in cohorts) if batched else None}
+                            "forward_passes": passes if batched else None}
     if failed:  # from the first departure on, the stream as the streaming loop runs it
         segment = segments[chunks[min(failed)][0]]
         worker = adapter.worker(adapter.lm)
         worker.resume(states[segment.trunk_len], segment.rest, seen=text[: segment.start])
         replay(worker, text, segment.start, len(text), guesses, probs, check=False, progress=lambda _: None)
     return guesses, probs
+
+
+def forks(processes: int | None, segments: int) -> int:
+    """How many processes score the chunks: ``processes`` (default: the CPU cores this process may use, at most
+    ``MAX_PROCESSES``), one where there is a single segment or where forking is unsafe (CUDA initialised: a forked
+    child cannot use it)."""
+    if processes is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        processes = min(cores, MAX_PROCESSES)
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        return 1
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    return max(1, min(processes, segments))
+
+
+@dataclass
+class Job:
+    """One scoring run: what every chunk needs, and the lists the chunks fill in."""
+
+    adapter: Any
+    text: str
+    segments: list[Segment]
+    chunks: list[range]
+    states: dict[int, Any]
+    guesses: list[str]
+    probs: list[float] | None
+    batched: bool
+    progress: Callable[[int], None] | None
+    cohorts: int  # per process: processes already keep the cores busy, a lone one overlaps two cohorts
+
+    def span(self, part: range) -> tuple[int, int]:
+        """The positions the chunks ``part`` score."""
+        return self.segments[self.chunks[part[0]][0]].start, self.segments[self.chunks[part[-1]][-1]].end
+
+    def run(self, part: range) -> tuple[list[int], int]:
+        """Score the chunks ``part`` in this process, one thread each when the LM is batched (its steps meet in
+        the cohorts' ``BatchingLM``); returns the chunks that departed from the plan and the forward passes."""
+        threads = len(part)
+        shared = threading.Lock()
+        cohorts = [BatchingLM(self.adapter.lm, len(range(k, threads, self.cohorts)), shared)
+                   for k in range(min(self.cohorts, threads))]
+        lock = threading.Lock()
+        failed: list[int] = []
+        errors: list[BaseException] = []
+
+        def tell(scored: int) -> None:
+            if self.progress is not None:
+                with lock:
+                    self.progress(scored)
+
+        def work(k: int, lm: Any) -> None:
+            try:
+                chunk = [self.segments[i] for i in self.chunks[k]]
+                first, last = chunk[0], chunk[-1]
+                worker = self.adapter.worker(lm)
+                worker.resume(self.states[first.trunk_len], first.rest)
+                check = last.next_commit is not None  # the next chunk starts from the plan's state after this one
+                replay(worker, self.text, first.start, last.end, self.guesses, self.probs, check=check, progress=tell)
+                if check and not worker.kept_to_plan([s.next_commit for s in chunk]):
+                    with lock:
+                        failed.append(k)
+            except BaseException as error:  # raised again in the caller's thread below
+                errors.append(error)
+            finally:
+                if self.batched:
+                    lm.finished()
+
+        if not self.batched:
+            for k in part:
+                work(k, self.adapter.lm)
+        else:
+            pool = [threading.Thread(target=work, args=(k, cohorts[i % len(cohorts)]), daemon=True)
+                    for i, k in enumerate(part)]
+            for thread in pool:
+                thread.start()
+            for thread in pool:
+                thread.join()
+        if errors:
+            raise errors[0]
+        return failed, sum(c.forward_passes for c in cohorts)
+
+
+def run_forked(job: Job, parts: list[range]) -> tuple[list[int], int]:
+    """``job.run`` of each part in its own forked process (the adapter's Python work then uses every core, not one
+    under the GIL); each sends its progress and then its positions' answers back through a pipe. An error in one
+    stops all and is raised here; so is a process that dies."""
+    context = multiprocessing.get_context("fork")
+    children = []
+    try:
+        for part in parts:
+            receive, send = context.Pipe(duplex=False)
+            child = context.Process(target=run_child, args=(job, part, send), daemon=True)
+            child.start()
+            send.close()
+            children.append((child, receive, part))
+        failed: list[int] = []
+        passes = 0
+        waiting = {receive: (child, part) for child, receive, part in children}
+        while waiting:
+            for receive in multiprocessing.connection.wait(list(waiting)):
+                child, part = waiting[receive]
+                try:
+                    kind, payload = receive.recv()
+                except EOFError:
+                    child.join()
+                    raise RuntimeError(f"a batch-engine process died (exit code {child.exitcode}); "
+                                       "rerun with --engine stream, or free memory") from None
+                if kind == "progress":
+                    if job.progress is not None:
+                        job.progress(payload)
+                    continue
+                if kind == "error":
+                    raise payload
+                start, end = job.span(part)
+                guesses, probs, part_failed, part_passes = payload
+                job.guesses[start:end] = guesses
+                if job.probs is not None:
+                    job.probs[start:end] = probs
+                failed.extend(part_failed)
+                passes += part_passes
+                del waiting[receive]
+        return failed, passes
+    finally:
+        for child, receive, _ in children:
+            if child.is_alive():
+                child.terminate()
+            child.join()
+            receive.close()
+
+
+def run_child(job: Job, part: range, send: Any) -> None:
+    """A forked process's work: ``job.run(part)``, its answers (or its error) sent back through ``send``."""
+    job.progress = lambda scored: send.send(("progress", scored))
+    try:
+        failed, passes = job.run(part)
+        start, end = job.span(part)
+        send.send(("done", (job.guesses[start:end], None if job.probs is None else job.probs[start:end], failed,
+                            passes)))
+    except BaseException as error:  # noqa: BLE001 - every error goes back to the parent, which raises it
+        try:
+            send.send(("error", error))
+        except Exception:  # an error that cannot be pickled
+            send.send(("error", RuntimeError(f"{type(error).__name__}: {error}")))
+    finally:
+        send.close()
 
 
 def replay(worker: Any, text: str, start: int, end: int, guesses: list[str], probs: list[float] | None,

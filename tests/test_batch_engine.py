@@ -5,12 +5,14 @@ its plan, it replays the stream from there."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 from eval.evaluate import evaluate
 from subchar import CharAdapter
-from subchar.batch_engine import plan
+from subchar.batch_engine import plan, score
 from test_adapter_exact import random_text, random_vocab
 from test_adapter_reference import RandomTrigramLM, ToyTokenizer
 from test_models import BLOCK, NEURAL, VOCAB, sharpened
@@ -74,17 +76,49 @@ class BatchedTrigramLM(RandomTrigramLM):
         return [self.step(s, t) for s, t in zip(states, tokens)]
 
 
+def scored(adapter: CharAdapter, text: str, processes: int):
+    """The batch engine's predictions and P(true char) over ``text`` with ``processes`` processes."""
+    adapter.reset()
+    return score(adapter, text, bits=True, processes=processes)
+
+
+@pytest.mark.parametrize("processes", [1, 3])
+@pytest.mark.parametrize("lm_class", [BatchedTrigramLM, RandomTrigramLM, "ngram"])
+def test_processes_give_the_stream_answers(lm_class, processes):
+    """The chunks shared by forked processes (each with its threads when the LM is batched): the stream's exact
+    predictions and probabilities."""
+    tok = random_vocab(11, VOCAB - 9)
+    text = random_text(3, 120)
+    if lm_class == "ngram":
+        ids = np.asarray(tok.encode(random_text(5, 400)), dtype=np.int64)
+        lm = KneserNeyLM.fit(ids, tok.vocab_size, order=3)
+    else:
+        lm = lm_class(tok.vocab_size, 0)
+    adapter = CharAdapter(lm, tok, mode="exact", beam=3)
+    guesses, probs = scored(adapter, text, processes)
+    assert adapter.batch_report["processes"] == processes
+    adapter.reset()
+    expected = []
+    for char in text:
+        expected.append((adapter.predict(), adapter.distribution().get(char, 0.0)))
+        adapter.observe(char)
+    assert list(zip(guesses, probs)) == expected
+
+
+@pytest.mark.parametrize("processes", [1, 2])
 @pytest.mark.parametrize("lm_class", [BatchedTrigramLM, RandomTrigramLM])
-def test_a_fallback_replays_the_rest_as_a_stream(lm_class):
+def test_a_fallback_replays_the_rest_as_a_stream(lm_class, processes):
     """'z' cannot be spelled: the forced commit departs from the plan, and the result is still the stream's (an
-    unbatched LM streams the whole text as one chunk, where nothing needs replaying)."""
+    unbatched LM in one process streams the whole text as one chunk, where nothing needs replaying)."""
     tok = ToyTokenizer([b"", b"a", b"b", b" ", b"ab"], {0})
     adapter = CharAdapter(lm_class(tok.vocab_size, 3), tok, mode="exact")
-    stream, batch = both_engines(adapter, "ab ba ab zab a ba b ab")
-    assert_same(stream, batch)
-    assert stream.zero_prob_chars == 1
-    assert (adapter.batch_report["replayed_from_segment"] is not None) == (lm_class is BatchedTrigramLM)
-    assert (adapter.batch_report["threads"] > 1) == (lm_class is BatchedTrigramLM)
+    text = "ab ba ab zab a ba b ab"
+    stream = evaluate(adapter, text, None, progress=False, engine="stream")
+    guesses, probs = scored(adapter, text, processes)
+    assert sum(g == c for g, c in zip(guesses, text)) == stream.correct and probs.count(0.0) == 1
+    split = lm_class is BatchedTrigramLM or processes > 1
+    assert (adapter.batch_report["replayed_from_segment"] is not None) == split
+    assert (adapter.batch_report["threads"] > 1) == split
 
 
 def test_spec_mode_and_other_models_stream():
@@ -108,8 +142,29 @@ class FailingLM(RandomTrigramLM):
         return [self.step(s, t) for s, t in zip(states, tokens)]
 
 
-def test_an_lm_error_reaches_the_caller_and_no_worker_hangs():
+@pytest.mark.parametrize("processes", [1, 2])
+def test_an_lm_error_reaches_the_caller_and_no_worker_hangs(processes):
     tok = random_vocab(11, VOCAB - 9)
     adapter = CharAdapter(FailingLM(tok.vocab_size, 0), tok, mode="exact", beam=3)
     with pytest.raises(RuntimeError, match="model broke"):
-        evaluate(adapter, random_text(3, 120), None, progress=False, engine="batch")
+        scored(adapter, random_text(3, 120), processes)
+
+
+class DyingLM(RandomTrigramLM):
+    """A batched LM that kills any process but the one that made it (a forked worker running out of memory)."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.parent = os.getpid()
+
+    def step_many(self, states, tokens):
+        if os.getpid() != self.parent:
+            os._exit(3)
+        return [self.step(s, t) for s, t in zip(states, tokens)]
+
+
+def test_a_dead_process_is_an_error_not_a_hang():
+    tok = random_vocab(11, VOCAB - 9)
+    adapter = CharAdapter(DyingLM(tok.vocab_size, 0), tok, mode="exact", beam=3)
+    with pytest.raises(RuntimeError, match="exit code 3"):
+        scored(adapter, random_text(3, 120), 2)
