@@ -94,7 +94,7 @@ def prune_coverings(coverings: list[Covering], end: int, beam: int | None, floor
     top = max(c.weight for c in coverings)
     for cover in coverings:  # rescale: only ratios matter, and long buffers would underflow
         cover.weight /= top
-    if beam is None and floor is None:
+    if floor is None and (beam is None or len(coverings) <= beam):  # nothing to drop: no reach needed
         return coverings, 1.0
     reaches = {id(c): reach(c) for c in coverings}
     ranked = sorted(coverings, key=lambda c: -reaches[id(c)])
