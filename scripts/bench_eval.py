@@ -5,7 +5,8 @@ Paths (all exact mode, same beam, 1 torch thread):
 - ``old``: the streaming loop with the LM asked one state at a time (its batched methods hidden), as before
   batching: one forward pass per covering step;
 - ``stream``: the streaming loop (``--engine stream``, what the benchmark harness runs) with batched LM calls;
-- ``batch``: the batch engine (``--engine batch``, the default of ``subchar eval`` / ``compare``).
+- ``batch``: the batch engine (``--engine batch``, the default of ``subchar eval`` / ``compare``), once per count of
+  ``--processes`` (default: one process per usable core; ``batch×N`` in the table).
 
 The old path runs on the first ``--old-chars`` characters only (it is slow), the stream engine on
 ``--stream-chars`` (default: ``--chars``) and the batch engine on ``--chars``; each reports chars/s, and the 60k
@@ -14,7 +15,7 @@ their correct counts must be equal (the table says whether they are). Timings ar
 shared machine.
 
     .venv/bin/python scripts/bench_eval.py RUN [RUN ...] [--chars 60000] [--old-chars 2000] [--stream-chars N]
-        [--beam 8] [--prune EPS] [--paths old stream batch] [--device cpu|cuda] [--no-bits]
+        [--beam 8] [--prune EPS] [--paths old stream batch] [--processes N ...] [--device cpu|cuda] [--no-bits]
 
 RUN: checkpoint folders written by ``subchar train --out``.
 """
@@ -23,12 +24,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 from eval.data import VAL_WINDOW_CHARS, val_window
-from eval.evaluate import evaluate
+from eval.evaluate import evaluate, scores
 from subchar import CharAdapter
 from zoo.checkpoint import load_checkpoint
 
@@ -50,6 +52,7 @@ def main() -> int:
     parser.add_argument("--beam", type=int, default=8)
     parser.add_argument("--prune", type=float, default=None)
     parser.add_argument("--paths", nargs="+", choices=("old", "stream", "batch"), default=["old", "stream", "batch"])
+    parser.add_argument("--processes", type=int, nargs="+", default=[None])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bits", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "wikitext"))
@@ -57,32 +60,39 @@ def main() -> int:
     torch.set_num_threads(1)
     stream_chars = args.chars if args.stream_chars is None else args.stream_chars
     text = val_window(args.data_dir, chars=max(args.chars, stream_chars, args.old_chars)).text
+    spans = {"old": f"old path on {args.old_chars:,} chars", "stream": f"stream engine on {stream_chars:,}",
+             "batch": f"batch engine on {args.chars:,}"}
     print(f"exact mode, beam {args.beam}, prune {args.prune}, bits {'on' if args.bits else 'off'}, 1 torch thread, "
-          f"device {args.device}; old path on {args.old_chars:,} chars, stream engine on {stream_chars:,}, "
-          f"batch engine on {args.chars:,}")
+          f"device {args.device}; " + ", ".join(spans[path] for path in spans if path in args.paths))
     print("| model | path | chars | wall s | chars/s | 60k window s | accuracy | correct | bits/char |")
     print("|---|---|---|---|---|---|---|---|---|")
     for run in args.runs:
         checkpoint = load_checkpoint(run, device=args.device)
         lm = checkpoint.token_lm(args.device)
         results = {}
-        for path, model, chars, engine in (
-            ("old", PerState(lm), args.old_chars, "stream"),
-            ("stream", lm, stream_chars, "stream"),
-            ("batch", lm, args.chars, "batch"),
+        batches = [(f"batch×{n}" if n else "batch", lm, args.chars, "batch", n) for n in args.processes]
+        for path, model, chars, engine, processes in (
+            ("old", PerState(lm), args.old_chars, "stream", None),
+            ("stream", lm, stream_chars, "stream", None),
+            *batches,
         ):
-            if path not in args.paths:
+            if path.split("×")[0] not in args.paths:
                 continue
             adapter = CharAdapter(model, checkpoint.tokenizer, mode="exact", beam=args.beam, prune=args.prune)
-            result = evaluate(adapter, text[:chars], chars, bits=args.bits, progress=False, engine=engine)
+            if engine == "batch":  # what ``evaluate(engine="batch")`` does, with the process count
+                start = time.perf_counter()
+                guesses, probs = adapter.batch_scores(text[:chars], args.bits, processes=processes)
+                result = scores(text[:chars], guesses, probs, time.perf_counter() - start, engine)
+            else:
+                result = evaluate(adapter, text[:chars], chars, bits=args.bits, progress=False, engine=engine)
             results[path] = result
             bits = "n/a" if result.bits_per_char is None else f"{result.bits_per_char:.4f}"
             print(f"| {checkpoint.model_name} | {path} | {result.chars:,} | {result.wall_s:.1f} | "
                   f"{result.chars_per_s:,.0f} | {VAL_WINDOW_CHARS / result.chars_per_s:,.0f} | "
                   f"{result.accuracy:.4f} | {result.correct:,} | {bits} |", flush=True)
-        stream, batch = results.get("stream"), results.get("batch")
-        if stream is not None and batch is not None and stream.chars == batch.chars:
-            same = stream.correct == batch.correct
+        stream, batch = results.get("stream"), [r for path, r in results.items() if path.startswith("batch")]
+        if stream is not None and batch and all(stream.chars == r.chars for r in batch):
+            same = all(stream.correct == r.correct for r in batch)
             print(f"| {checkpoint.model_name} | stream = batch correct counts | {'yes' if same else 'NO'} | | | | | | |")
     return 0
 

@@ -209,15 +209,17 @@ class CharAdapter(CharModel):
 
     # --- the batch engine (``subchar.batch_engine``) ---------------------------------------------------------
     def batch_scores(
-        self, text: str, bits: bool = True, progress: Callable[[int], None] | None = None
+        self, text: str, bits: bool = True, progress: Callable[[int], None] | None = None,
+        processes: int | None = None,
     ) -> tuple[list[str], list[float] | None] | None:
         """Every prediction the streaming loop would make over ``text`` from a reset (and P(true char) with
-        ``bits``), computed by the batch engine; None in spec mode (its loop is already one LM call per
-        commit), so the caller streams instead. The adapter is left reset."""
+        ``bits``), computed by the batch engine (``processes``: forked processes sharing the work, default one per
+        usable CPU core); None in spec mode (its loop is already one LM call per commit), so the caller streams
+        instead. The adapter is left reset."""
         if self.mode != "exact":
             return None
         self.reset()
-        return score(self, text, bits, progress=progress)
+        return score(self, text, bits, processes=processes, progress=progress)
 
     def worker(self, lm: TokenLM) -> CharAdapter:
         """A fresh adapter over ``lm`` sharing this one's read-only tables (one per batch-engine thread)."""

@@ -211,16 +211,15 @@ def score(adapter: Any, text: str, bits: bool, workers: int = WORKERS, processes
 
 def forks(processes: int | None, segments: int) -> int:
     """How many processes score the chunks: ``processes`` (default: the CPU cores this process may use, at most
-    ``MAX_PROCESSES``), one where there is a single segment or where forking is unsafe (CUDA initialised: a forked
-    child cannot use it)."""
-    if processes is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        processes = min(cores, MAX_PROCESSES)
+    ``MAX_PROCESSES``), one where there is a single segment or where forking is unsafe: off Linux (macOS's system
+    libraries are not fork-safe; Windows cannot fork) and once CUDA is initialised (a forked child cannot use it)."""
+    if not sys.platform.startswith("linux"):
+        return 1
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
         return 1
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return 1
+    if processes is None:
+        processes = min(len(os.sched_getaffinity(0)), MAX_PROCESSES)
     return max(1, min(processes, segments))
 
 
