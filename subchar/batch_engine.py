@@ -346,9 +346,11 @@ def run_child(job: Job, part: range, send: Any) -> None:
         start, end = job.span(part)
         send.send(("done", (job.guesses[start:end], None if job.probs is None else job.probs[start:end], failed,
                             passes)))
-    except BaseException as error:  # noqa: BLE001 - every error goes back to the parent, which raises it
+    except BaseException as error:  # every error goes back to the parent, which raises it
         try:
             send.send(("error", error))
+        except OSError:  # the parent is gone (Ctrl-C reaches the whole process group): nobody to tell
+            pass
         except Exception:  # an error that cannot be pickled
             send.send(("error", RuntimeError(f"{type(error).__name__}: {error}")))
     finally:
