@@ -36,6 +36,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from eval.errors import UserError
 from subchar.lm import logprobs_many, states_along, step_many
 
 WORKERS = 16  # chunks streamed at once per process: the rows of the model's forward passes, over all cohorts. With two
@@ -43,6 +44,7 @@ WORKERS = 16  # chunks streamed at once per process: the rows of the model's for
 # workers ran a hyena evaluation of the 60k window out of 24 GB of memory.
 PROGRESS_EVERY = 256  # positions between progress reports of one worker
 MAX_PROCESSES = 8  # forked processes sharing the chunks, at most (one per usable core)
+PROCESSES_VARIABLE = "SUBCHAR_PROCESSES"  # environment variable that sets the process count (1: no forking)
 COHORTS = 2  # worker groups of one lone process whose forward passes and adapter work overlap (one core each)
 
 
@@ -210,9 +212,12 @@ def score(adapter: Any, text: str, bits: bool, workers: int = WORKERS, processes
 
 
 def forks(processes: int | None, segments: int) -> int:
-    """How many processes score the chunks: ``processes`` (default: the CPU cores this process may use, at most
-    ``MAX_PROCESSES``), one where there is a single segment or where forking is unsafe: off Linux (macOS's system
-    libraries are not fork-safe; Windows cannot fork) and once CUDA is initialised (a forked child cannot use it)."""
+    """How many processes score the chunks: ``processes`` (default: ``$SUBCHAR_PROCESSES``, else the CPU cores this
+    process may use, at most ``MAX_PROCESSES``), one where there is a single segment or where forking is unsafe: off
+    Linux (macOS's system libraries are not fork-safe; Windows cannot fork) and once CUDA is initialised (a forked
+    child cannot use it). Each process holds its own workers' branch states, so fewer processes use less memory."""
+    if processes is None:
+        processes = processes_from_environment()
     if not sys.platform.startswith("linux"):
         return 1
     torch = sys.modules.get("torch")
@@ -221,6 +226,16 @@ def forks(processes: int | None, segments: int) -> int:
     if processes is None:
         processes = min(len(os.sched_getaffinity(0)), MAX_PROCESSES)
     return max(1, min(processes, segments))
+
+
+def processes_from_environment() -> int | None:
+    """``$SUBCHAR_PROCESSES`` as a positive int (None when unset); a clear error for anything else."""
+    given = os.environ.get(PROCESSES_VARIABLE, "").strip()
+    if not given:
+        return None
+    if not given.isdigit() or int(given) < 1:
+        raise UserError(f"{PROCESSES_VARIABLE}={given!r}: set it to a positive number of processes (1: no forking)")
+    return int(given)
 
 
 @dataclass
@@ -313,8 +328,8 @@ def run_forked(job: Job, parts: list[range]) -> tuple[list[int], int]:
                     kind, payload = receive.recv()
                 except EOFError:
                     child.join()
-                    raise RuntimeError(f"a batch-engine process died (exit code {child.exitcode}); "
-                                       "rerun with --engine stream, or free memory") from None
+                    raise RuntimeError(f"a batch-engine process died (exit code {child.exitcode}, e.g. out of "
+                                       f"memory); rerun with {PROCESSES_VARIABLE}=1, or --engine stream") from None
                 if kind == "progress":
                     if job.progress is not None:
                         job.progress(payload)

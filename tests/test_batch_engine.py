@@ -13,7 +13,8 @@ import pytest
 
 from eval.evaluate import evaluate
 from subchar import CharAdapter
-from subchar.batch_engine import plan, score
+from eval.errors import UserError
+from subchar.batch_engine import forks, plan, score
 from test_adapter_exact import random_text, random_vocab
 from test_adapter_reference import RandomTrigramLM, ToyTokenizer
 from test_models import BLOCK, NEURAL, VOCAB, sharpened
@@ -177,3 +178,22 @@ def test_a_dead_process_is_an_error_not_a_hang():
     adapter = CharAdapter(DyingLM(tok.vocab_size, 0), tok, mode="exact", beam=3)
     with pytest.raises(RuntimeError, match="exit code 3"):
         scored(adapter, random_text(3, 120), 2)
+
+
+def test_the_process_count_can_be_set_in_the_environment(monkeypatch):
+    """``$SUBCHAR_PROCESSES`` caps the forks (1: none, to save memory); anything but a positive int is a clear error."""
+    tok = random_vocab(11, VOCAB - 9)
+    adapter = CharAdapter(BatchedTrigramLM(tok.vocab_size, 0), tok, mode="exact", beam=3)
+    text = random_text(3, 120)
+    monkeypatch.setenv("SUBCHAR_PROCESSES", "1")
+    assert forks(None, 50) == 1
+    adapter.reset()
+    guesses, probs = score(adapter, text, bits=True)
+    assert adapter.batch_report["processes"] == 1 and list(zip(guesses, probs)) == streamed(adapter, text)
+    if FORKS:
+        monkeypatch.setenv("SUBCHAR_PROCESSES", "2")
+        assert forks(None, 50) == 2 and forks(None, 1) == 1
+    for bad in ("0", "-1", "two", "1.5"):
+        monkeypatch.setenv("SUBCHAR_PROCESSES", bad)
+        with pytest.raises(UserError, match="SUBCHAR_PROCESSES"):
+            forks(None, 50)
