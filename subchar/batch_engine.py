@@ -263,7 +263,7 @@ class Job:
         threads = len(part)
         shared = threading.Lock()
         cohorts = [BatchingLM(self.adapter.lm, len(range(k, threads, self.cohorts)), shared)
-                   for k in range(min(self.cohorts, threads))]
+                   for k in range(min(self.cohorts, threads))] if self.batched else []
         lock = threading.Lock()
         failed: list[int] = []
         errors: list[BaseException] = []
