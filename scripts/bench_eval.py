@@ -15,7 +15,8 @@ their correct counts must be equal (the table says whether they are). Timings ar
 shared machine.
 
     .venv/bin/python scripts/bench_eval.py RUN [RUN ...] [--chars 60000] [--old-chars 2000] [--stream-chars N]
-        [--beam 8] [--prune EPS] [--paths old stream batch] [--processes N ...] [--device cpu|cuda] [--no-bits]
+        [--beam 8] [--prune EPS] [--paths old stream batch] [--processes N ...] [--device cpu|cuda]
+        [--no-cuda-graphs] [--no-bits]
 
 RUN: checkpoint folders written by ``subchar train --out``.
 """
@@ -54,6 +55,8 @@ def main() -> int:
     parser.add_argument("--paths", nargs="+", choices=("old", "stream", "batch"), default=["old", "stream", "batch"])
     parser.add_argument("--processes", type=int, nargs="+", default=[None])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=True,
+                        help="on CUDA, step the Transformer through CUDA graphs (zoo.step_graphs)")
     parser.add_argument("--bits", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "wikitext"))
     args = parser.parse_args()
@@ -62,13 +65,16 @@ def main() -> int:
     text = val_window(args.data_dir, chars=max(args.chars, stream_chars, args.old_chars)).text
     spans = {"old": f"old path on {args.old_chars:,} chars", "stream": f"stream engine on {stream_chars:,}",
              "batch": f"batch engine on {args.chars:,}"}
+    graphs = "" if args.device == "cpu" else f", CUDA graphs {'on' if args.cuda_graphs else 'off'}"
     print(f"exact mode, beam {args.beam}, prune {args.prune}, bits {'on' if args.bits else 'off'}, 1 torch thread, "
-          f"device {args.device}; " + ", ".join(spans[path] for path in spans if path in args.paths))
+          f"device {args.device}{graphs}; " + ", ".join(spans[path] for path in spans if path in args.paths))
     print("| model | path | chars | wall s | chars/s | 60k window s | accuracy | correct | bits/char |")
     print("|---|---|---|---|---|---|---|---|---|")
     for run in args.runs:
         checkpoint = load_checkpoint(run, device=args.device)
         lm = checkpoint.token_lm(args.device)
+        if not args.cuda_graphs and hasattr(lm.model, "use_step_graphs"):
+            lm.model.use_step_graphs(False)
         results = {}
         batches = [(f"batch×{n}" if n else "batch", lm, args.chars, "batch", n) for n in args.processes]
         for path, model, chars, engine, processes in (

@@ -1,5 +1,6 @@
 """The Transformer's shared-prefix KV cache: branches share one trunk, ``extend`` (teacher-forced appends, reuse of
-a trunk that already continues, forks, bounded trunks) and batches over several trunks all equal teacher forcing."""
+a trunk that already continues, forks, bounded trunks) and batches over several trunks all equal teacher forcing,
+stepped eagerly or through the padded buffers of ``zoo.step_graphs``."""
 
 from __future__ import annotations
 
@@ -19,9 +20,14 @@ def rows(lm: TorchTokenLM, states) -> np.ndarray:
     return np.stack(lm.logprobs_many(states))
 
 
-@pytest.fixture
-def lm() -> TorchTokenLM:
-    return TorchTokenLM(sharpened("transformer", seed=4))
+@pytest.fixture(params=["eager", "padded"])
+def lm(request) -> TorchTokenLM:
+    """Every test runs eagerly and through ``zoo.step_graphs``' padded static buffers (CUDA graphs without the
+    capture: the padding, bucketing and buffer refills are what these tests can check on a CPU)."""
+    model = sharpened("transformer", seed=4)
+    if request.param == "padded":
+        model.use_step_graphs(True, capture=False)
+    return TorchTokenLM(model)
 
 
 def test_branches_share_one_trunk_and_hold_only_their_own_tokens(lm):
@@ -130,3 +136,25 @@ def test_branches_far_apart_on_one_trunk_read_a_window_each(lm):
     assert len(TOKENS) > 2 * BLOCK + 2
     for path, token, after in zip(paths, tokens, lm.step_many(states, tokens)):
         np.testing.assert_allclose(lm.logprobs(after), teacher_forced(lm.model, path + [token])[-1], atol=ATOL, rtol=0)
+
+
+def test_padded_buckets_round_rows_and_chains_up_and_equal_eager_steps():
+    model = sharpened("transformer", seed=4)
+    eager = TorchTokenLM(model)
+    padded_model = sharpened("transformer", seed=4)
+    padded_model.use_step_graphs(True, capture=False)
+    padded = TorchTokenLM(padded_model)
+    far = eager.states_along(eager.start(), TOKENS, [1, 2, len(TOKENS)])
+    deep = eager.step(eager.step(eager.step(far[2], 7), 8), 9)  # a chain of 3
+    cases = [
+        ([far[0], far[1], far[2], deep, far[2]], [4, 5, 6, 8, 1]),  # rows far apart: a window each
+        ([far[2], eager.step(far[2], 3), deep], [2, 3, 4]),  # near the trunk's end: one shared window
+    ]
+    for states, tokens in cases:
+        stepped = padded.step_many(states, tokens)
+        np.testing.assert_allclose(rows(padded, stepped), rows(eager, eager.step_many(states, tokens)), atol=1e-5,
+                                   rtol=0)
+        again = padded.step_many(stepped, tokens)  # chains made by the padded path step on
+        np.testing.assert_allclose(rows(padded, again), rows(eager, eager.step_many(stepped, tokens)), atol=1e-5,
+                                   rtol=0)
+    assert set(padded_model.step_graphs.buckets) == {(False, 8, 4), (True, 4, 4)}  # 5 rows -> 8; chains 3, 4 -> 4

@@ -57,13 +57,19 @@ class TorchTokenLM:
     """``subchar.lm.TokenLM`` over a model with ``vocab_size``, ``empty_cache()`` and ``step()`` (zoo.interface).
 
     The model is moved to ``device`` and put in eval mode (dropout off), and must not be trained while
-    states made from it are in use.
+    states made from it are in use. On CUDA a model with ``use_step_graphs`` (the Transformer) steps its branches
+    as CUDA graph replays unless ``cuda_graphs`` is False: a streaming step is a few rows, so without graphs its
+    time is kernel launches.
     """
 
-    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu", threads: int | None = STREAM_THREADS):
+    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu", threads: int | None = STREAM_THREADS,
+                 cuda_graphs: bool = True):
         self.model = model.to(device).eval()
         self.vocab_size: int = model.vocab_size
-        self.threads = threads if torch.device(device).type == "cpu" else None
+        cuda = torch.device(device).type == "cuda"
+        self.threads = None if cuda else threads
+        if cuda and hasattr(model, "use_step_graphs"):
+            model.use_step_graphs(cuda_graphs)
 
     def start(self) -> TokenState:
         with torch.no_grad():

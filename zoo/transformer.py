@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from zoo.kv_tree import MAX_TRUNK, TreeCache, Trunk, tree_attention
+from zoo.step_graphs import StepGraphs
 
 
 @dataclass
@@ -145,6 +147,7 @@ class Model(nn.Module):
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.wte.weight
+        self.step_graphs: StepGraphs | None = None
         self.apply(self._init_weights)
         # GPT-2 scaling: residual-branch outputs shrink with depth so the residual stream starts at unit scale.
         for name, p in self.named_parameters():
@@ -184,35 +187,59 @@ class Model(nn.Module):
     @torch.no_grad()
     def step_many(self, caches: list[TreeCache], tokens: list[int]) -> tuple[torch.Tensor, list[TreeCache]]:
         """``step`` for many branches in one forward pass: logits [B, vocab] and one new cache per branch, whose
-        chain gains the new token's keys and values (a view of this batch's [B, n_layer, 2, H, D] tensor)."""
-        device = self.wte.weight.device
+        chain gains the new token's keys and values (a view of this batch's [B, n_layer, 2, H, D] tensor). With
+        ``use_step_graphs`` the pass of one trunk's branches is a CUDA graph replay (``zoo.step_graphs``)."""
         caches = [cache.rebased() for cache in caches]
-        positions = torch.tensor([cache.pos for cache in caches], device=device)
+        groups = self._trunk_groups(caches)
+        graphs = self.step_graphs
+        if graphs is not None and len(groups) == 1 and graphs.fits(len(caches), max(len(c.chain) for c in caches)):
+            logits, new = graphs.step(caches, tokens, groups[0])
+        else:
+            logits, new = self._step_eager(caches, tokens, groups)
+        return logits, [TreeCache(c.trunk, c.length, (*c.chain, new[b]), (*c.tokens, token))
+                        for b, (c, token) in enumerate(zip(caches, tokens))]
+
+    def use_step_graphs(self, on: bool, capture: bool = True) -> None:
+        """Step branches through CUDA graphs of padded shapes (``zoo.step_graphs``; ``capture=False``: the same
+        padding without graphs, for tests on CPU). Graphs read the weights where they were at capture: after moving or
+        converting the model, call this again."""
+        self.step_graphs = StepGraphs(self, capture) if on else None
+
+    def forward_branches(self, tokens: torch.Tensor, positions: torch.Tensor, chain: torch.Tensor | None,
+                         attend: Callable) -> tuple[torch.Tensor, torch.Tensor]:
+        """One new token per branch: tokens and positions [B], the chains' keys and values [n_layer, 2, B, H, M, D]
+        (or None) and ``attend(layer, q, own_k, own_v)``, which adds the trunk. Returns logits [B, vocab] and the
+        new token's keys and values [B, n_layer, 2, H, D]."""
         cos, sin = rope_angles(positions, self.head_dim, self.cfg.rope_base)
         cos, sin = cos[:, None, None, :], sin[:, None, None, :]  # per branch, broadcast over heads
-        x = self.wte(torch.tensor(tokens, device=device)[:, None])
-        groups = self._trunk_groups(caches)
-        chain, own_bias = self._chains(caches)
+        x = self.wte(tokens[:, None])
         nodes = []
         for layer, block in enumerate(self.blocks):
             q, k, v = block.attn.qkv(block.ln_1(x), cos, sin)
             own_k = k if chain is None else torch.cat((chain[layer, 0], k), dim=2)
             own_v = v if chain is None else torch.cat((chain[layer, 1], v), dim=2)
-            if len(groups) == 1:
-                trunk, _, read, bias = groups[0]
-                y = tree_attention(q, *trunk_keys(trunk, layer, read), bias, own_k, own_v, own_bias)
-            else:
-                y = torch.empty_like(q)
-                for trunk, rows, read, bias in groups:
-                    y[rows] = tree_attention(q[rows], *trunk_keys(trunk, layer, read), bias, own_k[rows], own_v[rows],
-                                             own_bias[rows])
-            x = x + block.attn.merge_heads(y)
+            x = x + block.attn.merge_heads(attend(layer, q, own_k, own_v))
             x = x + block.mlp(block.ln_2(x))
             nodes.append(torch.stack((k[:, :, 0], v[:, :, 0]), dim=1))
-        logits = self.lm_head(self.ln_f(x))[:, 0]
-        new = torch.stack(nodes, dim=1)  # [B, n_layer, 2, H, D]
-        return logits, [TreeCache(c.trunk, c.length, (*c.chain, new[b]), (*c.tokens, token))
-                        for b, (c, token) in enumerate(zip(caches, tokens))]
+        return self.lm_head(self.ln_f(x))[:, 0], torch.stack(nodes, dim=1)
+
+    def _step_eager(self, caches: list[TreeCache], tokens: list[int], groups: list[tuple]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        device = self.wte.weight.device
+        chain, own_bias = self.pad_chains(caches)
+
+        def attend(layer: int, q: torch.Tensor, own_k: torch.Tensor, own_v: torch.Tensor) -> torch.Tensor:
+            if len(groups) == 1:
+                trunk, _, read, bias = groups[0]
+                return tree_attention(q, *trunk_keys(trunk, layer, read), bias, own_k, own_v, own_bias)
+            y = torch.empty_like(q)
+            for trunk, rows, read, bias in groups:
+                y[rows] = tree_attention(q[rows], *trunk_keys(trunk, layer, read), bias, own_k[rows], own_v[rows],
+                                         own_bias[rows])
+            return y
+
+        positions = torch.tensor([cache.pos for cache in caches], device=device)
+        return self.forward_branches(torch.tensor(tokens, device=device), positions, chain, attend)
 
     def settle(self, cache: TreeCache) -> TreeCache:
         """The same state as a trunk position: the chain's keys and values copied onto the trunk where it ends at
@@ -261,11 +288,11 @@ class Model(nn.Module):
             groups.append((trunk, index, read, bias_of(seen, self.wte.weight)))
         return groups
 
-    def _chains(self, caches: list[TreeCache]) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """The branches' own tokens' keys and values [n_layer, 2, B, H, M, D] (padded to the longest chain M;
-        None when no branch has one) and the bias [B, M + 1] over them and the new token (0 where seen: real and
-        within block_size of the new position, -inf elsewhere)."""
-        longest = max(len(cache.chain) for cache in caches)
+    def pad_chains(self, caches: list[TreeCache], width: int | None = None) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The branches' own tokens' keys and values [n_layer, 2, B, H, M, D] (padded to ``width``, default the
+        longest chain M; None when that is 0) and the bias [B, M + 1] over them and the new token (0 where seen:
+        real and within block_size of the new position, -inf elsewhere)."""
+        longest = max(len(cache.chain) for cache in caches) if width is None else width
         window = self.cfg.block_size
         seen = torch.tensor([[m < len(c.chain) and len(c.chain) - m < window for m in range(longest)] + [True]
                              for c in caches])

@@ -42,7 +42,7 @@ NEURAL_TRAINER = (
     )),
 )
 MODEL_PARTS = {
-    "transformer": (Part("zoo.kv_tree"), Part("zoo.transformer")),
+    "transformer": (Part("zoo.kv_tree"), Part("zoo.step_graphs"), Part("zoo.transformer")),
     "mamba": (Part("zoo.extend"), Part("zoo.mamba")),
     "hyena": (Part("zoo.transformer", ("MLP",)), Part("zoo.extend"), Part("zoo.hyena")),
 }
