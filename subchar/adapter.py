@@ -134,7 +134,6 @@ class CharAdapter(CharModel):
         self.index = SurfaceIndex(self.view.surfaces)
         self.commit_point = CommitPoints(self.view)
         self._encodings: dict[str, tuple[list[int], bool]] = {}
-        self._scratch = np.empty(self.index.size)
         self._chars = CharTable()
         self.reset()
 
@@ -147,7 +146,7 @@ class CharAdapter(CharModel):
         self._bytes = b""
         self._seen: dict[str, None] = {}
         self._lm = LMAnswers(self.lm, self.index.order, self.diagnostics)
-        self._expander = Expander(self._lm, self.index, self._chars, self._scratch, self.diagnostics)
+        self._expander = Expander(self._lm, self.index, self._chars, self.diagnostics)
         self._root = Covering(0, 1.0, self.lm.start())
         self._coverings = [self._root]
         self._memo: Frontier | None = None
@@ -224,7 +223,7 @@ class CharAdapter(CharModel):
     def worker(self, lm: TokenLM) -> CharAdapter:
         """A fresh adapter over ``lm`` sharing this one's read-only tables (one per batch-engine thread)."""
         clone = copy.copy(self)
-        clone.lm, clone._chars, clone._scratch, clone._encodings = lm, CharTable(), np.empty(self.index.size), {}
+        clone.lm, clone._chars, clone._encodings = lm, CharTable(), {}
         clone.reset()
         return clone
 
@@ -300,7 +299,7 @@ class CharAdapter(CharModel):
         prefetch_coverings(self._lm, [cover for cover, _ in live])
         for cover, groups in live:
             dist = cover.dist
-            found = dist.char_masses(groups, self._scratch)
+            found = dist.char_masses(groups)
             if groups.chars:  # weight 1 (spec mode, a lone covering): the cached masses as they are
                 masses = found.masses if cover.weight == 1.0 else cover.weight * found.masses
                 frontier.add(groups.chars, self._chars.ids(groups.chars, groups.key), masses)
@@ -354,7 +353,7 @@ class CharAdapter(CharModel):
         self._buffer += char
         self._bytes += data
         self._coverings, kept = prune_coverings(coverings, len(self._bytes), self.beam, self.prune, self.diagnostics,
-                                                lambda c: covering_reach(c, self._bytes, self.index, self._scratch))
+                                                lambda c: covering_reach(c, self._bytes, self.index))
         self._kept_now *= kept
         return spelled
 

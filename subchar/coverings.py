@@ -115,7 +115,7 @@ def prune_coverings(coverings: list[Covering], end: int, beam: int | None, floor
     return kept, (math.fsum(reaches[id(c)] for c in kept) / total if total > 0 else 1.0)
 
 
-def covering_reach(cover: Covering, buffer: bytes, index: SurfaceIndex, scratch: Any) -> float:
+def covering_reach(cover: Covering, buffer: bytes, index: SurfaceIndex) -> float:
     """What ``cover`` can still give to all later characters together: its weight times the probability of the
     tokens that continue it past the end of ``buffer`` (a covering at the end: its weight, every token continues
     it). Ranking by weight alone would keep the commit point's covering (weight 1) even when almost no token
@@ -123,4 +123,4 @@ def covering_reach(cover: Covering, buffer: bytes, index: SurfaceIndex, scratch:
     if cover.offset == len(buffer) or cover.dist is None:
         return cover.weight
     groups = index.groups(buffer[cover.offset :])
-    return cover.weight * float(cover.dist.char_masses(groups, scratch).runs.sum())
+    return cover.weight * float(cover.dist.char_masses(groups).runs.sum())

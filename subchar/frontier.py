@@ -214,8 +214,8 @@ class Expander:
     """Follows split-character expansions: one LM step per queued token (``LMAnswers``), the characters the
     next token completes added to the frontier, the tokens that still end inside the character queued."""
 
-    def __init__(self, answers: Any, index: Any, table: CharTable, scratch: np.ndarray, diagnostics: Any) -> None:
-        self.answers, self.index, self.table, self.scratch, self.diagnostics = answers, index, table, scratch, diagnostics
+    def __init__(self, answers: Any, index: Any, table: CharTable, diagnostics: Any) -> None:
+        self.answers, self.index, self.table, self.diagnostics = answers, index, table, diagnostics
 
     def queue(self, frontier: Frontier, weight: float, state: Any, dist: TokenDistribution, groups: Groups,
               found: CharMasses) -> None:
@@ -241,7 +241,7 @@ class Expander:
         if groups.hi == groups.lo:
             return
         dist = self.answers.dist(after)
-        found = dist.char_masses(groups, self.scratch)
+        found = dist.char_masses(groups)
         if groups.chars:
             frontier.add(groups.chars, self.table.ids(groups.chars, groups.key), entry.weight * found.masses)
         self.queue(frontier, entry.weight, after, dist, groups, found)
@@ -271,7 +271,7 @@ class Expander:
         if groups.hi == groups.lo:
             return 0.0
         dist = self.answers.dist(after)
-        found = dist.char_masses(groups, self.scratch)
+        found = dist.char_masses(groups)
         char = data.decode("utf-8")
         mass = weight * float(found.masses[groups.chars.index(char)]) if char in groups.char_set else 0.0
         for rest, (start, end) in zip(groups.partial_bytes, groups.partial_at):

@@ -21,13 +21,13 @@ from subchar.surface_index import Groups
 PLAIN_TYPES = (int, str, bytes)
 STEP_CACHE = 1 << 16  # (plain state, token) -> next state entries kept
 NOT_REMEMBERED = object()  # no remembered answer
-DIST_FLOATS = 1 << 23  # float64s of cached distributions of plain states (64 MiB, plus the LM's own arrays)
+DIST_FLOATS = 1 << 23  # log-probs of cached distributions of plain states (64 MiB; their probs, once asked, as much)
 
 
 class TokenDistribution:
     """One LM next-token distribution, read in sorted-surface order; run masses are cached per prefix."""
 
-    __slots__ = ("logprobs", "order", "runs", "splits")
+    __slots__ = ("logprobs", "order", "runs", "splits", "_sorted_probs")
 
     def __init__(self, logprobs: np.ndarray, order: np.ndarray) -> None:
         self.logprobs = np.asarray(logprobs, dtype=np.float64)
@@ -35,18 +35,22 @@ class TokenDistribution:
         self.runs: dict[tuple[bytes, bytes], CharMasses] = {}
         # split tokens ranked per prefix, with their probabilities and pending bytes (``frontier.TokenRun``)
         self.splits: dict[tuple[bytes, bytes], tuple[list[int], list[float], list[bytes]]] = {}
+        self._sorted_probs: np.ndarray | None = None
 
-    def char_masses(self, groups: Groups, scratch: np.ndarray) -> CharMasses:
+    @property
+    def sorted_probs(self) -> np.ndarray:
+        """Every token's probability in sorted-surface order, made once: a distribution is asked about the prefixes
+        of a growing buffer, each a slice of this (its first question is mostly the whole vocabulary anyway)."""
+        if self._sorted_probs is None:
+            self._sorted_probs = np.exp(self.logprobs[self.order])
+        return self._sorted_probs
+
+    def char_masses(self, groups: Groups) -> CharMasses:
         """Run and character masses of ``groups`` under this distribution, cached per prefix: one LM state is
-        asked about the same prefix again and again (spec mode after each commit, coverings sharing a state).
-        ``scratch`` (one float per token) takes the range's probabilities: a reused buffer is several times
-        faster than fresh vocabulary-sized arrays, which the allocator maps and faults in page by page."""
+        asked about the same prefix again and again (spec mode after each commit, coverings sharing a state)."""
         cached = self.runs.get(groups.key)
         if cached is None:
-            probs = scratch[: groups.hi - groups.lo]
-            np.take(self.logprobs, self.order[groups.lo : groups.hi], out=probs, mode="clip")  # ids are valid
-            np.exp(probs, out=probs)
-            runs = groups.run_masses(probs)
+            runs = groups.run_masses(self.sorted_probs[groups.lo : groups.hi])
             cached = self.runs[groups.key] = CharMasses(runs, runs[groups.chars_at], groups.chars, groups.partial_runs)
         return cached
 
