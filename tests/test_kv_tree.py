@@ -158,3 +158,4 @@ def test_padded_buckets_round_rows_and_chains_up_and_equal_eager_steps():
         np.testing.assert_allclose(rows(padded, again), rows(eager, eager.step_many(stepped, tokens)), atol=1e-5,
                                    rtol=0)
     assert set(padded_model.step_graphs.buckets) == {(False, 8, 4), (True, 4, 4)}  # 5 rows -> 8; chains 3, 4 -> 4
+    assert set(padded_model.step_graphs.inputs) == {(False, 8), (True, 4)}

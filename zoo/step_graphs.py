@@ -31,13 +31,20 @@ def bucket(n: int) -> int:
 
 
 @dataclass
-class Bucket:
-    """Static inputs and outputs of one shape, and its graph (None with ``capture=False``)."""
+class Inputs:
+    """Static inputs of one (trunk read, rows) pair, shared by its buckets of every chain length."""
 
     tokens: torch.Tensor  # [rows]
     positions: torch.Tensor  # [rows]
     trunk: torch.Tensor  # [n_layer, 2, H, width, D] (shared window) or [n_layer, 2, H, rows * width, D] (per row)
     trunk_bias: torch.Tensor  # [rows, width]
+
+
+@dataclass
+class Bucket:
+    """One shape: its inputs, its chain buffers, and its graph and outputs (no graph with ``capture=False``)."""
+
+    inputs: Inputs
     chain: torch.Tensor | None  # [rows * chain, n_layer, 2, H, D]
     own_bias: torch.Tensor  # [rows, chain + 1]
     run: Callable[[], tuple[torch.Tensor, torch.Tensor]]
@@ -52,8 +59,9 @@ class StepGraphs:
     def __init__(self, model: Any, capture: bool = True) -> None:  # model: zoo.transformer.Model
         self.model, self.capture = model, capture
         self.buckets: dict[tuple[bool, int, int], Bucket] = {}
+        self.inputs: dict[tuple[bool, int], Inputs] = {}  # the trunk windows are the big buffers: one per row count
         self.pool = None
-        self.lock = threading.Lock()  # one set of static buffers per bucket: the batch engine's threads take turns
+        self.lock = threading.Lock()  # one set of static buffers: the batch engine's threads take turns
 
     def fits(self, rows: int, chain: int) -> bool:
         return rows <= MAX_ROWS and chain <= MAX_CHAIN
@@ -74,20 +82,21 @@ class StepGraphs:
             return logits[:rows].clone(), new[:rows].clone()
 
     def _fill(self, b: Bucket, caches: list, tokens: list[int], trunk: Any, read: Any, bias: torch.Tensor) -> None:
-        rows, padded = len(caches), b.tokens.size(0)
+        inputs = b.inputs
+        rows, padded = len(caches), inputs.tokens.size(0)
         pad = [0] * (padded - rows)
-        b.tokens.copy_(torch.tensor(tokens + pad))
-        b.positions.copy_(torch.tensor([cache.pos for cache in caches] + pad))
-        b.trunk_bias.fill_(float("-inf"))
+        inputs.tokens.copy_(torch.tensor(tokens + pad))
+        inputs.positions.copy_(torch.tensor([cache.pos for cache in caches] + pad))
+        inputs.trunk_bias.fill_(float("-inf"))
         if isinstance(read, tuple):  # one window [lo, hi) for all rows
             lo, hi = read
             a = lo - trunk.start
-            b.trunk[:, :, :, : hi - lo] = trunk.kv[:, :, :, a : a + hi - lo]
-            b.trunk_bias[:rows, : hi - lo] = bias
+            inputs.trunk[:, :, :, : hi - lo] = trunk.kv[:, :, :, a : a + hi - lo]
+            inputs.trunk_bias[:rows, : hi - lo] = bias
         else:  # a window per row: rows past the batch read row 0's positions, unseen
             index = torch.cat((read, read[:1].expand(padded - rows, -1))) if padded > rows else read
-            torch.index_select(trunk.kv, 3, index.reshape(-1), out=b.trunk)
-            b.trunk_bias[:rows] = bias
+            torch.index_select(trunk.kv, 3, index.reshape(-1), out=inputs.trunk)
+            inputs.trunk_bias[:rows] = bias
         width = b.own_bias.size(1) - 1
         chain, own_bias = self.model.pad_chains(caches, width)
         b.own_bias.zero_()  # padded rows see only their own (zero) keys: finite, then dropped
@@ -106,21 +115,27 @@ class StepGraphs:
         cfg, weight, head_dim = model.cfg, model.wte.weight, model.head_dim
         shape = (cfg.n_layer, 2, cfg.n_head)
         width = 2 * cfg.block_size if shared else cfg.block_size - 1
-        trunk = weight.new_zeros(*shape, width if shared else rows * width, head_dim)
-        trunk_bias = weight.new_zeros(rows, width)
+        if (shared, rows) not in self.inputs:
+            self.inputs[shared, rows] = Inputs(
+                tokens=torch.zeros(rows, dtype=torch.long, device=weight.device),
+                positions=torch.zeros(rows, dtype=torch.long, device=weight.device),
+                trunk=weight.new_zeros(*shape, width if shared else rows * width, head_dim),
+                trunk_bias=weight.new_zeros(rows, width),
+            )
+        inputs = self.inputs[shared, rows]
         chain_kv = weight.new_zeros(rows * chain, *shape, head_dim) if chain else None
         own_bias = weight.new_zeros(rows, chain + 1)
-        tokens, positions = (torch.zeros(rows, dtype=torch.long, device=weight.device) for _ in range(2))
-        per_layer = trunk if shared else trunk.view(*shape, rows, width, head_dim)
+        per_layer = inputs.trunk if shared else inputs.trunk.view(*shape, rows, width, head_dim)
         chains = None if chain_kv is None else chain_kv.view(rows, chain, *shape, head_dim).permute(2, 3, 0, 4, 1, 5)
 
         def attend(layer: int, q: torch.Tensor, own_k: torch.Tensor, own_v: torch.Tensor) -> torch.Tensor:
-            return tree_attention(q, per_layer[layer, 0], per_layer[layer, 1], trunk_bias, own_k, own_v, own_bias)
+            return tree_attention(q, per_layer[layer, 0], per_layer[layer, 1], inputs.trunk_bias, own_k, own_v,
+                                  own_bias)
 
         def run() -> tuple[torch.Tensor, torch.Tensor]:
-            return model.forward_branches(tokens, positions, chains, attend)
+            return model.forward_branches(inputs.tokens, inputs.positions, chains, attend)
 
-        b = Bucket(tokens, positions, trunk, trunk_bias, chain_kv, own_bias, run)
+        b = Bucket(inputs, chain_kv, own_bias, run)
         if self.capture:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
