@@ -66,9 +66,9 @@ class TorchTokenLM:
                  cuda_graphs: bool = True):
         self.model = model.to(device).eval()
         self.vocab_size: int = model.vocab_size
-        cuda = torch.device(device).type == "cuda"
-        self.threads = None if cuda else threads
-        if cuda and hasattr(model, "use_step_graphs"):
+        kind = torch.device(device).type
+        self.threads = threads if kind == "cpu" else None
+        if kind == "cuda" and hasattr(model, "use_step_graphs"):
             model.use_step_graphs(cuda_graphs)
 
     def start(self) -> TokenState:
