@@ -20,7 +20,8 @@ keys out of the window, so streaming equals teacher forcing at any length and co
 
 Streaming state: a shared-prefix KV cache (``zoo.kv_tree``). ``extend`` runs committed tokens teacher-forced and
 appends their keys and values to a trunk; ``step_many`` steps a batch of branches off it, each attending to the
-trunk's window (one view, masked per branch) and to its own few tokens. ``step`` is ``step_many`` of one.
+trunk's window (one view, masked per branch) and to its own few tokens. ``step`` is ``step_many`` of one. On CUDA
+``use_step_graphs`` replays those passes as CUDA graphs of padded shapes (``zoo.step_graphs``).
 """
 
 from __future__ import annotations
