@@ -1,7 +1,7 @@
 """CUDA graphs of the Transformer's branch step: one replay instead of ~170 kernel launches per forward pass.
 
 Streaming steps a few branches at a time, so on a GPU a step is all launch overhead: each of its small kernels costs
-more to launch from Python than to run (an H100 streamed the 60k window at ~155 chars/s eagerly, ~445 with graphs).
+more to launch from Python than to run (on an H100 the stream engine ran at ~155 chars/s eagerly, ~445 with graphs).
 A CUDA graph records the step's kernels once and replays them with one launch, but only for fixed shapes and
 fixed input addresses. So the branches' inputs are padded into static buffers per *shape bucket*: batch rows and
 chain lengths rounded up to powers of two, the trunk read as a window of fixed width (``2 * block_size`` shared by
