@@ -116,20 +116,23 @@ def test_streaming_equals_teacher_forcing_on_cuda(name):
 
 def test_transformer_cuda_graph_replays_equal_eager_steps_batch_after_batch():
     """Each bucket's graph is captured once and replayed on refilled buffers: every batch, shared window or a
-    window per row, with and without chains, equals the eager step of the same states."""
+    window per row, with and without chains, equals the eager step of the same states (a twin model, graphs off)."""
     config_cls, model_cls = lookup("transformer")
-    torch.manual_seed(0)
-    model = sharpen(model_cls(config_cls(vocab_size=VOCAB, block_size=16, n_layer=2))).cuda().eval()
-    graphed = TorchTokenLM(model, device="cuda")
-    assert model.step_graphs is not None and model.step_graphs.capture
+    models = []
+    for graphs in (True, False):
+        torch.manual_seed(0)
+        model = sharpen(model_cls(config_cls(vocab_size=VOCAB, block_size=16, n_layer=2))).cuda().eval()
+        models.append(TorchTokenLM(model, device="cuda", cuda_graphs=graphs))
+    graphed, eager = models
+    assert graphed.model.step_graphs is not None and graphed.model.step_graphs.capture
+    assert eager.model.step_graphs is None
     tokens = torch.randint(0, VOCAB, (60,), generator=torch.Generator().manual_seed(3)).tolist()
-    far = graphed.states_along(graphed.start(), tokens, [1, 2, 30, 60])
+    far = eager.states_along(eager.start(), tokens, [1, 2, 30, 60])
     for batch in range(4):  # the same buckets again and again, with other contents
-        states = [far[(batch + i) % 4] for i in range(3)] + [graphed.step(far[batch], batch + 1)]
+        states = [far[(batch + i) % 4] for i in range(3)] + [eager.step(far[batch], batch + 1)]
         steps = [(batch * 7 + i) % VOCAB for i in range(len(states))]
-        model.use_step_graphs(False)
-        expected = [graphed.logprobs(s) for s in graphed.step_many(states, steps)]
-        model.use_step_graphs(True)
+        expected = [eager.logprobs(s) for s in eager.step_many(states, steps)]
         for got, want in zip(graphed.step_many(states, steps), expected):
             np.testing.assert_allclose(graphed.logprobs(got), want, atol=ATOL)
-    assert any(b.graph is not None for b in model.step_graphs.buckets.values())
+    buckets = graphed.model.step_graphs.buckets
+    assert buckets and all(b.graph is not None for b in buckets.values())

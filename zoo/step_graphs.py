@@ -97,12 +97,10 @@ class StepGraphs:
             index = torch.cat((read, read[:1].expand(padded - rows, -1))) if padded > rows else read
             torch.index_select(trunk.kv, 3, index.reshape(-1), out=inputs.trunk)
             inputs.trunk_bias[:rows] = bias
-        width = b.own_bias.size(1) - 1
-        chain, own_bias = self.model.pad_chains(caches, width)
+        width = b.own_bias.size(1) - 1  # the chains are stacked straight into the bucket's buffer
+        _, own_bias = self.model.pad_chains(caches, width, None if b.chain is None else b.chain[: rows * width])
         b.own_bias.zero_()  # padded rows see only their own (zero) keys: finite, then dropped
         b.own_bias[:rows] = own_bias
-        if b.chain is not None:
-            b.chain.view(padded, width, *b.chain.shape[1:])[:rows] = chain.permute(2, 4, 0, 1, 3, 5)
 
     def _bucket(self, shared: bool, rows: int, chain: int) -> Bucket:
         key = (shared, rows, chain)

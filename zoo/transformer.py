@@ -289,10 +289,12 @@ class Model(nn.Module):
             groups.append((trunk, index, read, bias_of(seen, self.wte.weight)))
         return groups
 
-    def pad_chains(self, caches: list[TreeCache], width: int | None = None) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def pad_chains(self, caches: list[TreeCache], width: int | None = None, out: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """The branches' own tokens' keys and values [n_layer, 2, B, H, M, D] (padded to ``width``, default the
-        longest chain M; None when that is 0) and the bias [B, M + 1] over them and the new token (0 where seen:
-        real and within block_size of the new position, -inf elsewhere)."""
+        longest chain M; None when that is 0; stacked into ``out`` [B * M, n_layer, 2, H, D] when given) and the bias
+        [B, M + 1] over them and the new token (0 where seen: real and within block_size of the new position, -inf
+        elsewhere)."""
         longest = max(len(cache.chain) for cache in caches) if width is None else width
         window = self.cfg.block_size
         seen = torch.tensor([[m < len(c.chain) and len(c.chain) - m < window for m in range(longest)] + [True]
@@ -301,7 +303,8 @@ class Model(nn.Module):
         if longest == 0:
             return None, bias
         pad = torch.zeros_like(next(cache.chain[0] for cache in caches if cache.chain))
-        stacked = torch.stack([node for cache in caches for node in (*cache.chain, *(pad,) * (longest - len(cache.chain)))])
+        nodes = [node for cache in caches for node in (*cache.chain, *(pad,) * (longest - len(cache.chain)))]
+        stacked = torch.stack(nodes, out=out)
         return stacked.view(len(caches), longest, *pad.shape).permute(2, 3, 0, 4, 1, 5), bias
 
     @torch.no_grad()
