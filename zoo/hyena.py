@@ -12,18 +12,18 @@ sine activations maps positional features (t, cos 2πkt, sin 2πkt) to all chann
 decay window (per-channel rates spread between ``decay_fast`` and ``decay_slow``) biases channels towards
 short or long memory. Parameters therefore do not grow with the filter length.
 
-Training computes the long convolutions with FFTs, O(T log T). Streaming keeps, per layer, the last
-``short_filter_size`` projected inputs (short conv) and the last ``block_size`` inputs of each long
-convolution; the new output is one dot product with the filter: O(block_size) per token. The filters
-themselves are evaluated once, in ``empty_cache`` (so a cache belongs to the weights it was made with).
+Training computes the long convolutions with FFTs, O(T log T). Streaming reads the committed positions'
+convolution inputs from a shared trunk and carries, per branch, its inputs' sums for the next few positions
+(``zoo.hyena_trunk``): a step is O(FUTURE) per channel, with no history copied. The filters themselves are
+evaluated once, in ``empty_cache`` (so a cache belongs to the weights it was made with).
 
 Long context: the filters are finite (length ``block_size``), so at any length position i sees the inputs of
 positions i-block_size+1 .. i in each long convolution; ``forward`` (FFT with the same truncated filter) and
 ``step`` agree at every length.
 
-``extend`` (``zoo.interface.FastStreamingModel``) runs committed tokens teacher-forced from a cache, in chunks of
-``EXTEND_CHUNK`` tokens, each long convolution over the cache's history followed by the chunk's inputs. The caches
-it returns hold views of those inputs (the last ``block_size`` before each asked position), not copies.
+``extend`` (``zoo.interface.FastStreamingModel``) runs committed tokens teacher-forced, in chunks of
+``EXTEND_CHUNK`` tokens, writing their inputs onto the trunk; each convolution reads its window there, in place.
+The caches it returns are trunk positions.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from zoo.extend import in_chunks
+from zoo.hyena_trunk import MAX_TRUNK, Ahead, Filters, HistoryTrunk, HyenaCache, futures
 from zoo.transformer import MLP
 
 EXTEND_CHUNK = 512  # tokens per teacher-forced pass of ``extend``: bounds its activations' memory
@@ -58,16 +59,6 @@ class Config:
     mlp_ratio: int = 4
     dropout: float = 0.0
     tie_embeddings: bool = True
-
-
-@dataclass(frozen=True)
-class HyenaCache:
-    """Per layer: short-conv inputs [1, (order+1)*d, short_filter_size] (oldest first); each long conv's
-    recent inputs [1, d, <= block_size] (oldest first); the time-reversed filters [order, d, block_size]."""
-
-    short_states: tuple[torch.Tensor, ...]
-    histories: tuple[tuple[torch.Tensor, ...], ...]
-    reversed_filters: tuple[torch.Tensor, ...]
 
 
 def positional_features(length: int, n_bands: int) -> torch.Tensor:
@@ -146,39 +137,37 @@ class HyenaOperator(nn.Module):
             z = gate * (fft_causal_conv(z, h[n]) + self.filter_bias[n, :, None] * z)
         return self.out_proj(z.transpose(1, 2))
 
-    def step(self, x, short_state, histories, reversed_filters):
-        """One position x [B, d] of B branches; returns (y [B, d], new short_state, new histories).
-
-        ``histories``: per long convolution, the branch's history [1, d, t] (B = 1) or the list of the branches'
-        histories [1, d, t_b]."""
-        short_state = torch.cat((short_state[:, :, 1:], self.in_proj(x).unsqueeze(-1)), dim=-1)
-        u = (short_state * self.short_conv.weight.squeeze(1)).sum(-1) + self.short_conv.bias
+    def step(self, x: torch.Tensor, tail: torch.Tensor, future: torch.Tensor, first_taps: torch.Tensor):
+        """One position x [B, d] of B branches, from their last short-conv inputs tail [B, (order+1)*d, short-1] and
+        their long convolutions' sums over the inputs before it, future [B, order, d]; first_taps [order, d] is h[0]
+        of each filter. Returns y [B, d], the long convolutions' new inputs [B, order, d] and the new short-conv
+        input [B, (order+1)*d]."""
+        projected = self.in_proj(x)
+        window = torch.cat((tail, projected.unsqueeze(-1)), dim=-1)
+        u = (window * self.short_conv.weight.squeeze(1)).sum(-1) + self.short_conv.bias
         *gates, z = u.split(self.d, dim=-1)
-        new_histories = []
+        inputs = []
         for n, gate in enumerate(gates):
-            history = appended(histories[n], z, self.length)
-            taps = reversed_filters[n, :, self.length - history.size(-1) :]
-            z = gate * ((history * taps).sum(-1) + self.filter_bias[n] * z)
-            new_histories.append(history)
-        return self.out_proj(z), short_state, tuple(new_histories)
+            inputs.append(z)
+            z = gate * (future[:, n] + (first_taps[n] + self.filter_bias[n]) * z)
+        return self.out_proj(z), torch.stack(inputs, dim=1), projected
 
-    def extend(self, x, short_state, histories, reversed_filters, at):
-        """``step`` along positions x [T, d] from (short_state, histories): y [T, d], and for each ``i`` in ``at``
-        the short state and the histories after ``x[:i]`` (views of this pass's inputs)."""
-        projected = torch.cat((short_state[0], self.in_proj(x).t()), dim=-1)  # [(order+1)*d, short + T]
-        size = short_state.size(-1)
-        u = F.conv1d(projected[None, :, 1:], self.short_conv.weight, self.short_conv.bias, groups=projected.size(0))
-        *gates, z = u[0].split(self.d, dim=0)  # [d, T] each
-        short_states = [projected[None, :, i : i + size] for i in at]
-        new_histories = []
+    def extend(self, x: torch.Tensor, trunk: HistoryTrunk, layer: int, column: int) -> torch.Tensor:
+        """``step`` along positions x [T, d] that continue ``trunk`` at buffer ``column``: their inputs are written
+        into the trunk's columns and each convolution reads its window there, in place. Returns y [T, d]."""
+        T, short_size = x.size(0), self.short_conv.kernel_size[0]
+        short = trunk.short[layer]
+        short[:, column : column + T] = self.in_proj(x).t()
+        u = F.conv1d(short[None, :, column - short_size + 1 : column + T], self.short_conv.weight,
+                     self.short_conv.bias, groups=short.size(0))[0]
+        *gates, z = u.split(self.d, dim=0)  # [d, T] each
+        reversed_filters = trunk.filters.reversed.view(-1, self.order, self.d, 1, self.length)[layer]
         for n, gate in enumerate(gates):
-            past = histories[n].size(-1)
-            inputs = torch.cat((histories[n][0], z), dim=-1)  # [d, past + T]
-            window = F.pad(inputs, (self.length - 1, 0))[None, :, past:]  # the block_size inputs each output sees
-            long = F.conv1d(window, reversed_filters[n, :, None, :], groups=self.d)[0]
-            z = gate * (long + self.filter_bias[n, :, None] * z)
-            new_histories.append([inputs[None, :, max(0, past + i - self.length) : past + i] for i in at])
-        return self.out_proj(z.t()), short_states, [tuple(h) for h in zip(*new_histories)]
+            long = trunk.long[layer, n]
+            long[:, column : column + T] = z
+            window = long[None, :, column - trunk.lead : column + T]  # the block_size inputs each output sees
+            z = gate * (F.conv1d(window, reversed_filters[n], groups=self.d)[0] + self.filter_bias[n, :, None] * z)
+        return self.out_proj(z.t())
 
 
 class Block(nn.Module):
@@ -194,15 +183,14 @@ class Block(nn.Module):
         x = x + self.dropout(self.hyena(self.ln_1(x)))
         return x + self.mlp(self.ln_2(x))
 
-    def step(self, x, short_state, histories, reversed_filters):
-        y, short_state, histories = self.hyena.step(self.ln_1(x), short_state, histories, reversed_filters)
+    def step(self, x, tail, future, first_taps):
+        y, inputs, projected = self.hyena.step(self.ln_1(x), tail, future, first_taps)
         x = x + y
-        return x + self.mlp(self.ln_2(x)), short_state, histories
+        return x + self.mlp(self.ln_2(x)), inputs, projected
 
-    def extend(self, x, short_state, histories, reversed_filters, at):
-        y, short_states, histories = self.hyena.extend(self.ln_1(x), short_state, histories, reversed_filters, at)
-        x = x + y
-        return x + self.mlp(self.ln_2(x)), short_states, histories
+    def extend(self, x, trunk, layer, column):
+        x = x + self.hyena.extend(self.ln_1(x), trunk, layer, column)
+        return x + self.mlp(self.ln_2(x))
 
 
 class Model(nn.Module):
@@ -237,104 +225,111 @@ class Model(nn.Module):
 
     @torch.no_grad()
     def empty_cache(self) -> HyenaCache:
-        cfg, w = self.cfg, self.wte.weight
-        short = w.new_zeros(1, (cfg.order + 1) * cfg.n_embd, cfg.short_filter_size)
-        empty_history = (w.new_zeros(1, cfg.n_embd, 0),) * cfg.order
-        return HyenaCache(
-            short_states=(short,) * cfg.n_layer,
-            histories=(empty_history,) * cfg.n_layer,
-            reversed_filters=tuple(block.hyena.filters().flip(-1) for block in self.blocks),
-        )
+        """The state before any token, on a new trunk; the filters are evaluated here, once (so a cache belongs to
+        the weights it was made with)."""
+        filters = Filters(torch.stack([block.hyena.filters() for block in self.blocks]))
+        return HyenaCache(self._trunk(filters, start=0), 0)
 
     @torch.no_grad()
     def step(self, cache: HyenaCache, token: int) -> tuple[torch.Tensor, HyenaCache]:
         """Append one token: logits [vocab] for the next one and a new cache (``cache`` is left untouched)."""
-        x = self.wte(torch.tensor([token], device=self.wte.weight.device))
-        short_states, histories = [], []
-        for block, short, history, filters in zip(
-            self.blocks, cache.short_states, cache.histories, cache.reversed_filters
-        ):
-            x, short, history = block.step(x, short, history, filters)
-            short_states.append(short)
-            histories.append(history)
-        logits = self.lm_head(self.ln_f(x))[0]
-        return logits, HyenaCache(tuple(short_states), tuple(histories), cache.reversed_filters)
+        logits, caches = self.step_many([cache], [token])
+        return logits[0], caches[0]
 
     @torch.no_grad()
     def step_many(self, caches: list[HyenaCache], tokens: list[int]) -> tuple[torch.Tensor, list[HyenaCache]]:
-        """``step`` for many branches in one pass: logits [B, vocab] and one new cache per branch.
-
-        Histories shorter than the longest are left-padded with zeros: they meet taps that multiply zeros, so the
-        sum is the same. Each new cache owns a copy of its rows: a view would keep the whole batch's histories
-        (block_size steps per channel, order and layer, for every branch) alive as long as any one branch is
-        remembered, which ran a 60k-char batch-engine evaluation out of memory.
-        """
+        """``step`` for many branches in one pass: logits [B, vocab] and one new cache per branch, whose chain gains
+        the new token's inputs (a view of this batch's [B, inputs] tensor) and whose ``Ahead`` (its own copy) is the
+        parent's shifted by one position plus the new inputs times the filters' taps (``zoo.hyena_trunk``)."""
+        caches = [cache.rebased() for cache in caches]
+        filters = caches[0].trunk.filters
+        aheads = self._aheads(caches, filters)
+        future = torch.stack([ahead.future for ahead in aheads])  # [B, n_layer, order, d, FUTURE]
+        tail = torch.stack([ahead.tail for ahead in aheads])  # [B, n_layer, (order+1)*d, short-1]
         x = self.wte(torch.tensor(tokens, device=self.wte.weight.device))
-        layers = []
+        inputs, projected = [], []
         for layer, block in enumerate(self.blocks):
-            short = torch.cat([cache.short_states[layer] for cache in caches], dim=0)
-            histories = [[cache.histories[layer][n] for cache in caches] for n in range(self.cfg.order)]
-            x, short, histories = block.step(x, short, histories, caches[0].reversed_filters[layer])
-            layers.append((short, histories))
+            x, layer_inputs, layer_projected = block.step(x, tail[:, layer], future[:, layer, :, :, 0],
+                                                          filters.taps[layer, :, :, 0])
+            inputs.append(layer_inputs)
+            projected.append(layer_projected)
         logits = self.lm_head(self.ln_f(x))
-        new = [
-            HyenaCache(
-                tuple(short[b : b + 1].clone() for short, _ in layers),
-                tuple(tuple(h[b : b + 1].clone() for h in histories) for _, histories in layers),
-                caches[0].reversed_filters,
-            )
-            for b in range(len(caches))
+        inputs, projected = torch.stack(inputs, dim=1), torch.stack(projected, dim=1)
+        future = F.pad(torch.addcmul(future[..., 1:], filters.ahead, inputs[..., None]), (0, 1))
+        tail = torch.cat((tail[..., 1:], projected[..., None]), dim=-1)
+        nodes = torch.cat((inputs.flatten(1), projected.flatten(1)), dim=1)
+        return logits, [
+            HyenaCache(cache.trunk, cache.length, (*cache.chain, nodes[b]), (*cache.tokens, token),
+                       Ahead(future[b].clone(), ahead.valid - 1, tail[b].clone()))
+            for b, (cache, token, ahead) in enumerate(zip(caches, tokens, aheads))
         ]
-        return logits, new
+
+    def _aheads(self, caches: list[HyenaCache], filters: Filters) -> list[Ahead]:
+        """Each cache's ``Ahead``, computed (``futures``) where it has none yet or its future has run out, and kept
+        in the cache for its next steps."""
+        stale = {id(cache): cache for cache in caches if cache.ahead is None or cache.ahead.valid == 0}
+        if stale:
+            fresh = futures(list(stale.values()), filters, self.cfg.short_filter_size - 1)
+            for cache, ahead in zip(stale.values(), fresh):
+                cache.ahead = ahead
+        return [cache.ahead for cache in caches]
+
+    def settle(self, cache: HyenaCache) -> HyenaCache:
+        """The same state as a trunk position: the chain's inputs copied onto the trunk where it ends at the chain's
+        start or already continues with its first tokens (then only the rest is copied); ``cache`` itself where the
+        trunk continues otherwise or is full."""
+        based = cache.rebased()
+        trunk = based.trunk
+        if not based.chain:
+            return HyenaCache(trunk, based.length, ahead=based.ahead) if cache.chain else cache
+        if based.length != trunk.end or len(trunk.tokens) + len(based.chain) > MAX_TRUNK:
+            return cache
+        nodes = torch.stack(based.chain, dim=-1)  # [inputs, chain]
+        split = trunk.long[..., 0].numel()
+        trunk.append(list(based.tokens), nodes[:split].view(*trunk.long.shape[:-1], -1),
+                     nodes[split:].view(*trunk.short.shape[:-1], -1))
+        return HyenaCache(trunk, based.pos, ahead=based.ahead)
 
     @torch.no_grad()
     def extend(self, cache: HyenaCache, tokens: list[int], at: list[int]) -> tuple[torch.Tensor, list[HyenaCache]]:
-        """The caches after ``tokens[:i]`` for each ``i`` in ``at`` (sorted, >= 1) and the features ``head`` maps
-        to their logits [len(at), n_embd], teacher-forced in chunks of ``EXTEND_CHUNK`` tokens."""
+        """Teacher-forced: the caches after ``tokens[:i]`` for each ``i`` in ``at`` (sorted, >= 1) and their final
+        features (``head`` gives the logits), in chunks of ``EXTEND_CHUNK`` tokens. The tokens are appended to the
+        trunk when ``cache`` is its end, else to a new trunk seeded with ``cache``'s window (a fork, or a trunk at
+        ``MAX_TRUNK``)."""
+        if not (cache.at_trunk_end and len(cache.trunk.tokens) + len(tokens) <= MAX_TRUNK):
+            cache = HyenaCache(self._fork(cache), cache.pos, ahead=cache.ahead)
         empty = self.wte.weight.new_zeros(0, self.cfg.n_embd)
         return in_chunks(self._extend_chunk, cache, tokens, at, EXTEND_CHUNK, empty)
 
     def _extend_chunk(self, cache: HyenaCache, tokens: list[int], at: list[int]):
+        """Append ``tokens`` to the trunk ``cache`` ends: one teacher-forced pass."""
+        trunk = cache.trunk
+        trunk.reserve(len(tokens))
+        column, first = trunk.column(trunk.end), trunk.end
         x = self.wte(torch.tensor(tokens, device=self.wte.weight.device))  # [T, n_embd]
-        layers = []
-        for block, short, history, filters in zip(
-            self.blocks, cache.short_states, cache.histories, cache.reversed_filters
-        ):
-            x, shorts, histories = block.extend(x, short, history, filters, at)
-            layers.append((shorts, histories))
+        for layer, block in enumerate(self.blocks):
+            x = block.extend(x, trunk, layer, column)
+        trunk.tokens.extend(tokens)
         features = self.ln_f(x[torch.tensor(at, device=x.device) - 1])
-        caches = [
-            HyenaCache(
-                tuple(shorts[k] for shorts, _ in layers),
-                tuple(histories[k] for _, histories in layers),
-                cache.reversed_filters,
-            )
-            for k in range(len(at))
-        ]
-        return features, caches
+        return features, [HyenaCache(trunk, first + i) for i in at]
+
+    def _trunk(self, filters: Filters, start: int) -> HistoryTrunk:
+        cfg = self.cfg
+        return HistoryTrunk(filters, (cfg.n_layer, cfg.order, cfg.n_embd),
+                            (cfg.n_layer, (cfg.order + 1) * cfg.n_embd), start=start)
+
+    def _fork(self, cache: HyenaCache) -> HistoryTrunk:
+        """A new trunk starting at ``cache``'s position, seeded with the inputs of the block_size-1 positions
+        before it (its trunk's, then its chain's)."""
+        trunk = self._trunk(cache.trunk.filters, start=cache.pos)
+        trunk.long.flatten(0, -2)[:, : trunk.lead] = cache.window(trunk.lead)
+        size = self.cfg.short_filter_size - 1
+        tail = cache.trunk_tail(size) if cache.ahead is None else cache.ahead.tail
+        trunk.short[..., trunk.lead - size : trunk.lead] = tail
+        return trunk
 
     @torch.no_grad()
     def head(self, features: torch.Tensor) -> torch.Tensor:
         """Logits [n, vocab] from ``extend``'s features (the final norm's output)."""
         return self.lm_head(features)
 
-
-def appended(histories: torch.Tensor | list[torch.Tensor], z: torch.Tensor, length: int) -> torch.Tensor:
-    """[B, d, t'] the last ``length`` inputs once z [B, d] is appended to each history [1, d, t_b]; shorter
-    histories are left-padded with zeros (they meet taps that multiply zeros, so the sums are the same).
-
-    Each branch's inputs are copied once, straight into the new tensor: stacking the histories first and
-    appending after (two copies of B x d x block_size per long convolution) made ``step_many`` ~1.5x slower."""
-    if isinstance(histories, torch.Tensor):
-        histories = [histories]
-    kept = min(max(h.size(-1) for h in histories), length - 1)
-    out = z.new_empty(z.size(0), z.size(1), kept + 1)
-    out[:, :, -1] = z
-    if all(h.size(-1) >= kept for h in histories):
-        torch.cat([h[..., h.size(-1) - kept :] for h in histories], dim=0, out=out[..., :-1])
-    else:
-        out[..., :-1].zero_()
-        for row, h in zip(out, histories):
-            part = h[0, :, max(0, h.size(-1) - kept) :]
-            row[:, kept - part.size(-1) : kept] = part
-    return out

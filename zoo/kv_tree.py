@@ -90,12 +90,18 @@ class TreeCache:
         every state remembered from before it."""
         if not self.chain:
             return self
-        at = self.length - self.trunk.start
-        have = self.trunk.tokens[at : at + len(self.tokens)]
-        k = 0
-        while k < len(have) and have[k] == self.tokens[k]:
-            k += 1
+        k = held_by_trunk(self.trunk.tokens, self.length - self.trunk.start, self.tokens)
         return TreeCache(self.trunk, self.length + k, self.chain[k:], self.tokens[k:]) if k else self
+
+
+def held_by_trunk(trunk_tokens: list[int], offset: int, tokens: tuple[int, ...]) -> int:
+    """How many of a chain's ``tokens`` the trunk already holds, from its token ``offset`` on (the chain's start)."""
+    k = 0
+    for have, want in zip(trunk_tokens[offset : offset + len(tokens)], tokens):
+        if have != want:
+            break
+        k += 1
+    return k
 
 
 def tree_attention(q: torch.Tensor, trunk_k: torch.Tensor, trunk_v: torch.Tensor, trunk_bias: torch.Tensor,

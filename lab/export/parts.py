@@ -44,7 +44,8 @@ NEURAL_TRAINER = (
 MODEL_PARTS = {
     "transformer": (Part("zoo.kv_tree"), Part("zoo.step_graphs"), Part("zoo.transformer")),
     "mamba": (Part("zoo.extend"), Part("zoo.mamba")),
-    "hyena": (Part("zoo.transformer", ("MLP",)), Part("zoo.extend"), Part("zoo.hyena")),
+    "hyena": (Part("zoo.transformer", ("MLP",)), Part("zoo.extend"), Part("zoo.kv_tree", ("held_by_trunk",)),
+              Part("zoo.hyena_trunk"), Part("zoo.hyena")),
 }
 TOKENIZER = (Part("lab.export.templates.tokenizer"),)
 # train(): the grid cell's own step from token ids to the character model, then the template that calls it
