@@ -251,7 +251,7 @@ class Model(nn.Module):
             return cache
         at = cache.length - trunk.start
         have = trunk.tokens[at : at + len(cache.tokens)]
-        if list(cache.tokens[: len(have)]) != have or trunk.end + len(cache.chain) - len(have) > MAX_TRUNK:
+        if list(cache.tokens[: len(have)]) != have or len(trunk.tokens) + len(cache.chain) - len(have) > MAX_TRUNK:
             return cache
         rest = cache.chain[len(have) :]
         if rest:
@@ -321,7 +321,7 @@ class Model(nn.Module):
                 reused += 1
         base = TreeCache(trunk, cache.length + reused) if reused else cache
         if reused < len(tokens):
-            if not (base.at_trunk_end and trunk.end + len(tokens) - reused <= MAX_TRUNK):
+            if not (base.at_trunk_end and len(trunk.tokens) + len(tokens) - reused <= MAX_TRUNK):
                 trunk = self._fork(base)
             self._append(trunk, tokens[reused:])
         caches = [TreeCache(trunk if i > reused else cache.trunk, base.pos - reused + i) for i in at]
