@@ -298,6 +298,7 @@ class Model(nn.Module):
         ``MAX_TRUNK``)."""
         if not (cache.at_trunk_end and len(cache.trunk.tokens) + len(tokens) <= MAX_TRUNK):
             cache = HyenaCache(self._fork(cache), cache.pos, ahead=cache.ahead)
+        cache.trunk.reserve(max(at, default=0))  # once: a whole window's pass would otherwise double its buffers
         empty = self.wte.weight.new_zeros(0, self.cfg.n_embd)
         return in_chunks(self._extend_chunk, cache, tokens, at, EXTEND_CHUNK, empty)
 
