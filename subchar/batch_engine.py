@@ -7,15 +7,16 @@ holds the committed tokens' LM state and respells the rest of the buffer from it
 1. the commit points and committed tokens are found from the text alone (``plan``);
 2. the trunk — the LM state after each commit — is stepped once along the committed tokens (``states_along``:
    one teacher-forced pass for a model that offers it);
-3. the segments, cut into one run of consecutive segments (a *chunk*) per worker thread, are replayed by many
-   adapters at once, each resumed at its chunk's trunk state (``CharAdapter.resume``) and then streaming through
-   its chunk's commits itself, so that each commit finds the canonical spelling among its coverings and the
-   respelling after it among its remembered steps (``LMAnswers.along``). Their LM steps meet in a ``BatchingLM``
-   per cohort of workers, which asks the model once for all of the cohort's waiting workers (one forward pass of
-   a few dozen branches instead of a few), when the LM has ``step_many``. The chunks are shared by one forked
-   process per usable CPU core (the adapters' Python work then runs on every core, not on one under the GIL),
-   each with one cohort of ``WORKERS`` threads; where there is one process (one core, or CUDA, which a forked
-   child cannot use) two cohorts take turns, one's forward pass running while the other's adapters work;
+3. the segments, cut into runs of consecutive segments (*chunks*: one per worker, or of at most the LM's
+   ``batch_chunk_chars`` characters, ``subchar.lm``), are replayed by many adapters at once, each resumed at its chunk's trunk state (``CharAdapter.resume``) and then
+   streaming through its chunk's commits itself, so that each commit finds the canonical spelling among its
+   coverings and the respelling after it among its remembered steps (``LMAnswers.along``). Their LM steps meet
+   in a ``BatchingLM`` per cohort of workers, which asks the model once for all of the cohort's waiting workers
+   (one forward pass of a few dozen branches instead of a few), when the LM has ``step_many``. The chunks are
+   shared by one forked process per usable CPU core (the adapters' Python work then runs on every core, not on
+   one under the GIL), each with one cohort of ``WORKERS`` threads that take the process's chunks in order (with
+   small chunks its branches then stay within a few hundred tokens of each other); where there is one process (one core, or CUDA, which a forked child
+   cannot use) two cohorts take turns, one's forward pass running while the other's adapters work;
 4. any chunk whose adapter departs from the plan (a forced or eager commit, a back-off distribution: events
    that depend on LM mass) invalidates the trunk after it, so from that chunk on the stream is replayed by one
    adapter exactly as the streaming loop would.
@@ -191,16 +192,17 @@ def score(adapter: Any, text: str, bits: bool, workers: int = WORKERS, processes
     segments, trunk = plan(adapter, text)
     batched = hasattr(adapter.lm, "step_many")
     count = forks(processes, len(segments))
-    chunks = chunks_of(segments, count * (workers if batched else 1))
+    size = getattr(adapter.lm, "batch_chunk_chars", None) if batched else None
+    chunks = chunks_of(segments, max(count * workers, -(-len(text) // size) if size else 0) if batched else count)
     states = trunk_states(adapter.lm, trunk, [segments[chunk[0]].trunk_len for chunk in chunks])
     guesses: list[str] = [""] * len(text)
     probs: list[float] | None = [0.0] * len(text) if bits else None
     parts = [range(len(chunks) * p // count, len(chunks) * (p + 1) // count) for p in range(count)]
     parts = [part for part in parts if len(part)]
     cohorts = 1 if len(parts) > 1 else COHORTS
-    job = Job(adapter, text, segments, chunks, states, guesses, probs, batched, progress, cohorts)
+    job = Job(adapter, text, segments, chunks, states, guesses, probs, batched, progress, cohorts, workers)
     failed, passes = run_forked(job, parts) if len(parts) > 1 else job.run(parts[0])
-    adapter.batch_report = {"segments": len(segments), "threads": len(chunks), "processes": len(parts),
+    adapter.batch_report = {"segments": len(segments), "chunks": len(chunks), "processes": len(parts),
                             "replayed_from_segment": chunks[min(failed)][0] if failed else None,
                             "forward_passes": passes if batched else None}
     if failed:  # from the first departure on, the stream as the streaming loop runs it
@@ -252,19 +254,22 @@ class Job:
     batched: bool
     progress: Callable[[int], None] | None
     cohorts: int  # per process: processes already keep the cores busy, a lone one overlaps two cohorts
+    workers: int  # threads per process (batched LMs)
 
     def span(self, part: range) -> tuple[int, int]:
         """The positions the chunks ``part`` score."""
         return self.segments[self.chunks[part[0]][0]].start, self.segments[self.chunks[part[-1]][-1]].end
 
     def run(self, part: range) -> tuple[list[int], int]:
-        """Score the chunks ``part`` in this process, one thread each when the LM is batched (its steps meet in
-        the cohorts' ``BatchingLM``); returns the chunks that departed from the plan and the forward passes."""
-        threads = len(part)
+        """Score the chunks ``part`` in this process: when the LM is batched, ``workers`` threads take them in
+        order (their steps meet in the cohorts' ``BatchingLM``). Returns the chunks that departed from the plan and
+        the forward passes."""
+        threads = min(self.workers, len(part))
         shared = threading.Lock()
         cohorts = [BatchingLM(self.adapter.lm, len(range(k, threads, self.cohorts)), shared)
                    for k in range(min(self.cohorts, threads))] if self.batched else []
         lock = threading.Lock()
+        todo = iter(part)
         failed: list[int] = []
         errors: list[BaseException] = []
 
@@ -273,17 +278,23 @@ class Job:
                 with lock:
                     self.progress(scored)
 
-        def work(k: int, lm: Any) -> None:
+        def take() -> int | None:
+            with lock:
+                return None if errors else next(todo, None)
+
+        def work(lm: Any) -> None:
             try:
-                chunk = [self.segments[i] for i in self.chunks[k]]
-                first, last = chunk[0], chunk[-1]
                 worker = self.adapter.worker(lm)
-                worker.resume(self.states[first.trunk_len], first.rest)
-                check = last.next_commit is not None  # the next chunk starts from the plan's state after this one
-                replay(worker, self.text, first.start, last.end, self.guesses, self.probs, check=check, progress=tell)
-                if check and not worker.kept_to_plan([s.next_commit for s in chunk]):
-                    with lock:
-                        failed.append(k)
+                while (k := take()) is not None:
+                    chunk = [self.segments[i] for i in self.chunks[k]]
+                    first, last = chunk[0], chunk[-1]
+                    worker.resume(self.states[first.trunk_len], first.rest)
+                    check = last.next_commit is not None  # the next chunk starts from the plan's state after this
+                    replay(worker, self.text, first.start, last.end, self.guesses, self.probs, check=check,
+                           progress=tell)
+                    if check and not worker.kept_to_plan([s.next_commit for s in chunk]):
+                        with lock:
+                            failed.append(k)
             except BaseException as error:  # raised again in the caller's thread below
                 errors.append(error)
             finally:
@@ -291,11 +302,10 @@ class Job:
                     lm.finished()
 
         if not self.batched:
-            for k in part:
-                work(k, self.adapter.lm)
+            work(self.adapter.lm)
         else:
-            pool = [threading.Thread(target=work, args=(k, cohorts[i % len(cohorts)]), daemon=True)
-                    for i, k in enumerate(part)]
+            pool = [threading.Thread(target=work, args=(cohorts[i % len(cohorts)],), daemon=True)
+                    for i in range(threads)]
             for thread in pool:
                 thread.start()
             for thread in pool:

@@ -20,6 +20,7 @@ from test_adapter_reference import RandomTrigramLM, ToyTokenizer
 from test_models import BLOCK, NEURAL, VOCAB, sharpened
 from zoo.ngram import KneserNeyLM
 from zoo.streaming import TorchTokenLM
+import zoo.transformer
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -67,7 +68,7 @@ def test_neural_engines_agree(name):
     batch = evaluate(adapter, random_text(3, 60), None, progress=False, engine="batch")
     assert_same(stream, batch)
     report = adapter.batch_report
-    assert report["replayed_from_segment"] is None and report["threads"] > 1
+    assert report["replayed_from_segment"] is None and report["chunks"] > 1
     assert report["forward_passes"] < steps / 2  # the segments' steps went to the model together
 
 
@@ -116,6 +117,28 @@ def test_processes_give_the_stream_answers(lm_class, processes):
 
 
 @pytest.mark.parametrize("processes", [1, 2])
+def test_workers_take_many_chunks_each_in_order(processes, monkeypatch):
+    """An LM's ``batch_chunk_chars`` makes far more chunks than threads: each thread resumes one adapter chunk
+    after chunk, and the answers are still the stream's; with the transformer too (its shared reads of
+    neighbouring chunks' branches)."""
+    monkeypatch.setattr(zoo.transformer, "BATCH_CHUNK_CHARS", 8)
+    tok = random_vocab(11, VOCAB - 9)
+    text = random_text(3, 120)
+    trigram = BatchedTrigramLM(tok.vocab_size, 0)
+    trigram.batch_chunk_chars = 8
+    for lm in (trigram, TorchTokenLM(sharpened("transformer", seed=2).double())):
+        assert lm.batch_chunk_chars == 8
+        adapter = CharAdapter(lm, tok, mode="exact", beam=3)
+        adapter.reset()
+        guesses, probs = score(adapter, text, bits=True, workers=2, processes=processes)
+        report = adapter.batch_report
+        assert report["chunks"] >= len(text) // 8 and report["replayed_from_segment"] is None
+        want = streamed(adapter, text)
+        assert guesses == [g for g, _ in want]
+        np.testing.assert_allclose(probs, [p for _, p in want], atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
 @pytest.mark.parametrize("lm_class", [BatchedTrigramLM, RandomTrigramLM])
 def test_a_fallback_replays_the_rest_as_a_stream(lm_class, processes):
     """'z' cannot be spelled: the forced commit departs from the plan, and the result is still the stream's (an
@@ -127,7 +150,7 @@ def test_a_fallback_replays_the_rest_as_a_stream(lm_class, processes):
     assert answers == streamed(adapter, text) and [p for _, p in answers].count(0.0) == 1
     split = lm_class is BatchedTrigramLM or (processes > 1 and FORKS)
     assert (adapter.batch_report["replayed_from_segment"] is not None) == split
-    assert (adapter.batch_report["threads"] > 1) == split
+    assert (adapter.batch_report["chunks"] > 1) == split
 
 
 def test_spec_mode_and_other_models_stream():

@@ -132,13 +132,20 @@ def test_settle_moves_a_branch_onto_the_trunk_and_changes_nothing(lm):
     np.testing.assert_allclose(lm.logprobs(forked), lm.logprobs(branch), atol=ATOL, rtol=0)
 
 
-def test_branches_far_apart_on_one_trunk_read_a_window_each(lm):
-    """Rows more than 2 * block_size apart on one trunk (the batch engine's workers) read gathered windows."""
+@pytest.mark.parametrize("span", [2, 4])
+def test_branches_far_apart_on_one_trunk_read_a_window_each(lm, span, monkeypatch):
+    """Rows whose windows span more than SHARED_SPAN * block_size of one trunk read a gathered window each; rows
+    within it read one shared view (the batch engine's workers take neighbouring chunks). Both equal teacher
+    forcing. With step graphs the shared view is at most 2 * block_size wide, whatever SHARED_SPAN."""
+    monkeypatch.setattr(zoo.transformer, "SHARED_SPAN", span)
     far = lm.states_along(lm.start(), TOKENS, [1, 2, len(TOKENS)])
     branch = lm.step(far[2], 7)
     states, tokens = [far[0], far[1], far[2], branch], [4, 5, 6, 8]
     paths = [TOKENS[:1], TOKENS[:2], TOKENS, TOKENS + [7]]
-    assert len(TOKENS) > 2 * BLOCK + 2
+    assert 2 * BLOCK + 2 < len(TOKENS) < 4 * BLOCK
+    (_, _, read, _), = lm.model._trunk_groups([state.cache for state in states])
+    shared = span == 4 and lm.model.step_graphs is None
+    assert isinstance(read, tuple) == shared
     for path, token, after in zip(paths, tokens, lm.step_many(states, tokens)):
         np.testing.assert_allclose(lm.logprobs(after), teacher_forced(lm.model, path + [token])[-1], atol=ATOL, rtol=0)
 

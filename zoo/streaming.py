@@ -71,6 +71,11 @@ class TorchTokenLM:
         if kind == "cuda" and hasattr(model, "use_step_graphs"):
             model.use_step_graphs(cuda_graphs)
 
+    @property
+    def batch_chunk_chars(self) -> int | None:
+        """The model's wish for the batch engine's chunk size (``subchar.lm``), if it has one."""
+        return getattr(self.model, "batch_chunk_chars", None)
+
     def start(self) -> TokenState:
         with torch.no_grad():
             cache = self.model.empty_cache()
