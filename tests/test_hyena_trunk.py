@@ -92,6 +92,20 @@ def test_settle_moves_a_branch_onto_the_trunk_and_changes_nothing(lm):
     expect(lm, lm.step(lm.step(other, 2), 2), TOKENS[:5] + [5, 2, 2])
 
 
+def test_a_recomputed_future_is_kept_by_the_state_asked(lm):
+    """A state whose future ran out gets a fresh one when stepped from, kept for its next steps, also when its
+    chain was since taken by the trunk (the step reads it rebased)."""
+    root = lm.states_along(lm.start(), TOKENS[:5], [5])[0]
+    state = root
+    for token in range(1, zoo.hyena_trunk.FUTURE + 1):
+        state = lm.step(state, token)
+    assert state.cache.ahead.valid == 0
+    lm.settle(lm.step(root, 1))  # the trunk now continues with the chain's first token
+    after = lm.step(state, 9)
+    assert state.cache.ahead.valid == zoo.hyena_trunk.FUTURE and after.cache.ahead.valid == zoo.hyena_trunk.FUTURE - 1
+    expect(lm, after, TOKENS[:5] + list(range(1, zoo.hyena_trunk.FUTURE + 1)) + [9])
+
+
 def test_steps_leave_the_trunk_untouched(lm):
     root = lm.states_along(lm.start(), TOKENS[:5], [5])[0]
     trunk = root.cache.trunk

@@ -241,9 +241,9 @@ class Model(nn.Module):
         """``step`` for many branches in one pass: logits [B, vocab] and one new cache per branch, whose chain gains
         the new token's inputs (a view of this batch's [B, inputs] tensor) and whose ``Ahead`` (its own copy) is the
         parent's shifted by one position plus the new inputs times the filters' taps (``zoo.hyena_trunk``)."""
-        caches = [cache.rebased() for cache in caches]
         filters = caches[0].trunk.filters
-        aheads = self._aheads(caches, filters)
+        aheads = self._aheads(caches, filters)  # before rebasing: the caches asked keep what is computed
+        caches = [cache.rebased() for cache in caches]
         future = torch.stack([ahead.future for ahead in aheads])  # [B, n_layer, order, d, FUTURE]
         tail = torch.stack([ahead.tail for ahead in aheads])  # [B, n_layer, (order+1)*d, short-1]
         x = self.wte(torch.tensor(tokens, device=self.wte.weight.device))
