@@ -142,3 +142,16 @@ def test_one_batch_over_several_trunks_equals_stepping_each(lm):
     paths = [TOKENS[:2], TOKENS[: BLOCK + 3], TOKENS[5:9], TOKENS[: BLOCK + 3] + [9, 8, 7], [], TOKENS[: BLOCK + 3]]
     for state, path, token in zip(batched, paths, tokens):
         expect(lm, state, path + [token])
+
+
+def test_a_filter_shorter_than_the_short_conv_streams_and_extends_exactly():
+    """block_size 2 with the short conv's 3 taps: the trunk keeps what the wider of the two convolutions sees."""
+    lm = TorchTokenLM(sharpened("hyena", seed=5, block_size=2))
+    state, path = lm.start(), []
+    for token in TOKENS[:9]:
+        state = lm.step(state, token)
+        path.append(token)
+        expect(lm, state, path)
+    along = lm.states_along(lm.start(), TOKENS, [4, len(TOKENS)])
+    expect(lm, along[0], TOKENS[:4])
+    expect(lm, lm.step(lm.states_along(along[0], [5, 6], [2])[0], 7), TOKENS[:4] + [5, 6, 7])  # a fork

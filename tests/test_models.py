@@ -36,7 +36,7 @@ def one_thread():
 def tiny(name: str, **overrides) -> torch.nn.Module:
     width = {"d_model": 32} if name == "mamba" else {"n_embd": 32}
     config_cls, model_cls = lookup(name)
-    return model_cls(config_cls(vocab_size=VOCAB, block_size=BLOCK, n_layer=2, **width, **overrides))
+    return model_cls(config_cls(**{"vocab_size": VOCAB, "block_size": BLOCK, "n_layer": 2, **width, **overrides}))
 
 
 def sharpened(name: str, seed: int = 0, **overrides) -> torch.nn.Module:

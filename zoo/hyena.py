@@ -165,7 +165,7 @@ class HyenaOperator(nn.Module):
         for n, gate in enumerate(gates):
             long = trunk.long[layer, n]
             long[:, column : column + T] = z
-            window = long[None, :, column - trunk.lead : column + T]  # the block_size inputs each output sees
+            window = long[None, :, column - self.length + 1 : column + T]  # the block_size inputs each output sees
             z = gate * (F.conv1d(window, reversed_filters[n], groups=self.d)[0] + self.filter_bias[n, :, None] * z)
         return self.out_proj(z.t())
 
@@ -316,8 +316,8 @@ class Model(nn.Module):
 
     def _trunk(self, filters: Filters, start: int) -> HistoryTrunk:
         cfg = self.cfg
-        return HistoryTrunk(filters, (cfg.n_layer, cfg.order, cfg.n_embd),
-                            (cfg.n_layer, (cfg.order + 1) * cfg.n_embd), start=start)
+        return HistoryTrunk(filters, (cfg.n_layer, cfg.order, cfg.n_embd), (cfg.n_layer, (cfg.order + 1) * cfg.n_embd),
+                            lead=max(cfg.block_size, cfg.short_filter_size) - 1, start=start)
 
     def _fork(self, cache: HyenaCache) -> HistoryTrunk:
         """A new trunk starting at ``cache``'s position, seeded with the inputs of the block_size-1 positions

@@ -49,13 +49,12 @@ class Filters:
 class HistoryTrunk:
     """The inputs of positions ``start .. end-1`` of one token stream (``tokens``): ``long`` [n_layer, order, d,
     columns] for the long convolutions and ``short`` [n_layer, (order+1) * d, columns] for the short ones. The
-    first ``lead`` columns hold the ``lead`` positions before ``start``: zeros before the stream's start (the
-    convolutions' zero padding), a fork's seed otherwise."""
+    first ``lead`` columns (at least what either convolution sees before a position) hold the ``lead`` positions
+    before ``start``: zeros before the stream's start (the convolutions' zero padding), a fork's seed otherwise."""
 
-    def __init__(self, filters: Filters, long_shape: tuple[int, int, int], short_shape: tuple[int, int], start: int = 0,
-                 capacity: int = 64) -> None:
-        self.filters = filters
-        self.lead = filters.length - 1
+    def __init__(self, filters: Filters, long_shape: tuple[int, int, int], short_shape: tuple[int, int], lead: int,
+                 start: int = 0, capacity: int = 64) -> None:
+        self.filters, self.lead = filters, lead
         like = filters.taps
         self.long = like.new_zeros(*long_shape, self.lead + capacity)
         self.short = like.new_zeros(*short_shape, self.lead + capacity)
