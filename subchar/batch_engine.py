@@ -8,15 +8,16 @@ holds the committed tokens' LM state and respells the rest of the buffer from it
 2. the trunk — the LM state after each commit — is stepped once along the committed tokens (``states_along``:
    one teacher-forced pass for a model that offers it);
 3. the segments, cut into runs of consecutive segments (*chunks*: one per worker, or of at most the LM's
-   ``batch_chunk_chars`` characters, ``subchar.lm``), are replayed by many adapters at once, each resumed at its chunk's trunk state (``CharAdapter.resume``) and then
-   streaming through its chunk's commits itself, so that each commit finds the canonical spelling among its
-   coverings and the respelling after it among its remembered steps (``LMAnswers.along``). Their LM steps meet
-   in a ``BatchingLM`` per cohort of workers, which asks the model once for all of the cohort's waiting workers
-   (one forward pass of a few dozen branches instead of a few), when the LM has ``step_many``. The chunks are
-   shared by one forked process per usable CPU core (the adapters' Python work then runs on every core, not on
-   one under the GIL), each with one cohort of ``WORKERS`` threads that take the process's chunks in order (with
-   small chunks its branches then stay within a few hundred tokens of each other); where there is one process (one core, or CUDA, which a forked child
-   cannot use) two cohorts take turns, one's forward pass running while the other's adapters work;
+   ``batch_chunk_chars`` characters, ``subchar.lm``), are replayed by many adapters at once, each resumed at its
+   chunk's trunk state (``CharAdapter.resume``) and then streaming through its chunk's commits itself, so that each
+   commit finds the canonical spelling among its coverings and the respelling after it among its remembered steps
+   (``LMAnswers.along``). Their LM steps meet in a ``BatchingLM`` per cohort of workers, which asks the model once
+   for all of the cohort's waiting workers (one forward pass of a few dozen branches instead of a few), when the LM
+   has ``step_many``. The chunks are shared by one forked process per usable CPU core (the adapters' Python work
+   then runs on every core, not on one under the GIL), each with one cohort of ``WORKERS`` threads that take the
+   process's chunks in order (with small chunks, the branches of one pass stay within a few hundred tokens of
+   each other); where there is one process (one core, or CUDA, which a forked child cannot use) two cohorts take
+   turns, one's forward pass running while the other's adapters work;
 4. any chunk whose adapter departs from the plan (a forced or eager commit, a back-off distribution: events
    that depend on LM mass) invalidates the trunk after it, so from that chunk on the stream is replayed by one
    adapter exactly as the streaming loop would.
@@ -29,6 +30,7 @@ LMs without ``step_many`` (the n-gram) gain nothing from threads: one chunk per 
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -192,8 +194,14 @@ def score(adapter: Any, text: str, bits: bool, workers: int = WORKERS, processes
     segments, trunk = plan(adapter, text)
     batched = hasattr(adapter.lm, "step_many")
     count = forks(processes, len(segments))
-    size = getattr(adapter.lm, "batch_chunk_chars", None) if batched else None
-    chunks = chunks_of(segments, max(count * workers, -(-len(text) // size) if size else 0) if batched else count)
+    size = getattr(adapter.lm, "batch_chunk_chars", None)
+    if not batched:
+        wanted = count  # threads gain nothing: one chunk per process
+    elif size:
+        wanted = max(count * workers, math.ceil(len(text) / size))
+    else:
+        wanted = count * workers
+    chunks = chunks_of(segments, wanted)
     states = trunk_states(adapter.lm, trunk, [segments[chunk[0]].trunk_len for chunk in chunks])
     guesses: list[str] = [""] * len(text)
     probs: list[float] | None = [0.0] * len(text) if bits else None

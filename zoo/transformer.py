@@ -44,6 +44,7 @@ SHARED_SPAN = 4
 # branches within ~350 trunk positions (block 128), and the window 13% faster than one chunk per worker (2 cores).
 BATCH_CHUNK_CHARS = 48
 
+
 @dataclass
 class Config:
     vocab_size: int
