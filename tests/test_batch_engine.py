@@ -153,6 +153,22 @@ def test_a_fallback_replays_the_rest_as_a_stream(lm_class, processes):
     assert (adapter.batch_report["chunks"] > 1) == split
 
 
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_fallback_among_many_small_chunks_replays_the_rest_as_a_stream(processes):
+    """Two threads taking 3-character chunks, one of which departs from the plan at the unspellable 'z': the
+    chunks taken after it are dropped and the rest is replayed as a stream, as with one chunk per worker."""
+    tok = ToyTokenizer([b"", b"a", b"b", b" ", b"ab"], {0})
+    lm = BatchedTrigramLM(tok.vocab_size, 3)
+    lm.batch_chunk_chars = 3
+    adapter = CharAdapter(lm, tok, mode="exact")
+    text = "ab ba ab ab a ba zab a ba b ab ba ab a"
+    adapter.reset()
+    guesses, probs = score(adapter, text, bits=True, workers=2, processes=processes)
+    assert list(zip(guesses, probs)) == streamed(adapter, text) and probs.count(0.0) == 1
+    report = adapter.batch_report
+    assert report["chunks"] >= len(text) // 3 - 1 and 0 < report["replayed_from_segment"] < report["segments"] - 1
+
+
 def test_spec_mode_and_other_models_stream():
     tok = random_vocab(1, 5)
     adapter = CharAdapter(RandomTrigramLM(tok.vocab_size, 1), tok, mode="spec")
