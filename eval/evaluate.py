@@ -2,7 +2,8 @@
 
 Two engines give the same scores. ``stream`` runs the benchmark's loop itself. ``batch`` (the default) asks a
 model that offers ``batch_scores(text, bits, progress)`` (``subchar.CharAdapter`` in exact mode) for all its
-predictions at once, ``progress(n)`` reporting n more positions scored; it may compute them in any order, as long
+predictions at once, ``progress(n)`` reporting n more positions scored (``progress(0)``: the preparation, e.g.
+a teacher-forced pass over the whole window, is done and scoring starts); it may compute them in any order, as long
 as each is what the loop would have got. Other models are streamed.
 """
 
@@ -86,8 +87,17 @@ def evaluate(
     stream = text if max_chars is None else text[:max_chars]
     if engine == "batch" and hasattr(model, "batch_scores"):
         start = time.perf_counter()
-        with tqdm(total=len(stream), desc="eval (batch)", unit="char", disable=not progress, mininterval=1.0) as bar:
-            scored = model.batch_scores(stream, bits, progress=bar.update)
+        with tqdm(total=len(stream), desc="eval (batch): preparing", unit="char", disable=not progress,
+                  mininterval=1.0) as bar:
+
+            def advance(scored: int) -> None:
+                if scored == 0:  # preparation done: the rate and time left count from here, not from the start
+                    bar.set_description("eval (batch)", refresh=False)
+                    bar.reset(total=len(stream))
+                else:
+                    bar.update(scored)
+
+            scored = model.batch_scores(stream, bits, progress=advance)
         if scored is not None:
             return scores(stream, *scored, time.perf_counter() - start, "batch")
     model.reset()

@@ -189,8 +189,9 @@ def chunks_of(segments: list[Segment], count: int) -> list[range]:
 def score(adapter: Any, text: str, bits: bool, workers: int = WORKERS, processes: int | None = None,
           progress: Callable[[int], None] | None = None) -> tuple[list[str], list[float] | None]:
     """Every prediction of the streaming loop over ``text`` and (with ``bits``) P(true char) at each position;
-    ``progress`` is told how many positions were scored, every ``PROGRESS_EVERY`` or so. ``processes`` (default:
-    the usable CPU cores, ``forks``) share the chunks, ``workers`` threads each when the LM has ``step_many``."""
+    ``progress`` hears 0 once the trunk is ready, then how many positions were scored, every ``PROGRESS_EVERY`` or
+    so. ``processes`` (default: the usable CPU cores, ``forks``) share the chunks, ``workers`` threads each when the
+    LM has ``step_many``."""
     segments, trunk = plan(adapter, text)
     batched = hasattr(adapter.lm, "step_many")
     count = forks(processes, len(segments))
@@ -203,6 +204,8 @@ def score(adapter: Any, text: str, bits: bool, workers: int = WORKERS, processes
         wanted = count * workers
     chunks = chunks_of(segments, wanted)
     states = trunk_states(adapter.lm, trunk, [segments[chunk[0]].trunk_len for chunk in chunks])
+    if progress is not None:
+        progress(0)  # the trunk is ready: scoring starts
     guesses: list[str] = [""] * len(text)
     probs: list[float] | None = [0.0] * len(text) if bits else None
     parts = [range(len(chunks) * p // count, len(chunks) * (p + 1) // count) for p in range(count)]

@@ -169,6 +169,21 @@ def test_a_fallback_among_many_small_chunks_replays_the_rest_as_a_stream(process
     assert report["chunks"] >= len(text) // 3 - 1 and 0 < report["replayed_from_segment"] < report["segments"] - 1
 
 
+@pytest.mark.parametrize("processes", [1, 2])
+def test_progress_hears_the_trunk_then_every_position_once(processes, capsys):
+    """0 once the trunk is ready (``evaluate`` then restarts its bar's clock), then counts that add up to the text;
+    ``evaluate``'s bar ends at the whole text under its own name."""
+    tok = random_vocab(11, VOCAB - 9)
+    text = random_text(3, 120)
+    adapter = CharAdapter(BatchedTrigramLM(tok.vocab_size, 0), tok, mode="exact", beam=3)
+    heard: list[int] = []
+    adapter.reset()
+    score(adapter, text, bits=False, processes=processes, progress=heard.append)
+    assert heard[0] == 0 and 0 not in heard[1:] and sum(heard) == len(text)
+    evaluate(adapter, text, None, progress=True, engine="batch")
+    assert "eval (batch): 100%" in capsys.readouterr().err
+
+
 def test_spec_mode_and_other_models_stream():
     tok = random_vocab(1, 5)
     adapter = CharAdapter(RandomTrigramLM(tok.vocab_size, 1), tok, mode="spec")
