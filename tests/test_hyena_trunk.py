@@ -9,6 +9,7 @@ import torch
 
 import zoo.hyena
 import zoo.hyena_trunk
+from test_kv_tree import commits_on_bounded_trunks
 from test_models import ATOL, BLOCK, VOCAB, sharpened, teacher_forced
 from zoo.streaming import TorchTokenLM
 
@@ -116,19 +117,7 @@ def test_steps_leave_the_trunk_untouched(lm):
 
 def test_a_full_trunk_continues_on_a_new_one_seeded_with_the_window(lm, monkeypatch):
     monkeypatch.setattr(zoo.hyena, "MAX_TRUNK", 2 * BLOCK)
-    state = lm.start()
-    trunks = [state.cache.trunk]
-    expected = teacher_forced(lm.model, TOKENS)
-    for i in range(0, len(TOKENS), 3):  # commits of three tokens, as the adapter makes them
-        commit = TOKENS[i : i + 3]
-        before = state.cache.trunk
-        state = lm.states_along(state, commit, [len(commit)])[0]
-        if state.cache.trunk is not before:  # a new trunk only when the last could not take the commit
-            assert len(before.tokens) + len(commit) > 2 * BLOCK
-            trunks.append(state.cache.trunk)
-        assert len(state.cache.trunk.tokens) <= 2 * BLOCK
-        np.testing.assert_allclose(lm.logprobs(state), expected[state.length - 1], atol=ATOL, rtol=0)
-    assert len(trunks) > 1
+    state = commits_on_bounded_trunks(lm, TOKENS, 2 * BLOCK)
     expect(lm, lm.step(state, 2), TOKENS + [2])
 
 

@@ -65,21 +65,29 @@ def test_states_along_equals_stepping_from_trunk_ends_middles_and_branches(lm, c
     np.testing.assert_allclose(lm.logprobs(stepped), teacher_forced(lm.model, TOKENS + [6])[-1], atol=ATOL, rtol=0)
 
 
-def test_a_full_trunk_continues_on_a_new_one_seeded_with_the_window(lm, monkeypatch):
-    monkeypatch.setattr(zoo.transformer, "MAX_TRUNK", 2 * BLOCK)
+def commits_on_bounded_trunks(lm: TorchTokenLM, tokens: list[int], bound: int):
+    """Commit ``tokens`` three at a time, as the adapter does, on trunks of at most ``bound`` positions (the
+    model's MAX_TRUNK, set by the caller): every state equals teacher forcing, a new trunk starts only when the last
+    could not take the commit, and more than one is used. Returns the last state."""
     state = lm.start()
     trunks = [state.cache.trunk]
-    expected = teacher_forced(lm.model, TOKENS)
-    for i in range(0, len(TOKENS), 3):  # commits of three tokens, as the adapter makes them
-        commit = TOKENS[i : i + 3]
+    expected = teacher_forced(lm.model, tokens)
+    for i in range(0, len(tokens), 3):
+        commit = tokens[i : i + 3]
         before = state.cache.trunk
         state = lm.states_along(state, commit, [len(commit)])[0]
-        if state.cache.trunk is not before:  # a new trunk only when the last could not take the commit
-            assert len(before.tokens) + len(commit) > 2 * BLOCK
+        if state.cache.trunk is not before:
+            assert len(before.tokens) + len(commit) > bound
             trunks.append(state.cache.trunk)
-        assert len(state.cache.trunk.tokens) <= 2 * BLOCK
+        assert len(state.cache.trunk.tokens) <= bound
         np.testing.assert_allclose(lm.logprobs(state), expected[state.length - 1], atol=ATOL, rtol=0)
     assert len(trunks) > 1
+    return state
+
+
+def test_a_full_trunk_continues_on_a_new_one_seeded_with_the_window(lm, monkeypatch):
+    monkeypatch.setattr(zoo.transformer, "MAX_TRUNK", 2 * BLOCK)
+    commits_on_bounded_trunks(lm, TOKENS, 2 * BLOCK)
 
 
 def test_one_batch_over_several_trunks_equals_stepping_each(lm):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from zoo.kv_tree import held_by_trunk
+from zoo.kv_tree import TrunkBranch
 
 FUTURE = 8  # positions ahead whose long-convolution sums a branch carries (chains past the commit are ~1-7 tokens)
 MAX_TRUNK = 1 << 16  # positions one trunk holds (the 60k-char window commits ~19k tokens)
@@ -100,33 +100,17 @@ class Ahead:
     tail: torch.Tensor
 
 
-class HyenaCache:
+@dataclass(slots=True, eq=False)
+class HyenaCache(TrunkBranch):
     """The state after ``trunk``'s positions up to ``length`` and then ``tokens``, whose inputs are ``chain`` (one
     [n_layer * order * d + n_layer * (order+1) * d] tensor per token: long-conv inputs, then short-conv inputs).
     ``ahead`` is None for a trunk position until it is first stepped from (then filled in, once)."""
 
-    __slots__ = ("trunk", "length", "chain", "tokens", "ahead")
-
-    def __init__(self, trunk: HistoryTrunk, length: int, chain: tuple[torch.Tensor, ...] = (),
-                 tokens: tuple[int, ...] = (), ahead: Ahead | None = None) -> None:
-        self.trunk, self.length, self.chain, self.tokens, self.ahead = trunk, length, chain, tokens, ahead
-
-    @property
-    def pos(self) -> int:
-        """Tokens seen: the position the next token takes."""
-        return self.length + len(self.chain)
-
-    @property
-    def at_trunk_end(self) -> bool:
-        return not self.chain and self.length == self.trunk.end
-
-    def rebased(self) -> HyenaCache:
-        """The same state with the start of its chain read from the trunk, where the trunk has since taken those
-        tokens (settled or extended): chains stay the few tokens past the last commit."""
-        if not self.chain:
-            return self
-        k = held_by_trunk(self.trunk.tokens, self.length - self.trunk.start, self.tokens)
-        return HyenaCache(self.trunk, self.length + k, self.chain[k:], self.tokens[k:], self.ahead) if k else self
+    trunk: HistoryTrunk
+    length: int
+    chain: tuple[torch.Tensor, ...] = ()
+    tokens: tuple[int, ...] = ()
+    ahead: Ahead | None = None
 
     def window(self, width: int) -> torch.Tensor:
         """The long-conv inputs [n_layer * order * d, width] of the ``width`` positions before ``pos``: the

@@ -15,7 +15,8 @@ seeded with the last window (``Model.extend``), and the old one is freed once no
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any, Self
 
 import torch
 
@@ -65,15 +66,15 @@ class Trunk:
         return keys, self.kv[layer, 1].index_select(1, flat).view_as(keys)
 
 
-@dataclass(frozen=True, slots=True)
-class TreeCache:
-    """The state after ``trunk``'s positions up to ``length`` and then ``tokens``, whose keys and values are
-    ``chain`` (one [n_layer, 2, n_head, head_dim] tensor per token)."""
+class TrunkBranch:
+    """What the trunk caches (``TreeCache`` here, ``zoo.hyena_trunk.HyenaCache``) share: the state after ``trunk``'s
+    positions up to ``length`` and then ``tokens``, one ``chain`` node per token (dataclasses with those fields)."""
 
-    trunk: Trunk
+    __slots__ = ()
+    trunk: Any
     length: int
-    chain: tuple[torch.Tensor, ...] = ()
-    tokens: tuple[int, ...] = ()
+    chain: tuple[torch.Tensor, ...]
+    tokens: tuple[int, ...]
 
     @property
     def pos(self) -> int:
@@ -84,24 +85,29 @@ class TreeCache:
     def at_trunk_end(self) -> bool:
         return not self.chain and self.length == self.trunk.end
 
-    def rebased(self) -> TreeCache:
+    def rebased(self) -> Self:
         """The same state with the start of its chain read from the trunk, where the trunk has since taken those
         tokens (settled or extended): chains stay the few tokens past the last commit instead of growing along
         every state remembered from before it."""
         if not self.chain:
             return self
-        k = held_by_trunk(self.trunk.tokens, self.length - self.trunk.start, self.tokens)
-        return TreeCache(self.trunk, self.length + k, self.chain[k:], self.tokens[k:]) if k else self
+        offset, k = self.length - self.trunk.start, 0
+        for have, want in zip(self.trunk.tokens[offset : offset + len(self.tokens)], self.tokens):
+            if have != want:
+                break
+            k += 1
+        return replace(self, length=self.length + k, chain=self.chain[k:], tokens=self.tokens[k:]) if k else self
 
 
-def held_by_trunk(trunk_tokens: list[int], offset: int, tokens: tuple[int, ...]) -> int:
-    """How many of a chain's ``tokens`` the trunk already holds, from its token ``offset`` on (the chain's start)."""
-    k = 0
-    for have, want in zip(trunk_tokens[offset : offset + len(tokens)], tokens):
-        if have != want:
-            break
-        k += 1
-    return k
+@dataclass(frozen=True, slots=True)
+class TreeCache(TrunkBranch):
+    """The state after ``trunk``'s positions up to ``length`` and then ``tokens``, whose keys and values are
+    ``chain`` (one [n_layer, 2, n_head, head_dim] tensor per token)."""
+
+    trunk: Trunk
+    length: int
+    chain: tuple[torch.Tensor, ...] = ()
+    tokens: tuple[int, ...] = ()
 
 
 def tree_attention(q: torch.Tensor, trunk_k: torch.Tensor, trunk_v: torch.Tensor, trunk_bias: torch.Tensor,

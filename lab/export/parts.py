@@ -44,7 +44,7 @@ NEURAL_TRAINER = (
 MODEL_PARTS = {
     "transformer": (Part("zoo.kv_tree"), Part("zoo.step_graphs"), Part("zoo.transformer")),
     "mamba": (Part("zoo.extend"), Part("zoo.mamba")),
-    "hyena": (Part("zoo.transformer", ("MLP",)), Part("zoo.extend"), Part("zoo.kv_tree", ("held_by_trunk",)),
+    "hyena": (Part("zoo.transformer", ("MLP",)), Part("zoo.extend"), Part("zoo.kv_tree", ("TrunkBranch",)),
               Part("zoo.hyena_trunk"), Part("zoo.hyena")),
 }
 TOKENIZER = (Part("lab.export.templates.tokenizer"),)
