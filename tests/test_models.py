@@ -160,6 +160,34 @@ def test_transformer_config_rejects_odd_head_size():
         lookup("transformer")[0](vocab_size=VOCAB, n_embd=36, n_head=4)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_transformer_normalises_and_rotates_q_and_k_as_one_tensor_bit_for_bit(dtype):
+    """``qkv`` treats q and k as one tensor (fewer torch calls per streaming step): on CPU that must give exactly
+    the ``q_norm`` / ``k_norm`` modules applied one at a time, so old checkpoints answer as before."""
+    from zoo.transformer import apply_rope, rope_angles
+
+    attn = sharpened("transformer").to(dtype).blocks[0].attn
+    x = torch.randn(3, 5, 32, dtype=dtype)
+    cos, sin = rope_angles(torch.arange(7, 12), attn.head_dim, 10000.0)
+    q, k, v = attn.c_attn(x).view(3, 5, 3, attn.n_head, attn.head_dim).permute(2, 0, 3, 1, 4)
+    expected = (apply_rope(attn.q_norm(q), cos, sin), apply_rope(attn.k_norm(k), cos, sin), v)
+    for got, want in zip(attn.qkv(x, cos, sin), expected):
+        assert torch.equal(got, want)
+
+
+def test_rope_table_rows_are_the_computed_angles_bit_for_bit():
+    """The streaming step looks rotation angles up in a table grown on demand: every row must be what
+    ``rope_angles`` computes for that position alone (positions past the table's first size included)."""
+    from zoo.transformer import RopeTable, rope_angles
+
+    table = RopeTable(16, 10000.0)
+    for positions in ([0], [5, 3, 1023], [1024, 7], [70_000, 2, 65_535], list(range(40))):
+        cos, sin = table.rows(positions, torch.device("cpu"))
+        want_cos, want_sin = rope_angles(torch.tensor(positions), 16, 10000.0)
+        assert torch.equal(cos, want_cos) and torch.equal(sin, want_sin)
+    assert len(table.table[0]) == 1 << 17  # grown by doubling to cover position 70,000
+
+
 def test_the_trainer_turns_a_bad_setting_into_a_user_error():
     with pytest.raises(UserError, match="n_embd=36 must be a multiple of 2\\*n_head=8"):
         train("transformer", np.arange(64) % VOCAB, VOCAB, overrides={"n_embd": 36, "n_head": 4}, device="cpu")

@@ -223,20 +223,20 @@ class Model(nn.Module):
             x = block(x)
         return self.lm_head(self.ln_f(x))
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def empty_cache(self) -> HyenaCache:
         """The state before any token, on a new trunk; the filters are evaluated here, once (so a cache belongs to
         the weights it was made with)."""
         filters = Filters(torch.stack([block.hyena.filters() for block in self.blocks]))
         return HyenaCache(self._trunk(filters, start=0), 0)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step(self, cache: HyenaCache, token: int) -> tuple[torch.Tensor, HyenaCache]:
         """Append one token: logits [vocab] for the next one and a new cache (``cache`` is left untouched)."""
         logits, caches = self.step_many([cache], [token])
         return logits[0], caches[0]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step_many(self, caches: list[HyenaCache], tokens: list[int]) -> tuple[torch.Tensor, list[HyenaCache]]:
         """``step`` for many branches in one pass: logits [B, vocab] and one new cache per branch, whose chain gains
         the new token's inputs (a view of this batch's [B, inputs] tensor) and whose ``Ahead`` (its own copy) is the
@@ -274,6 +274,7 @@ class Model(nn.Module):
                 cache.ahead = ahead
         return [cache.ahead for cache in caches]
 
+    @torch.inference_mode()
     def settle(self, cache: HyenaCache) -> HyenaCache:
         """The same state as a trunk position: the chain's inputs copied onto the trunk where it ends at the chain's
         start or already continues with its first tokens (then only the rest is copied); ``cache`` itself where the
@@ -290,7 +291,7 @@ class Model(nn.Module):
                      nodes[split:].view(*trunk.short.shape[:-1], -1))
         return HyenaCache(trunk, based.pos, ahead=based.ahead)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def extend(self, cache: HyenaCache, tokens: list[int], at: list[int]) -> tuple[torch.Tensor, list[HyenaCache]]:
         """Teacher-forced: the caches after ``tokens[:i]`` for each ``i`` in ``at`` (sorted, >= 1) and their final
         features (``head`` gives the logits), in chunks of ``EXTEND_CHUNK`` tokens. The tokens are appended to the
@@ -329,7 +330,7 @@ class Model(nn.Module):
         trunk.short[..., trunk.lead - size : trunk.lead] = tail
         return trunk
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def head(self, features: torch.Tensor) -> torch.Tensor:
         """Logits [n, vocab] from ``extend``'s features (the final norm's output)."""
         return self.lm_head(features)

@@ -53,17 +53,15 @@ class Trunk:
         features[: len(self.tokens)] = self.features[: len(self.tokens)]
         self.kv, self.features = kv, features
 
-    def window(self, layer: int, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values [n_head, hi-lo, head_dim] of absolute positions ``lo .. hi-1`` (views)."""
-        a, b = lo - self.start, hi - self.start
-        return self.kv[layer, 0, :, a:b], self.kv[layer, 1, :, a:b]
+    def window(self, lo: int, hi: int) -> torch.Tensor:
+        """Keys and values [n_layer, 2, n_head, hi-lo, head_dim] of absolute positions ``lo .. hi-1`` (a view)."""
+        return self.kv[:, :, :, lo - self.start : hi - self.start]
 
-    def gather(self, layer: int, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values [n_head, B, G, head_dim] of buffer positions ``index`` [B, G] (a copy): for branches
-        far apart on the trunk, whose windows share too little for one view of their union."""
-        flat = index.reshape(-1)
-        keys = self.kv[layer, 0].index_select(1, flat).view(self.kv.size(2), *index.shape, -1)
-        return keys, self.kv[layer, 1].index_select(1, flat).view_as(keys)
+    def gather(self, index: torch.Tensor) -> torch.Tensor:
+        """Keys and values [n_layer, 2, n_head, B, G, head_dim] of buffer positions ``index`` [B, G] (one copy for
+        all layers): for branches far apart on the trunk, whose windows share too little for one view of their
+        union."""
+        return self.kv.index_select(3, index.reshape(-1)).view(*self.kv.shape[:3], *index.shape, -1)
 
 
 class TrunkBranch:

@@ -263,13 +263,14 @@ class Model(nn.Module):
             x = block(x)
         return self.lm_head(self.ln_f(x))
 
+    @torch.inference_mode()
     def empty_cache(self) -> MambaCache:
         w = self.wte.weight
         conv = w.new_zeros(1, self.cfg.d_inner, self.cfg.d_conv)
         ssm = w.new_zeros(1, self.cfg.d_inner, self.cfg.d_state, dtype=torch.float32)
         return MambaCache(conv_states=(conv,) * self.cfg.n_layer, ssm_states=(ssm,) * self.cfg.n_layer)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step(self, cache: MambaCache, token: int) -> tuple[torch.Tensor, MambaCache]:
         """Append one token: logits [vocab] for the next one and a new cache (``cache`` is left untouched)."""
         x = self.wte(torch.tensor([token], device=self.wte.weight.device))
@@ -280,7 +281,7 @@ class Model(nn.Module):
             ssm_states.append(ssm)
         return self.lm_head(self.ln_f(x))[0], MambaCache(tuple(conv_states), tuple(ssm_states))
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step_many(self, caches: list[MambaCache], tokens: list[int]) -> tuple[torch.Tensor, list[MambaCache]]:
         """``step`` for many branches in one pass (the recurrent states stacked on the batch axis): logits
         [B, vocab] and one new cache per branch (views of the batch's states, no per-branch copy)."""
@@ -298,7 +299,7 @@ class Model(nn.Module):
         ]
         return logits, new
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def extend(self, cache: MambaCache, tokens: list[int], at: list[int]) -> tuple[torch.Tensor, list[MambaCache]]:
         """The caches after ``tokens[:i]`` for each ``i`` in ``at`` (sorted, >= 1) and the features ``head`` maps
         to their logits [len(at), d_model], teacher-forced in chunks of ``EXTEND_CHUNK`` tokens."""
@@ -318,7 +319,7 @@ class Model(nn.Module):
         ]
         return features, caches
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def head(self, features: torch.Tensor) -> torch.Tensor:
         """Logits [n, vocab] from ``extend``'s features (the final norm's output)."""
         return self.lm_head(features)

@@ -131,7 +131,8 @@ class StepGraphs:
                                   own_bias)
 
         def run() -> tuple[torch.Tensor, torch.Tensor]:
-            return model.forward_branches(inputs.tokens, inputs.positions, chains, attend)
+            cos, sin = model.rope.angles(inputs.positions)  # computed in the graph: a table could not grow there
+            return model.forward_branches(inputs.tokens, cos, sin, chains, attend)
 
         b = Bucket(inputs, chain_kv, own_bias, run)
         if self.capture:

@@ -71,10 +71,37 @@ def rope_angles(positions: torch.Tensor, head_dim: int, base: float) -> tuple[to
     return angles.cos().float(), angles.sin().float()
 
 
+class RopeTable:
+    """``rope_angles`` of positions 0 .. size-1, computed once and grown by doubling: a streaming step looks its rows'
+    angles up instead of computing them (ten small torch calls a step). The rows are bit-identical to
+    ``rope_angles`` of the same positions."""
+
+    def __init__(self, head_dim: int, base: float) -> None:
+        self.head_dim, self.base = head_dim, base
+        self.table = self.angles(torch.arange(0))
+
+    def angles(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin of ``positions`` computed, not looked up (a CUDA graph replays the computation)."""
+        return rope_angles(positions, self.head_dim, self.base)
+
+    def rows(self, positions: list[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin [len(positions), head_dim/2] on ``device``."""
+        cos, sin = self.table  # one read: another thread may grow the table meanwhile
+        needed = max(positions) + 1
+        if needed > len(cos) or cos.device != device:
+            size = max(1024, len(cos))
+            while size < needed:
+                size *= 2
+            cos, sin = self.table = self.angles(torch.arange(size, device=device))
+        index = torch.tensor(positions, device=device)
+        return cos[index], sin[index]
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate pairs (first half, second half) of the last dim of x [B, H, T, D] by the given angles."""
     x1, x2 = x.chunk(2, dim=-1)
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    if cos.dtype != x.dtype:
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
@@ -91,12 +118,14 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
 
     def qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-        """Project x [B, T, C] to rotated, normalised q, k and v, each [B, H, T, D]."""
+        """Project x [B, T, C] to rotated, normalised q, k and v, each [B, H, T, D]. q and k are normalised and
+        rotated as one tensor: half the small torch calls of a streaming step's attention, and on CPU bit-identical
+        to ``q_norm`` and ``k_norm`` applied one at a time."""
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
-        q = apply_rope(self.q_norm(q), cos, sin)
-        k = apply_rope(self.k_norm(k), cos, sin)
-        return q, k, v
+        q_k_v = self.c_attn(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        weight = torch.stack((self.q_norm.weight, self.k_norm.weight)).view(2, 1, 1, 1, -1)
+        q, k = apply_rope(F.rms_norm(q_k_v[:2], (self.head_dim,), eps=self.q_norm.eps) * weight, cos, sin).unbind()
+        return q, k, q_k_v[2]
 
     def merge_heads(self, y: torch.Tensor) -> torch.Tensor:
         B, H, T, D = y.shape
@@ -156,6 +185,7 @@ class Model(nn.Module):
         if cfg.tie_embeddings:
             self.lm_head.weight = self.wte.weight
         self.step_graphs: StepGraphs | None = None
+        self.rope = RopeTable(self.head_dim, cfg.rope_base)
         self.apply(self._init_weights)
         # GPT-2 scaling: residual-branch outputs shrink with depth so the residual stream starts at unit scale.
         for name, p in self.named_parameters():
@@ -183,16 +213,17 @@ class Model(nn.Module):
         """Logits from final features (``ln_f`` output): what ``extend`` leaves for positions asked later."""
         return self.lm_head(features)
 
+    @torch.inference_mode()
     def empty_cache(self) -> TreeCache:
         return TreeCache(self._trunk(start=0), 0)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step(self, cache: TreeCache, token: int) -> tuple[torch.Tensor, TreeCache]:
         """Append one token: logits [vocab] for the next one and a new cache (``cache`` is left untouched)."""
         logits, caches = self.step_many([cache], [token])
         return logits[0], caches[0]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step_many(self, caches: list[TreeCache], tokens: list[int]) -> tuple[torch.Tensor, list[TreeCache]]:
         """``step`` for many branches in one forward pass: logits [B, vocab] and one new cache per branch, whose
         chain gains the new token's keys and values (a view of this batch's [B, n_layer, 2, H, D] tensor). With
@@ -219,42 +250,47 @@ class Model(nn.Module):
         converting the model, call this again."""
         self.step_graphs = StepGraphs(self, capture) if on else None
 
-    def forward_branches(self, tokens: torch.Tensor, positions: torch.Tensor, chain: torch.Tensor | None,
+    def forward_branches(self, tokens: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, chain: torch.Tensor | None,
                          attend: Callable) -> tuple[torch.Tensor, torch.Tensor]:
-        """One new token per branch: tokens and positions [B], the chains' keys and values [n_layer, 2, B, H, M, D]
-        (or None) and ``attend(layer, q, own_k, own_v)``, which adds the trunk. Returns logits [B, vocab] and the
-        new token's keys and values [B, n_layer, 2, H, D]."""
-        cos, sin = rope_angles(positions, self.head_dim, self.cfg.rope_base)
-        cos, sin = cos[:, None, None, :], sin[:, None, None, :]  # per branch, broadcast over heads
+        """One new token per branch: tokens [B], the rotation angles of their positions (``rope_angles``, [B,
+        head_dim/2] each), the chains' keys and values [n_layer, 2, B, H, M, D] (or None) and ``attend(layer, q,
+        own_k, own_v)``, which adds the trunk. Returns logits [B, vocab] and the new token's keys and values [B,
+        n_layer, 2, H, D]."""
         x = self.wte(tokens[:, None])
+        # per branch, broadcast over heads; in the model's dtype once, not at every layer
+        cos, sin = cos.to(x.dtype)[:, None, None, :], sin.to(x.dtype)[:, None, None, :]
         nodes = []
         for layer, block in enumerate(self.blocks):
             q, k, v = block.attn.qkv(block.ln_1(x), cos, sin)
-            own_k = k if chain is None else torch.cat((chain[layer, 0], k), dim=2)
-            own_v = v if chain is None else torch.cat((chain[layer, 1], v), dim=2)
+            if chain is None:
+                own_k, own_v = k, v
+            else:
+                chain_k, chain_v = chain[layer]
+                own_k, own_v = torch.cat((chain_k, k), dim=2), torch.cat((chain_v, v), dim=2)
             x = x + block.attn.merge_heads(attend(layer, q, own_k, own_v))
             x = x + block.mlp(block.ln_2(x))
-            nodes.append(torch.stack((k[:, :, 0], v[:, :, 0]), dim=1))
-        return self.lm_head(self.ln_f(x))[:, 0], torch.stack(nodes, dim=1)
+            nodes += (k, v)  # [B, H, 1, D] each
+        new = torch.stack(nodes, dim=1).view(len(tokens), self.cfg.n_layer, 2, self.cfg.n_head, self.head_dim)
+        return self.lm_head(self.ln_f(x))[:, 0], new
 
     def _step_eager(self, caches: list[TreeCache], tokens: list[int], groups: list[tuple]
                     ) -> tuple[torch.Tensor, torch.Tensor]:
         device = self.wte.weight.device
         chain, own_bias = self.pad_chains(caches)
+        reads = [[tuple(kv) for kv in trunk_keys(trunk, read)] for trunk, _, read, _ in groups]  # [group][layer]
 
         def attend(layer: int, q: torch.Tensor, own_k: torch.Tensor, own_v: torch.Tensor) -> torch.Tensor:
             if len(groups) == 1:
-                trunk, _, read, bias = groups[0]
-                return tree_attention(q, *trunk_keys(trunk, layer, read), bias, own_k, own_v, own_bias)
+                return tree_attention(q, *reads[0][layer], groups[0][3], own_k, own_v, own_bias)
             y = torch.empty_like(q)
-            for trunk, rows, read, bias in groups:
-                y[rows] = tree_attention(q[rows], *trunk_keys(trunk, layer, read), bias, own_k[rows], own_v[rows],
-                                         own_bias[rows])
+            for (_, rows, _, bias), read in zip(groups, reads):
+                y[rows] = tree_attention(q[rows], *read[layer], bias, own_k[rows], own_v[rows], own_bias[rows])
             return y
 
-        positions = torch.tensor([cache.pos for cache in caches], device=device)
-        return self.forward_branches(torch.tensor(tokens, device=device), positions, chain, attend)
+        cos, sin = self.rope.rows([cache.pos for cache in caches], device)
+        return self.forward_branches(torch.tensor(tokens, device=device), cos, sin, chain, attend)
 
+    @torch.inference_mode()
     def settle(self, cache: TreeCache) -> TreeCache:
         """The same state as a trunk position: the chain's keys and values copied onto the trunk where it ends at
         the chain's start or already continues with its first tokens (then only the rest is copied); ``cache``
@@ -321,7 +357,7 @@ class Model(nn.Module):
         stacked = torch.stack(nodes, out=out)
         return stacked.view(len(caches), longest, *pad.shape).permute(2, 3, 0, 4, 1, 5), bias
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def extend(self, cache: TreeCache, tokens: list[int], at: list[int]) -> tuple[torch.Tensor, list[TreeCache]]:
         """Teacher-forced: the caches after ``tokens[:i]`` for each ``i`` in ``at`` (sorted, >= 1) and their final
         features (``head`` gives the logits). Where the trunk already continues with these tokens its positions
@@ -381,7 +417,7 @@ class Model(nn.Module):
                 q, k, v = block.attn.qkv(block.ln_1(x), cos, sin)
                 trunk.kv[layer, 0, :, a : a + count] = k[0]
                 trunk.kv[layer, 1, :, a : a + count] = v[0]
-                keys, values = trunk.window(layer, lo, first + count)
+                keys, values = trunk.window(lo, first + count)[layer]
                 y = F.scaled_dot_product_attention(q, keys[None], values[None], attn_mask=band)
                 x = x + block.attn.merge_heads(y)
                 x = x + block.mlp(block.ln_2(x))
@@ -390,9 +426,10 @@ class Model(nn.Module):
             trunk.featured.extend([True] * count)
 
 
-def trunk_keys(trunk: Trunk, layer: int, read: tuple[int, int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """What ``_trunk_groups`` chose to read: one shared window (lo, hi), or a window per row (an index)."""
-    return trunk.window(layer, *read) if isinstance(read, tuple) else trunk.gather(layer, read)
+def trunk_keys(trunk: Trunk, read: tuple[int, int] | torch.Tensor) -> torch.Tensor:
+    """What ``_trunk_groups`` chose to read, for every layer: one shared window (lo, hi), or a window per row (an
+    index)."""
+    return trunk.window(*read) if isinstance(read, tuple) else trunk.gather(read)
 
 
 def bias_of(seen: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
