@@ -25,8 +25,7 @@ from eval.guard import TrainingTimeoutError
 from eval.records import RunRecord
 from subchar import CharAdapter
 from zoo.checkpoint import folder_digest, load_checkpoint, save_checkpoint
-from zoo.registry import num_params
-from zoo.train import NGRAM, TrainSettings, train
+from zoo.registry import NGRAM, num_params
 
 TRAIN_RECORD = "train_record.json"
 
@@ -34,6 +33,10 @@ TRAIN_RECORD = "train_record.json"
 def train_checkpoint(args: argparse.Namespace, text: SplitText, overrides: dict[str, Any]) -> int:
     """`subchar train` once its arguments and train text are checked (lab.commands.train): train ``text``, then
     save the checkpoint."""
+    # imported here, before the budget's clock starts: zoo.train loads torch._dynamo (1.6 s), which scoring a
+    # checkpoint (``eval_checkpoint``) never needs
+    from zoo.train import TrainSettings, train
+
     tokenizer = tokenizers_local.load(args.tokenizer)
     meter = EnergyMeter()
     started = time.monotonic()

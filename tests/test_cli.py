@@ -37,6 +37,13 @@ def test_the_cli_imports_no_heavy_library():
     assert out["heavy"] == []
 
 
+def test_scoring_a_checkpoint_does_not_load_the_compiler():
+    """``subchar eval`` imports the checkpoint runner; torch._dynamo (1.6 s of imports, loaded by zoo.train) is for
+    training only."""
+    out = loaded_after("import lab.checkpoint_runs, zoo.checkpoint\nout = {'dynamo': 'torch._dynamo' in sys.modules}")
+    assert out["dynamo"] is False
+
+
 def test_choices_are_the_libraries_own():
     from tokenizers_local import FAMILIES
     from tokenizers_local.base import MANIFEST_NAME

@@ -20,7 +20,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -30,9 +30,11 @@ from eval.errors import UserError
 from eval.records import file_sha256, staged_folder, utc_now, write_json_atomic
 from eval.records import read_manifest as read_json_manifest
 from zoo.ngram import KneserNeyLM
-from zoo.registry import lookup
+from zoo.registry import NGRAM, lookup
 from zoo.streaming import TorchTokenLM
-from zoo.train import NGRAM, TrainResult
+
+if TYPE_CHECKING:  # zoo.train imports torch._dynamo (1.6 s), which loading and scoring a checkpoint never need
+    from zoo.train import TrainResult
 
 FORMAT = "subchar-checkpoint"
 FORMAT_VERSION = 1

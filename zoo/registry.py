@@ -14,7 +14,8 @@ MODELS: dict[str, tuple[type, type]] = {
     "hyena": (hyena.Config, hyena.Model),
 }
 # The count-based n-gram (zoo/ngram.py: no forward, no Config/Model pair) is not listed; zoo.train offers it
-# beside these by name.
+# beside these by this name.
+NGRAM = "ngram"
 
 
 def lookup(name: str) -> tuple[type, type]:

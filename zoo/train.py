@@ -39,11 +39,10 @@ from eval.errors import UserError
 from eval.guard import TrainingTimeoutError, wall_clock_guard
 from zoo.ngram import KneserNeyLM, check_counting_input
 from zoo.ngram_count import count_tables_chunked
-from zoo.registry import MODELS, lookup
+from zoo.registry import MODELS, NGRAM, lookup
 
 log = logging.getLogger(__name__)
 
-NGRAM = "ngram"
 NGRAM_DEFAULT_ORDER = 5
 CPU_MAX_BLOCK_SIZE = 128  # CPU default context: long enough to learn, short enough to take many steps
 COMPILE_MIN_BUDGET_S = 120.0  # a cold torch.compile takes tens of seconds: it pays back only on longer runs

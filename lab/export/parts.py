@@ -28,7 +28,8 @@ ADAPTER = (
 NGRAM_TRAINER = (
     Part("zoo.ngram"),
     Part("zoo.ngram_count"),
-    Part("zoo.train", ("NGRAM", "NGRAM_DEFAULT_ORDER", "TrainResult", "resolve_device", "check_ids", "ngram_order",
+    Part("zoo.registry", ("NGRAM",)),
+    Part("zoo.train", ("NGRAM_DEFAULT_ORDER", "TrainResult", "resolve_device", "check_ids", "ngram_order",
                        "count_ngram_chunked", "ngram_result")),
 )
 NEURAL_TRAINER = (
