@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -317,23 +318,23 @@ class Model(nn.Module):
         read is the union of the rows' windows, ``(lo, hi)``, when it is at most ``SHARED_SPAN * block_size`` wide
         (one view for all: the stream's branches, the batch engine's workers taking neighbouring chunks; ``2 *
         block_size``, the graphs' fixed width, with ``use_step_graphs``), else a window per row, a [B, block_size -
-        1] index of buffer positions (a copy). Built from Python ints on the CPU and moved once: no device round
-        trip per call."""
+        1] index of buffer positions (a copy). Built in numpy from Python ints and moved once: no device round trip
+        per call, and no dozen torch calls on tiny tensors."""
         by_trunk: dict[int, list[int]] = {}
         for b, cache in enumerate(caches):
             by_trunk.setdefault(id(cache.trunk), []).append(b)
         device, window, groups = self.wte.weight.device, self.cfg.block_size, []
         for rows in by_trunk.values():
             trunk = caches[rows[0]].trunk
-            first = torch.tensor([max(trunk.start, caches[b].pos - window + 1) for b in rows])
-            ends = torch.tensor([caches[b].length for b in rows])
+            first = np.array([max(trunk.start, caches[b].pos - window + 1) for b in rows])
+            ends = np.array([caches[b].length for b in rows])
             hi = int(ends.max())
             lo = min(int(first.min()), hi)
             if hi - lo <= (2 if self.step_graphs is not None else SHARED_SPAN) * window:
-                keys, read = torch.arange(lo, hi)[None, :], (lo, hi)
+                keys, read = np.arange(lo, hi)[None, :], (lo, hi)
             else:
-                keys = ends[:, None] - window + 1 + torch.arange(window - 1)[None, :]
-                read = (keys.clamp(min=trunk.start) - trunk.start).to(device)
+                keys = ends[:, None] - window + 1 + np.arange(window - 1)[None, :]
+                read = torch.from_numpy(np.maximum(keys, trunk.start) - trunk.start).to(device)
             seen = (keys >= first[:, None]) & (keys < ends[:, None])
             index = None if len(by_trunk) == 1 else torch.tensor(rows, device=device)
             groups.append((trunk, index, read, bias_of(seen, self.wte.weight)))
@@ -345,10 +346,10 @@ class Model(nn.Module):
         longest chain M; None when that is 0; stacked into ``out`` [B * M, n_layer, 2, H, D] when given) and the bias
         [B, M + 1] over them and the new token (0 where seen: real and within block_size of the new position, -inf
         elsewhere)."""
-        longest = max(len(cache.chain) for cache in caches) if width is None else width
-        window = self.cfg.block_size
-        seen = torch.tensor([[m < len(c.chain) and len(c.chain) - m < window for m in range(longest)] + [True]
-                             for c in caches])
+        lengths = np.array([len(cache.chain) for cache in caches])[:, None]
+        longest = int(lengths.max()) if width is None else width
+        seen = np.ones((len(caches), longest + 1), dtype=bool)  # the last column: the new token itself
+        seen[:, :longest] = (np.arange(longest) < lengths) & (lengths - np.arange(longest) < self.cfg.block_size)
         bias = bias_of(seen, self.wte.weight)
         if longest == 0:
             return None, bias
@@ -432,6 +433,6 @@ def trunk_keys(trunk: Trunk, read: tuple[int, int] | torch.Tensor) -> torch.Tens
     return trunk.window(*read) if isinstance(read, tuple) else trunk.gather(read)
 
 
-def bias_of(seen: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def bias_of(seen: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     """An attention bias on ``like``'s device and dtype: 0 where ``seen``, -inf elsewhere."""
-    return torch.zeros(seen.shape, dtype=like.dtype).masked_fill_(~seen, float("-inf")).to(like.device)
+    return torch.from_numpy(np.where(seen, 0.0, -np.inf)).to(like.device, like.dtype)
