@@ -156,6 +156,10 @@ def test_branches_far_apart_on_one_trunk_read_a_window_each(lm, span, monkeypatc
     assert isinstance(read, tuple) == shared
     for path, token, after in zip(paths, tokens, lm.step_many(states, tokens)):
         np.testing.assert_allclose(lm.logprobs(after), teacher_forced(lm.model, path + [token])[-1], atol=ATOL, rtol=0)
+    scrambled = [3, 0, 2, 1]  # rows out of position order: each keeps its own window and bias
+    for k, after in zip(scrambled, lm.step_many([states[k] for k in scrambled], [tokens[k] for k in scrambled])):
+        np.testing.assert_allclose(lm.logprobs(after), teacher_forced(lm.model, paths[k] + [tokens[k]])[-1],
+                                   atol=ATOL, rtol=0)
 
 
 def test_padded_buckets_round_rows_and_chains_up_and_equal_eager_steps():
