@@ -17,8 +17,8 @@ states it makes get their log-probabilities from ``head`` when first asked, in o
 
 Inference mode: every model call runs under ``torch.inference_mode`` (the models' streaming methods too), not
 just ``no_grad``: tensors made there carry no version counters or view tracking, which took 17% off a streaming
-Transformer step of a few rows on CPU, where a step is some 370 small torch calls. Their caches are inference
-tensors, written in place (trunks, settles) only inside inference mode.
+Transformer step of a few rows on CPU, where a step is a few hundred small torch calls. Their caches are
+inference tensors, written in place (trunks, settles) only inside inference mode.
 
 Threads: on CPU every call runs with ``threads`` torch threads (default 1), set around the call and restored
 after. A branch step is a handful of tiny matrix products: intra-op threads cost more in synchronisation than
