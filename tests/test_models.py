@@ -15,6 +15,7 @@ from zoo import mamba
 from zoo.registry import MODELS, lookup, num_params
 from zoo.streaming import TorchTokenLM
 from zoo.train import train
+from zoo.transformer import RopeTable, apply_rope, rope_angles
 
 VOCAB = 17
 BLOCK = 8
@@ -164,8 +165,6 @@ def test_transformer_config_rejects_odd_head_size():
 def test_transformer_normalises_and_rotates_q_and_k_as_one_tensor_bit_for_bit(dtype):
     """``qkv`` treats q and k as one tensor (fewer torch calls per streaming step): on CPU that must give exactly
     the ``q_norm`` / ``k_norm`` modules applied one at a time, so old checkpoints answer as before."""
-    from zoo.transformer import apply_rope, rope_angles
-
     attn = sharpened("transformer").to(dtype).blocks[0].attn
     x = torch.randn(3, 5, 32, dtype=dtype)
     cos, sin = rope_angles(torch.arange(7, 12), attn.head_dim, 10000.0)
@@ -178,8 +177,6 @@ def test_transformer_normalises_and_rotates_q_and_k_as_one_tensor_bit_for_bit(dt
 def test_rope_table_rows_are_the_computed_angles_bit_for_bit():
     """The streaming step looks rotation angles up in a table grown on demand: every row must be what
     ``rope_angles`` computes for that position alone (positions past the table's first size included)."""
-    from zoo.transformer import RopeTable, rope_angles
-
     table = RopeTable(16, 10000.0)
     for positions in ([0], [5, 3, 1023], [1024, 7], [70_000, 2, 65_535], list(range(40))):
         cos, sin = table.rows(positions, torch.device("cpu"))
