@@ -162,6 +162,9 @@ class KneserNeyLM:
         ]
         self.cache_size = cache_size
         self._cache: OrderedDict[State, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        # P_1, the same for every state: made once (over the whole vocabulary it was most of a new state's cost)
+        self._unigram = self.tables[0].interpolate(0, np.full(self.vocab_size, 1.0 / self.vocab_size))
+        self._unigram.flags.writeable = False
 
     @classmethod
     def fit(cls, tokens: np.ndarray, vocab_size: int, order: int = 5, cache_size: int = 65_536) -> KneserNeyLM:
@@ -207,8 +210,7 @@ class KneserNeyLM:
         return probs, logprobs
 
     def _compute(self, state: State) -> np.ndarray:
-        probs = np.full(self.vocab_size, 1.0 / self.vocab_size)
-        probs = self.tables[0].interpolate(0, probs)
+        probs = self._unigram
         for k, context_id in enumerate(self.context_ids(state), start=2):
             if context_id < 0:
                 break  # a longer context containing an unseen one is unseen too
