@@ -96,6 +96,8 @@ class BatchingLM:
         self.condition = threading.Condition()
         self.shared = shared or threading.Lock()
         self.forward_passes = 0
+        if hasattr(lm, "probs_many"):  # offered only when the wrapped LM has it (``LMAnswers`` looks for it)
+            self.probs_many = self._probs_many
 
     def start(self) -> Any:
         with self.shared:
@@ -108,6 +110,10 @@ class BatchingLM:
     def logprobs_many(self, states: Sequence[Any]) -> list[Any]:
         with self.shared:
             return logprobs_many(self.lm, states)
+
+    def _probs_many(self, states: Sequence[Any]) -> list[Any]:
+        with self.shared:
+            return list(self.lm.probs_many(states))
 
     def step(self, state: Any, token: int) -> Any:
         return self.step_many([state], [token])[0]

@@ -53,7 +53,7 @@ class TokenRun:
         spans = groups.partial_at
         tokens = np.concatenate([order[start:end] for start, end in spans])
         which = np.repeat(np.arange(len(spans)), [end - start for start, end in spans])
-        masses = weight * np.exp(dist.logprobs[tokens])
+        masses = weight * dist.probs_of(tokens)
         ranked = np.flatnonzero(masses > 0)
         ranked = ranked[np.argsort(-masses[ranked], kind="stable")]  # ties keep the push order of old
         pending = groups.partial_bytes

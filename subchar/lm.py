@@ -3,10 +3,14 @@
 Required: ``vocab_size``, ``start()``, ``logprobs(state)``, ``step(state, token)`` (``TokenLM``).
 
 Optional batched forms (``BatchedTokenLM``), for models where one call on many states costs about as much as one
-call on one state (a neural network's forward pass):
+call on one state (a neural network's forward pass), or that have the probabilities at hand:
 
 - ``step_many(states, tokens) -> list of states``: ``[step(s, t) for s, t in zip(states, tokens)]``;
 - ``logprobs_many(states) -> array [len(states), vocab_size]`` (or a list of rows): ``logprobs`` of each;
+- ``probs_many(states) -> array [len(states), vocab_size]`` (or a list of rows): P(next token | state) of each,
+  float64, ``exp(logprobs)`` up to rounding. The adapter only adds probabilities up, so when an LM has them it reads
+  every distribution through this instead of ``logprobs_many``: that saves an exp over the vocabulary per state
+  (and an LM that counts probabilities, the n-gram, its log);
 - ``states_along(state, tokens, at) -> list of states``: the states after ``tokens[:i]``, stepped from ``state``,
   for each ``i`` in ``at``. The adapter feeds committed text through it, and the batch engine the whole window's
   committed tokens, so a model can run them as one teacher-forced pass (a Transformer appends them to the shared
@@ -69,6 +73,10 @@ class BatchedTokenLM(TokenLM, Protocol):
 
     def logprobs_many(self, states: Sequence[State]) -> np.ndarray | list[np.ndarray]:
         """``logprobs`` of each state, one row each."""
+        ...
+
+    def probs_many(self, states: Sequence[State]) -> np.ndarray | list[np.ndarray]:
+        """P(next token | state) of each state, one float64 row each (``exp(logprobs)`` up to rounding)."""
         ...
 
     def states_along(self, state: State, tokens: Sequence[int], at: Sequence[int]) -> list[State]:

@@ -21,28 +21,37 @@ from subchar.surface_index import Groups
 PLAIN_TYPES = (int, str, bytes)
 STEP_CACHE = 1 << 16  # (plain state, token) -> next state entries kept
 NOT_REMEMBERED = object()  # no remembered answer
-DIST_FLOATS = 1 << 23  # log-probs of cached distributions of plain states (64 MiB; their probs, once asked, as much)
+DIST_FLOATS = 1 << 23  # LM rows of cached distributions of plain states (64 MiB; their sorted probs, once asked, as much)
 
 
 class TokenDistribution:
-    """One LM next-token distribution, read in sorted-surface order; run masses are cached per prefix."""
+    """One LM next-token distribution, read in sorted-surface order; run masses are cached per prefix.
 
-    __slots__ = ("logprobs", "order", "runs", "splits", "_sorted_probs")
+    Made from the LM's probabilities when it offers them (``probs_many``, ``subchar.lm``), else from its
+    log-probabilities, exponentiated where read: the adapter only ever adds probabilities up.
+    """
 
-    def __init__(self, logprobs: np.ndarray, order: np.ndarray) -> None:
-        self.logprobs = np.asarray(logprobs, dtype=np.float64)
+    __slots__ = ("logprobs", "probs", "order", "runs", "splits", "_sorted_probs")
+
+    def __init__(self, logprobs: np.ndarray | None, order: np.ndarray, probs: np.ndarray | None = None) -> None:
+        self.logprobs = None if logprobs is None else np.asarray(logprobs, dtype=np.float64)
+        self.probs = None if probs is None else np.asarray(probs, dtype=np.float64)
         self.order = order
         self.runs: dict[tuple[bytes, bytes], CharMasses] = {}
         # split tokens ranked per prefix, with their probabilities and pending bytes (``frontier.TokenRun``)
         self.splits: dict[tuple[bytes, bytes], tuple[list[int], list[float], list[bytes]]] = {}
         self._sorted_probs: np.ndarray | None = None
 
+    @classmethod
+    def of_probs(cls, probs: np.ndarray, order: np.ndarray) -> TokenDistribution:
+        return cls(None, order, probs)
+
     @property
     def sorted_probs(self) -> np.ndarray:
         """Every token's probability in sorted-surface order, made once: a distribution is asked about the prefixes
         of a growing buffer, each a slice of this (its first question is mostly the whole vocabulary anyway)."""
         if self._sorted_probs is None:
-            self._sorted_probs = np.exp(self.logprobs[self.order])
+            self._sorted_probs = self.probs_of(self.order)
         return self._sorted_probs
 
     def char_masses(self, groups: Groups) -> CharMasses:
@@ -54,8 +63,12 @@ class TokenDistribution:
             cached = self.runs[groups.key] = CharMasses(runs, runs[groups.chars_at], groups.chars, groups.partial_runs)
         return cached
 
+    def probs_of(self, tokens: np.ndarray) -> np.ndarray:
+        """The probabilities of ``tokens`` (ids), as an array."""
+        return self.probs[tokens] if self.probs is not None else np.exp(self.logprobs[tokens])  # type: ignore[index]
+
     def prob(self, token: int) -> float:
-        return math.exp(self.logprobs[token])
+        return float(self.probs[token]) if self.probs is not None else math.exp(self.logprobs[token])  # type: ignore[index]
 
 
 class CharMasses:
@@ -163,6 +176,7 @@ class LMAnswers:
         self.lm, self.order, self.diagnostics = lm, order, diagnostics
         self.memo = StateMemo(lm.vocab_size)
         self.batched = hasattr(lm, "step_many")  # one call on many states costs about one call on one
+        self.probs_many = getattr(lm, "probs_many", None)  # probabilities straight from the LM, when it has them
 
     def age(self) -> None:
         self.memo.age()
@@ -253,6 +267,10 @@ class LMAnswers:
         asked = list(missing.values())
         self.diagnostics.lm_logprobs_calls += len(asked)
         self.diagnostics.lm_batched_calls += 1
+        if self.probs_many is not None:
+            for state, probs in zip(asked, self.probs_many(asked)):
+                self._store_dist(state, TokenDistribution.of_probs(probs, self.order))
+            return
         for state, logprobs in zip(asked, logprobs_many(self.lm, asked)):
             self._store_dist(state, TokenDistribution(logprobs, self.order))
 

@@ -12,6 +12,7 @@ from subchar.lm import states_along
 from test_adapter_exact import random_text, random_vocab
 from test_adapter_reference import RandomTrigramLM
 from test_models import ATOL, BLOCK, NEURAL, VOCAB, sharpened, teacher_forced
+from zoo.ngram import KneserNeyLM
 from zoo.streaming import TorchTokenLM
 
 
@@ -157,3 +158,42 @@ def test_commits_settle_the_remembered_state_and_answer_the_same():
     assert settled.diagnostics.commits == kept.diagnostics.commits > 5
     assert longest[id(settled)] == 0 and longest[id(kept)] > 10  # the commit point is a trunk position
     assert settled.diagnostics.lm_step_calls == kept.diagnostics.lm_step_calls  # remembered steps either way
+
+
+class LogprobsOnly:
+    """A TokenLM seen without ``probs_many``: the adapter exponentiates its log-probabilities."""
+
+    def __init__(self, lm) -> None:
+        self.vocab_size = lm.vocab_size
+        self.start, self.step, self.logprobs = lm.start, lm.step, lm.logprobs
+
+
+class BatchedNgram(KneserNeyLM):
+    """The n-gram with a batched step: the batch engine then reads it through its worker threads' ``BatchingLM``."""
+
+    def step_many(self, states, tokens):
+        return [self.step(state, token) for state, token in zip(states, tokens)]
+
+
+@pytest.mark.parametrize("beam", [None, 3])
+def test_an_lm_with_probabilities_is_read_through_them_and_answers_the_same(beam):
+    """The n-gram hands out P (``probs_many``): the adapter never asks it for log P, so it never takes a log nor
+    the adapter an exp, and every answer equals the log-probability path's to rounding, in both engines."""
+    tok = random_vocab(11, 14)
+    tables = KneserNeyLM.fit(np.asarray(tok.encode(random_text(5, 300)), dtype=np.int64), tok.vocab_size, order=3)
+    fresh = lambda kind=KneserNeyLM: kind([(t.keys, t.counts) for t in tables.tables], tok.vocab_size)  # noqa: E731
+    direct, batched = fresh(), fresh(BatchedNgram)
+    text = random_text(3, 60) + "z €é a" + random_text(8, 40)  # z: no token spells it
+    a, b = CharAdapter(direct, tok, beam=beam), CharAdapter(LogprobsOnly(fresh()), tok, beam=beam)
+    for char in text:
+        assert a.predict() == b.predict()
+        got, want = a.distribution(), b.distribution()
+        assert got.keys() == want.keys() and max(abs(got[c] - want[c]) for c in want) < 1e-12
+        a.observe(char)
+        b.observe(char)
+    assert a.committed == b.committed and a.diagnostics.expansions > 0
+    guesses = b.batch_scores(text, processes=1)[0]
+    assert a.batch_scores(text, processes=1)[0] == guesses
+    assert CharAdapter(batched, tok, beam=beam).batch_scores(text, processes=1)[0] == guesses
+    for lm in (direct, batched):
+        assert lm._cache and all(logprobs is None for _, logprobs in lm._cache.values())

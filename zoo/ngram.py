@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -161,7 +162,7 @@ class KneserNeyLM:
             for (keys, counts), n in zip(tables, num_contexts)
         ]
         self.cache_size = cache_size
-        self._cache: OrderedDict[State, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._cache: OrderedDict[State, list] = OrderedDict()  # state -> [probs, logprobs or None]
         # P_1, the same for every state: made once (over the whole vocabulary it was most of a new state's cost)
         self._unigram = self.tables[0].interpolate(0, np.full(self.vocab_size, 1.0 / self.vocab_size))
         self._unigram.flags.writeable = False
@@ -188,26 +189,33 @@ class KneserNeyLM:
 
     def logprobs(self, state: State) -> np.ndarray:
         """log P(next token | state) as float64 [V]; cached (LRU) per state, read-only."""
-        return self._lookup(state)[1]
+        entry = self._lookup(state)
+        if entry[1] is None:  # made when first asked: the adapter reads probabilities (``probs_many``)
+            entry[1] = np.log(entry[0])
+            entry[1].flags.writeable = False
+        return entry[1]
 
     # --- queries -----------------------------------------------------------------------------------------------
     def probs(self, state: State) -> np.ndarray:
         """P(next token | state) as float64 [V], summing to 1; cached (LRU) per state, read-only."""
         return self._lookup(state)[0]
 
-    def _lookup(self, state: State) -> tuple[np.ndarray, np.ndarray]:
+    def probs_many(self, states: Sequence[State]) -> list[np.ndarray]:
+        """``probs`` of each state: what the adapter reads (``subchar.lm``), so it never exponentiates log-probs."""
+        return [self._lookup(state)[0] for state in states]
+
+    def _lookup(self, state: State) -> list:
+        """[probs, logprobs or None until asked], cached (LRU) per state."""
         cached = self._cache.get(state)
         if cached is not None:
             self._cache.move_to_end(state)
             return cached
         probs = self._compute(state)
-        logprobs = np.log(probs)
         probs.flags.writeable = False
-        logprobs.flags.writeable = False
-        self._cache[state] = (probs, logprobs)
+        entry = self._cache[state] = [probs, None]
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
-        return probs, logprobs
+        return entry
 
     def _compute(self, state: State) -> np.ndarray:
         probs = self._unigram
