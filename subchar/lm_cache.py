@@ -21,7 +21,7 @@ from subchar.surface_index import Groups
 PLAIN_TYPES = (int, str, bytes)
 STEP_CACHE = 1 << 16  # (plain state, token) -> next state entries kept
 NOT_REMEMBERED = object()  # no remembered answer
-DIST_FLOATS = 1 << 23  # LM rows of cached distributions of plain states (64 MiB; their sorted probs, once asked, as much)
+DIST_FLOATS = 1 << 23  # LM rows of the cached distributions of plain states (64 MiB; their sorted probs as much)
 
 
 class TokenDistribution:
@@ -65,10 +65,14 @@ class TokenDistribution:
 
     def probs_of(self, tokens: np.ndarray) -> np.ndarray:
         """The probabilities of ``tokens`` (ids), as an array."""
-        return self.probs[tokens] if self.probs is not None else np.exp(self.logprobs[tokens])  # type: ignore[index]
+        if self.probs is not None:
+            return self.probs[tokens]
+        return np.exp(self.logprobs[tokens])  # type: ignore[index]
 
     def prob(self, token: int) -> float:
-        return float(self.probs[token]) if self.probs is not None else math.exp(self.logprobs[token])  # type: ignore[index]
+        if self.probs is not None:
+            return float(self.probs[token])
+        return math.exp(self.logprobs[token])  # type: ignore[index]
 
 
 class CharMasses:

@@ -162,7 +162,7 @@ class KneserNeyLM:
             for (keys, counts), n in zip(tables, num_contexts)
         ]
         self.cache_size = cache_size
-        self._cache: OrderedDict[State, list] = OrderedDict()  # state -> [probs, logprobs or None]
+        self._cache: OrderedDict[State, list[np.ndarray | None]] = OrderedDict()  # [probs, logprobs or None]
         # P_1, the same for every state: made once (over the whole vocabulary it was most of a new state's cost)
         self._unigram = self.tables[0].interpolate(0, np.full(self.vocab_size, 1.0 / self.vocab_size))
         self._unigram.flags.writeable = False
@@ -204,7 +204,7 @@ class KneserNeyLM:
         """``probs`` of each state: what the adapter reads (``subchar.lm``), so it never exponentiates log-probs."""
         return [self._lookup(state)[0] for state in states]
 
-    def _lookup(self, state: State) -> list:
+    def _lookup(self, state: State) -> list[np.ndarray | None]:
         """[probs, logprobs or None until asked], cached (LRU) per state."""
         cached = self._cache.get(state)
         if cached is not None:
