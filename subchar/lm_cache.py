@@ -272,11 +272,11 @@ class LMAnswers:
         self.diagnostics.lm_logprobs_calls += len(asked)
         self.diagnostics.lm_batched_calls += 1
         if self.probs_many is not None:
-            for state, probs in zip(asked, self.probs_many(asked)):
-                self._store_dist(state, TokenDistribution.of_probs(probs, self.order))
-            return
-        for state, logprobs in zip(asked, logprobs_many(self.lm, asked)):
-            self._store_dist(state, TokenDistribution(logprobs, self.order))
+            dists = [TokenDistribution.of_probs(probs, self.order) for probs in self.probs_many(asked)]
+        else:
+            dists = [TokenDistribution(logprobs, self.order) for logprobs in logprobs_many(self.lm, asked)]
+        for state, dist in zip(asked, dists):
+            self._store_dist(state, dist)
 
     # --- memo access ---------------------------------------------------------------------------------------
     def _known_dist(self, state: Any, touch: bool = True) -> TokenDistribution | None:

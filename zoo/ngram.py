@@ -202,7 +202,7 @@ class KneserNeyLM:
 
     def probs_many(self, states: Sequence[State]) -> list[np.ndarray]:
         """``probs`` of each state: what the adapter reads (``subchar.lm``), so it never exponentiates log-probs."""
-        return [self._lookup(state)[0] for state in states]
+        return [self.probs(state) for state in states]
 
     def _lookup(self, state: State) -> list[np.ndarray | None]:
         """[probs, logprobs or None until asked], cached (LRU) per state."""
