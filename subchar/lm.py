@@ -10,7 +10,7 @@ call on one state (a neural network's forward pass), or that have the probabilit
 - ``probs_many(states) -> array [len(states), vocab_size]`` (or a list of rows): P(next token | state) of each,
   float64, ``exp(logprobs)`` up to rounding. The adapter only adds probabilities up, so when an LM has them it reads
   every distribution through this instead of ``logprobs_many``: that saves an exp over the vocabulary per state
-  (and an LM that counts probabilities, the n-gram, its log);
+  (and an LM that counts probabilities, the n-gram, its log; a network, its float64 log-softmax: ``zoo.streaming``);
 - ``states_along(state, tokens, at) -> list of states``: the states after ``tokens[:i]``, stepped from ``state``,
   for each ``i`` in ``at``. The adapter feeds committed text through it, and the batch engine the whole window's
   committed tokens, so a model can run them as one teacher-forced pass (a Transformer appends them to the shared

@@ -13,7 +13,7 @@ from eval.errors import UserError
 from subchar.lm import TokenLM
 from zoo import mamba
 from zoo.registry import MODELS, lookup, num_params
-from zoo.streaming import TorchTokenLM
+from zoo.streaming import TorchTokenLM, next_token_probs
 from zoo.train import train
 from zoo.transformer import RopeTable, apply_rope, rope_angles
 
@@ -124,6 +124,23 @@ def test_branching_leaves_every_state_valid(name):
     np.testing.assert_allclose(lm.logprobs(after_b), teacher_forced(model, prefix + [6])[-1], atol=ATOL)
     np.testing.assert_allclose(lm.logprobs(after_a_then_c), teacher_forced(model, prefix + [5, 9])[-1], atol=ATOL)
     assert after_a_then_c.length == len(prefix) + 2
+
+
+def test_next_token_probabilities_are_float64_rows_close_to_a_float64_softmax_and_none_underflows():
+    torch.manual_seed(0)
+    logits = torch.randn(5, 300) * 4
+    logits[2, :7] -= 150.0  # float32 would take these below its normal range (or to 0): that row is made in float64
+    logits[4] += 1e4  # a large offset, as logits can have
+    exact = torch.softmax(logits.double(), dim=-1).numpy()
+    probs = next_token_probs(logits)
+    assert probs.dtype == np.float64 and probs.shape == (5, 300)
+    assert (probs > 0).all()
+    np.testing.assert_allclose(probs, exact, rtol=1e-5, atol=0)  # the float32 softmax: as exact as its logits
+    np.testing.assert_array_equal(probs[2], exact[2])
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(next_token_probs(logits.double()), exact)  # a float64 model: float64 throughout
+    halves = next_token_probs(logits[:2].bfloat16())  # half precision: computed in float32, not rounded to bf16
+    np.testing.assert_allclose(halves, torch.softmax(logits[:2].bfloat16().double(), dim=-1).numpy(), rtol=1e-5)
 
 
 def test_token_lm_protocol_start_and_bad_tokens():
