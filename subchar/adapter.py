@@ -50,17 +50,21 @@ mode="exact" — every spelling of the buffer from the commit point:
 
     ``beam=K`` (documented approximation) keeps, after each character, the K coverings (after merging) of most
     *reach*: weight times the probability of the tokens that continue past the buffer, which bounds all the mass a
-    covering can still give to later characters (by weight alone the commit point's covering, weight 1, would
-    crowd out the ones carrying the mass once few tokens spell on from it); it also follows at most K
-    split-character expansions per position (heaviest first). ``prune=eps`` (also an approximation) drops the
-    coverings of reach below ``eps`` times the total and stops following expansions once the queued mass is below
-    ``eps`` times all the mass. Either way no spellable true character is left at p=0 by pruning alone (with
-    ``beam >= 2``): the covering of most reach that ends at the buffer's end is always kept, in the last place
-    (from there a whole token or a first byte token starts any character), and ``distribution().get(c)``
-    of a character ``c`` not listed follows ``c``'s own unexpanded expansions and returns their mass over the
-    found mass plus all the unexpanded mass (a conservative share; the listed shares still sum to 1).
-    ``diagnostics.pruned_mass`` records per observed character the fraction of reach dropped,
-    ``diagnostics.pruned_expansion_mass`` per distribution the fraction of mass left unexpanded (both bound
+    covering can still give to later characters (by weight alone the commit point's covering, weight 1, would crowd
+    out the ones carrying the mass once few tokens spell on from it); it also follows at most K split-character
+    expansions per position (heaviest first), and ``distribution`` none once what is left to expand weighs under
+    ``EXPANSION_FLOOR`` (1e-3) of all the mass: each share is then within ~1e-3 of what following them all would
+    give. Those expansions only refine the shares (ASCII characters get nothing from them): on a Transformer over
+    the window's first 3,000 characters they were 8 per position, with a median of 1.2e-4 of the mass queued, moved
+    bits/char by 4e-5 and made an evaluation with bits 2.6 times as slow as one without. ``prune=eps`` (also an
+    approximation) drops the coverings of reach below ``eps`` times the total and stops following expansions once
+    the queued mass is below ``eps`` times all the mass (instead of ``EXPANSION_FLOOR``). Either way no spellable
+    true character is left at p=0 by pruning alone (with ``beam >= 2``): the covering of most reach that ends at the
+    buffer's end is always kept, in the last place (from there a whole token or a first byte token starts any
+    character), and ``distribution().get(c)`` of a character ``c`` not listed follows ``c``'s own unexpanded
+    expansions and returns their mass over the found mass plus all the unexpanded mass (a conservative share; the
+    listed shares still sum to 1). ``diagnostics.pruned_mass`` records per observed character the fraction of reach
+    dropped, ``diagnostics.pruned_expansion_mass`` per distribution the fraction of mass left unexpanded (both bound
     the error). ``beam=None, prune=None`` is exact.
 
     Batched LM calls. The LM work of one observed character is issued level by level: the distributions of
@@ -110,6 +114,7 @@ from subchar.tokenizer_view import view_of
 Mode = Literal["spec", "exact"]
 ENCODE_CACHE = 1 << 16  # committed texts remembered with their encoding (words recur)
 LOOKAHEAD = 8  # split-character expansions stepped per batched LM call
+EXPANSION_FLOOR = 1e-3  # under a beam, distribution() leaves queued expansions lighter than this share of all mass
 
 
 class CharAdapter(CharModel):
@@ -175,8 +180,10 @@ class CharAdapter(CharModel):
         return LOOKAHEAD - 1 if self.beam is None else min(LOOKAHEAD, self.beam - frontier.expanded) - 1
 
     def _negligible(self, frontier: Frontier) -> bool:
-        """With ``prune``: what is left to expand weighs less than ``prune`` times all the mass."""
-        return self.prune is not None and frontier.bound < self.prune * (float(frontier.totals.sum()) + frontier.bound)
+        """What is left to expand weighs less than ``prune`` (else, under a beam, ``EXPANSION_FLOOR``) times all the
+        mass."""
+        floor = self.prune if self.prune is not None else None if self.beam is None else EXPANSION_FLOOR
+        return floor is not None and frontier.bound < floor * (float(frontier.totals.sum()) + frontier.bound)
 
     def predict(self) -> str:
         frontier = self._frontier()

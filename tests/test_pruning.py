@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from subchar import CharAdapter
+from subchar.adapter import EXPANSION_FLOOR
 from test_adapter_exact import SINGLE_BYTES, random_text, random_vocab
 from test_adapter_reference import RandomTrigramLM, ToyTokenizer, assert_close
 
@@ -29,6 +31,39 @@ def test_no_true_character_gets_zero_mass_under_a_narrow_beam(seed):
         assert dist.get(char, 0.0) > 0, char
         adapter.observe(char)
     assert adapter.diagnostics.kept_end_coverings + unlisted > 0  # the guarantee was needed, not idle
+
+
+class RareBytesLM(RandomTrigramLM):
+    """The trigram LM with every lone byte of a multi-byte character made 1e-6 times as likely (then renormalised):
+    the split expansions a character distribution could follow then weigh well under ``EXPANSION_FLOOR``."""
+
+    def __init__(self, tok: ToyTokenizer, seed: int) -> None:
+        super().__init__(tok.vocab_size, seed)
+        self.rare = [i for i, s in enumerate(tok.surfaces()) if len(s) == 1 and s[0] >= 0x80]
+
+    def logprobs(self, state: tuple[int, int]) -> np.ndarray:
+        row = super().logprobs(state).copy()
+        row[self.rare] += math.log(1e-6)
+        return row - np.log(np.exp(row).sum())
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_beam_leaves_expansions_under_the_floor_and_stays_within_it(seed):
+    """Under a beam, ``distribution`` follows no expansion once what is queued weighs under EXPANSION_FLOOR of all the
+    mass: the shares stay within the floor of the exact ones, the unexpanded share is recorded, and the LM is not
+    asked for them. Without a beam every expansion is followed (exact)."""
+    tok = bytes_only_vocab()
+    lm = RareBytesLM(tok, seed)
+    exact, beamed = CharAdapter(lm, tok, mode="exact"), CharAdapter(lm, tok, mode="exact", beam=8)
+    for char in "é€ é€€ ".join(random_text(seed, 40).split()):
+        want, got = exact.distribution(), beamed.distribution()
+        assert abs(math.fsum(got.values()) - 1) < 1e-12
+        assert max(abs(got.get(c, 0.0) - want[c]) for c in want) < EXPANSION_FLOOR
+        exact.observe(char)
+        beamed.observe(char)
+    unexpanded = beamed.diagnostics.pruned_expansion_mass
+    assert unexpanded and max(unexpanded) < EXPANSION_FLOOR and not exact.diagnostics.pruned_expansion_mass
+    assert beamed.diagnostics.expansions == 0 < exact.diagnostics.expansions  # without the floor: 400-500
 
 
 def test_unlisted_share_is_conservative():
