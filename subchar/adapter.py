@@ -159,21 +159,38 @@ class CharAdapter(CharModel):
         self._kept_now = 1.0
 
     def distribution(self) -> CharDistribution:
+        frontier, found, unlisted = self._expanded()
+        totals = frontier.totals
+        present = np.flatnonzero(totals > 0)
+        shares = (totals[present] / found).tolist()
+        return CharDistribution(zip(map(self._chars.chars.__getitem__, present.tolist()), shares), unlisted)
+
+    def probability(self, char: str) -> float:
+        """``distribution().get(char, 0.0)``, the same float, without building the dict of every candidate: the batch
+        engine asks it at every position for bits (a KN n-gram's 10k characters took 7% more CPU through the dict)."""
+        frontier, found, unlisted = self._expanded()
+        totals = frontier.totals
+        number = self._chars.number.get(char)
+        if number is not None and number < len(totals) and totals[number] > 0:
+            return float(totals[number] / found)
+        share = unlisted(char) if unlisted is not None and isinstance(char, str) and len(char) == 1 else 0.0
+        return share if share > 0 else 0.0
+
+    def _expanded(self) -> tuple[Frontier, float, Callable[[str], float] | None]:
+        """The frontier after the expansions ``distribution`` follows, its found mass, and the share function of
+        unlisted characters (None when nothing was left unexpanded)."""
         frontier = self._frontier()
         while frontier.heap and (self.beam is None or frontier.expanded < self.beam) and not self._negligible(frontier):
             self._expander.expand_next(frontier, self._ahead(frontier))
         totals = frontier.totals
         found = math.fsum(totals[np.flatnonzero(totals)].tolist())  # exactly rounded: the zeros change nothing
-        unlisted = None
-        if frontier.heap:
-            total = found + frontier.bound
-            if not frontier.reported:
-                frontier.reported = True
-                self.diagnostics.pruned_expansion_mass.append(frontier.bound / total)
-            unlisted = lambda char: self._expander.unlisted_mass(frontier, char) / total  # noqa: E731
-        present = np.flatnonzero(totals > 0)
-        shares = (totals[present] / found).tolist()
-        return CharDistribution(zip(map(self._chars.chars.__getitem__, present.tolist()), shares), unlisted)
+        if not frontier.heap:
+            return frontier, found, None
+        total = found + frontier.bound
+        if not frontier.reported:
+            frontier.reported = True
+            self.diagnostics.pruned_expansion_mass.append(frontier.bound / total)
+        return frontier, found, lambda char: self._expander.unlisted_mass(frontier, char) / total
 
     def _ahead(self, frontier: Frontier) -> int:
         """How many queued tokens an expansion may step along with its own (batched LMs): the rest of the beam."""

@@ -406,7 +406,7 @@ def replay(worker: Any, text: str, start: int, end: int, guesses: list[str], pro
     for position in range(start, end):
         guesses[position] = worker.predict()
         if probs is not None:
-            probs[position] = worker.distribution().get(text[position], 0.0)
+            probs[position] = worker.probability(text[position])
         if position + 1 < end:
             worker.observe(text[position])
         elif check:

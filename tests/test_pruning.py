@@ -66,6 +66,25 @@ def test_a_beam_leaves_expansions_under_the_floor_and_stays_within_it(seed):
     assert beamed.diagnostics.expansions == 0 < exact.diagnostics.expansions  # without the floor: 400-500
 
 
+@pytest.mark.parametrize("beam", [None, 2, 8])
+def test_probability_is_the_distributions_share_bit_for_bit(beam):
+    """``probability(c)`` (the batch engine's bits) equals ``distribution().get(c, 0.0)`` exactly, for listed,
+    unlisted (under a narrow beam) and unspellable characters, whichever is asked first."""
+    tok = bytes_only_vocab()
+    adapter = CharAdapter(RandomTrigramLM(tok.vocab_size, 1, scale=4.0), tok, mode="exact", beam=beam)
+    kinds = set()
+    for k, char in enumerate("é€ é€€ ".join(random_text(1, 40).split())):
+        asked = [*"abé€ ", "z", "\n"]
+        first = [adapter.probability(c) for c in asked] if k % 2 else None
+        dist = adapter.distribution()
+        want = [dist.get(c, 0.0) for c in asked]
+        assert [adapter.probability(c) for c in asked] == want
+        assert first is None or first == want
+        kinds.update("listed" if c in dist else "unlisted" if p > 0 else "none" for c, p in zip(asked, want))
+        adapter.observe(char)
+    assert kinds >= ({"listed", "none"} if beam is None else {"listed", "unlisted", "none"})
+
+
 def test_unlisted_share_is_conservative():
     """get(c) of an unlisted character is its unexpanded mass over found + all unexpanded mass: below what the
     exact adapter gives it whenever both adapters kept the same coverings (one covering: right after a commit)."""
