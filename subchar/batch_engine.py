@@ -4,7 +4,8 @@ In exact mode the adapter's LM questions depend only on the true text, never on 
 commit point (``subchar.commit_point``) cuts the stream into independent *segments*: after a commit the adapter
 holds the committed tokens' LM state and respells the rest of the buffer from it, nothing else. So:
 
-1. the commit points and committed tokens are found from the text alone (``plan``);
+1. the commit points and committed tokens are found from the text alone (``plan``; with two or more processes the
+   second half is planned by a forked process meanwhile, and joined where the two plans meet);
 2. the trunk — the LM state after each commit — is stepped once along the committed tokens (``states_along``:
    one teacher-forced pass for a model that offers it);
 3. the segments, cut into runs of consecutive segments (*chunks*: one per worker, or of at most the LM's
@@ -36,7 +37,7 @@ import multiprocessing.connection
 import os
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 from eval.errors import UserError
@@ -48,6 +49,7 @@ WORKERS = 16  # chunks streamed at once per process: the rows of the model's for
 PROGRESS_EVERY = 256  # positions between progress reports of one worker
 MAX_PROCESSES = 8  # forked processes sharing the chunks, at most (one per usable core)
 PROCESSES_VARIABLE = "SUBCHAR_PROCESSES"  # environment variable that sets the process count (1: no forking)
+PLAN_SPLIT_CHARS = 4096  # half a text at least this long is planned in a forked process meanwhile
 COHORTS = 2  # worker groups of one lone process whose forward passes and adapter work overlap (one core each)
 
 
@@ -63,23 +65,54 @@ class Segment:
     next_commit: str | None  # None: the last segment
 
 
-def plan(adapter: Any, text: str) -> tuple[list[Segment], list[int]]:
+def plan(adapter: Any, text: str, processes: int = 1) -> tuple[list[Segment], list[int]]:
     """The segments of ``text`` and the committed token ids in order, assuming no LM-dependent fallback
-    (the commit rule of ``CharAdapter._observe_exact``)."""
+    (the commit rule of ``CharAdapter._observe_exact``).
+
+    With ``processes >= 2`` and a long text, a forked process plans the second half from an empty buffer meanwhile
+    (the plan is ~10 pre-tokenizations per commit: 2 s of one core for the 60k window). The plan's state after a
+    commit is only where the buffer starts, so once this walk commits into a state the second half's plan also
+    reached (same position, same rest), the rest is that plan's; until then this walk goes on alone, so the result
+    is always the serial one."""
+    half = len(text) // 2
+    tail = Forked(_plan_tail, adapter, text, half) if processes >= 2 and half >= PLAN_SPLIT_CHARS else None
+    meeting: dict[tuple[int, str], int] | None = None  # (start, rest) of the second half's segments -> their index
     segments: list[Segment] = []
     trunk: list[int] = []
     buffer = rest = ""
     start = 0
-    for position, char in enumerate(text):
-        buffer += char
-        cut = adapter.commit_point(buffer)
-        if cut:
+    try:
+        for position, char in enumerate(text):
+            buffer += char
+            cut = adapter.commit_point(buffer)
+            if not cut:
+                continue
             segments.append(Segment(start, position + 1, rest, len(trunk), buffer[:cut]))
             trunk.extend(adapter._encoding(buffer[:cut])[0])
             buffer = rest = buffer[cut:]
             start = position + 1
+            if tail is None or start < half:
+                continue
+            if meeting is None:
+                tail_segments, tail_trunk, known = tail.result()
+                adapter.commit_point.remember(known)  # the workers forked later find the second half's answers
+                meeting = {(segment.start, segment.rest): k for k, segment in enumerate(tail_segments)}
+            k = meeting.get((start, rest))
+            if k is not None:  # the second half's plan is in this very state: the rest is that plan's
+                shift = len(trunk) - tail_segments[k].trunk_len
+                segments += [replace(s, trunk_len=s.trunk_len + shift) for s in tail_segments[k:]]
+                return segments, trunk + tail_trunk[tail_segments[k].trunk_len :]
+    finally:
+        if tail is not None:
+            tail.close()
     segments.append(Segment(start, len(text), rest, len(trunk), None))
     return segments, trunk
+
+
+def _plan_tail(adapter: Any, text: str, half: int) -> tuple[list[Segment], list[int], dict[str, int]]:
+    """``plan`` of ``text[half:]`` from an empty buffer, in ``text``'s positions, and the commit points it found."""
+    segments, trunk = plan(adapter, text[half:])
+    return [replace(s, start=s.start + half, end=s.end + half) for s in segments], trunk, adapter.commit_point.known
 
 
 class BatchingLM:
@@ -198,7 +231,7 @@ def score(adapter: Any, text: str, bits: bool, workers: int = WORKERS, processes
     ``progress`` hears 0 once the trunk is ready, then how many positions were scored, every ``PROGRESS_EVERY`` or
     so. ``processes`` (default: the usable CPU cores, ``forks``) share the chunks, ``workers`` threads each when the
     LM has ``step_many``."""
-    segments, trunk = plan(adapter, text)
+    segments, trunk = plan(adapter, text, forks(processes, len(text)))
     batched = hasattr(adapter.lm, "step_many")
     count = forks(processes, len(segments))
     size = getattr(adapter.lm, "batch_chunk_chars", None)
@@ -383,11 +416,19 @@ def run_forked(job: Job, parts: list[range]) -> tuple[list[int], int]:
 def run_child(job: Job, part: range, send: Any) -> None:
     """A forked process's work: ``job.run(part)``, its answers (or its error) sent back through ``send``."""
     job.progress = lambda scored: send.send(("progress", scored))
-    try:
+
+    def answers() -> tuple[list[str], list[float] | None, list[int], int]:
         failed, passes = job.run(part)
         start, end = job.span(part)
-        send.send(("done", (job.guesses[start:end], None if job.probs is None else job.probs[start:end], failed,
-                            passes)))
+        return job.guesses[start:end], None if job.probs is None else job.probs[start:end], failed, passes
+
+    send_outcome(send, answers)
+
+
+def send_outcome(send: Any, work: Callable[[], Any]) -> None:
+    """In a forked process: send ``("done", work())`` through ``send``, or ``("error", the error)``."""
+    try:
+        send.send(("done", work()))
     except BaseException as error:  # every error goes back to the parent, which raises it
         try:
             send.send(("error", error))
@@ -397,6 +438,35 @@ def run_child(job: Job, part: range, send: Any) -> None:
             send.send(("error", RuntimeError(f"{type(error).__name__}: {error}")))
     finally:
         send.close()
+
+
+class Forked:
+    """``function(*args)`` running in a forked process meanwhile; ``result()`` waits for its value (or raises its
+    error), ``close()`` stops it if still running."""
+
+    def __init__(self, function: Callable[..., Any], *args: Any) -> None:
+        context = multiprocessing.get_context("fork")
+        self._receive, send = context.Pipe(duplex=False)
+        self._child = context.Process(target=send_outcome, args=(send, lambda: function(*args)), daemon=True)
+        self._child.start()
+        send.close()
+
+    def result(self) -> Any:
+        try:
+            kind, payload = self._receive.recv()
+        except EOFError:
+            self._child.join()
+            raise RuntimeError(f"a batch-engine process died (exit code {self._child.exitcode}); rerun with "
+                               f"{PROCESSES_VARIABLE}=1") from None
+        if kind == "error":
+            raise payload
+        return payload
+
+    def close(self) -> None:
+        if self._child.is_alive():
+            self._child.terminate()
+        self._child.join()
+        self._receive.close()
 
 
 def replay(worker: Any, text: str, start: int, end: int, guesses: list[str], probs: list[float] | None,

@@ -44,6 +44,17 @@ class CommitPoints:
         self.view = view
         self._known: dict[str, int] = {}
 
+    @property
+    def known(self) -> dict[str, int]:
+        """The answers remembered so far (buffer text -> boundary)."""
+        return self._known
+
+    def remember(self, known: dict[str, int]) -> None:
+        """Take answers found elsewhere (the batch engine's forked planner)."""
+        if len(self._known) + len(known) > BOUNDARIES_REMEMBERED:
+            self._known.clear()
+        self._known.update(known)
+
     def __call__(self, text: str) -> int:
         cut = self._known.get(text)
         if cut is None:

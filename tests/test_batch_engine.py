@@ -14,7 +14,9 @@ import pytest
 from eval.evaluate import evaluate
 from subchar import CharAdapter
 from eval.errors import UserError
+from subchar import batch_engine
 from subchar.batch_engine import forks, plan, score
+from subchar.commit_point import CommitPoints
 from test_adapter_exact import random_text, random_vocab
 from test_adapter_reference import RandomTrigramLM, ToyTokenizer
 from test_models import BLOCK, NEURAL, VOCAB, sharpened
@@ -46,6 +48,23 @@ def test_the_stream_has_what_the_engine_must_handle():
     assert len(segments) > 10 and len(trunk) > 3 * BLOCK  # many commit points, context past block_size
     assert any(len(c.encode()) > 1 for c in text)  # multi-byte characters, spelled by split byte tokens too
     assert any(s.rest for s in segments)  # commits that leave a buffer to respell
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the forked planner needs fork (Linux)")
+def test_a_plan_shared_with_a_forked_process_is_the_serial_plan(monkeypatch):
+    """The second half planned in a forked process from an empty buffer, joined where the walk from the start reaches
+    one of its states: the same segments and trunk as one walk, and the second half's commit points remembered."""
+    monkeypatch.setattr(batch_engine, "PLAN_SPLIT_CHARS", 200)
+    tok = random_vocab(11, VOCAB - 9)
+    text = random_text(3, 1200)
+    serial = plan(CharAdapter(RandomTrigramLM(tok.vocab_size, 0), tok), text)
+    asked: list[str] = []  # the buffers this process asked about (the forked one fills its own copy)
+    answer = CommitPoints.__call__
+    monkeypatch.setattr(CommitPoints, "__call__", lambda self, buffer: asked.append(buffer) or answer(self, buffer))
+    adapter = CharAdapter(RandomTrigramLM(tok.vocab_size, 0), tok)
+    assert plan(adapter, text, processes=2) == serial
+    assert len(text) // 2 <= len(asked) < 0.6 * len(text)  # this walk stopped soon after half
+    assert len(adapter.commit_point.known) > len(set(asked))  # the second half's answers were taken over
 
 
 @pytest.mark.parametrize("beam", [None, 3])
