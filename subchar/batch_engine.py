@@ -231,9 +231,10 @@ def score(adapter: Any, text: str, bits: bool, workers: int = WORKERS, processes
     ``progress`` hears 0 once the trunk is ready, then how many positions were scored, every ``PROGRESS_EVERY`` or
     so. ``processes`` (default: the usable CPU cores, ``forks``) share the chunks, ``workers`` threads each when the
     LM has ``step_many``."""
-    segments, trunk = plan(adapter, text, forks(processes, len(text)))
+    most = forks(processes, len(text))
+    segments, trunk = plan(adapter, text, most)
     batched = hasattr(adapter.lm, "step_many")
-    count = forks(processes, len(segments))
+    count = min(most, len(segments))
     size = getattr(adapter.lm, "batch_chunk_chars", None)
     if not batched:
         wanted = count  # threads gain nothing: one chunk per process
@@ -387,9 +388,7 @@ def run_forked(job: Job, parts: list[range]) -> tuple[list[int], int]:
                 try:
                     kind, payload = receive.recv()
                 except EOFError:
-                    child.join()
-                    raise RuntimeError(f"a batch-engine process died (exit code {child.exitcode}, e.g. out of "
-                                       f"memory); rerun with {PROCESSES_VARIABLE}=1, or --engine stream") from None
+                    raise died(child) from None
                 if kind == "progress":
                     if job.progress is not None:
                         job.progress(payload)
@@ -440,6 +439,13 @@ def send_outcome(send: Any, work: Callable[[], Any]) -> None:
         send.close()
 
 
+def died(child: Any) -> RuntimeError:
+    """The error for a forked process that ended without an answer (it is joined first, for its exit code)."""
+    child.join()
+    return RuntimeError(f"a batch-engine process died (exit code {child.exitcode}, e.g. out of memory); rerun with "
+                        f"{PROCESSES_VARIABLE}=1, or --engine stream")
+
+
 class Forked:
     """``function(*args)`` running in a forked process meanwhile; ``result()`` waits for its value (or raises its
     error), ``close()`` stops it if still running."""
@@ -455,9 +461,7 @@ class Forked:
         try:
             kind, payload = self._receive.recv()
         except EOFError:
-            self._child.join()
-            raise RuntimeError(f"a batch-engine process died (exit code {self._child.exitcode}); rerun with "
-                               f"{PROCESSES_VARIABLE}=1") from None
+            raise died(self._child) from None
         if kind == "error":
             raise payload
         return payload
