@@ -78,8 +78,10 @@ def test_ngram_engines_agree(beam):
 
 
 @pytest.mark.parametrize("name", NEURAL)
-def test_neural_engines_agree(name):
-    """float64 weights, so the only difference batching may make (rounding) stays far below 1e-9."""
+def test_neural_engines_agree(name, monkeypatch):
+    """float64 weights, so the only difference batching may make (rounding) stays far below 1e-9. Two processes at
+    most, as on CI: on a many-core machine 8 processes share 60 chars, and each has too few chunks to batch."""
+    monkeypatch.setenv("SUBCHAR_PROCESSES", "2")
     tok = random_vocab(11, VOCAB - 9)
     adapter = CharAdapter(TorchTokenLM(sharpened(name, seed=2).double()), tok, mode="exact", beam=3)
     stream = evaluate(adapter, random_text(3, 60), None, progress=False, engine="stream")
@@ -270,3 +272,17 @@ def test_the_process_count_can_be_set_in_the_environment(monkeypatch):
         monkeypatch.setenv("SUBCHAR_PROCESSES", bad)
         with pytest.raises(UserError, match="SUBCHAR_PROCESSES"):
             forks(None, 50)
+
+
+def test_without_greenlet_a_batched_lm_is_a_clear_error_and_an_unbatched_one_still_scores(monkeypatch):
+    """The batch engine runs a batched LM's workers as greenlets; an exported submission, which inlines it, runs in an
+    image without greenlet, so the import waits until then and its absence names the fix."""
+    monkeypatch.setitem(sys.modules, "greenlet", None)  # ``import greenlet`` now raises ImportError
+    tok = random_vocab(11, VOCAB - 9)
+    text = random_text(3, 120)
+    batched = CharAdapter(BatchedTrigramLM(tok.vocab_size, 0), tok, mode="exact", beam=3)
+    with pytest.raises(UserError, match="pip install greenlet"):
+        score(batched, text, bits=False, processes=1)
+    plain = CharAdapter(RandomTrigramLM(tok.vocab_size, 0), tok, mode="exact", beam=3)
+    guesses, probs = score(plain, text, bits=True, processes=1)
+    assert list(zip(guesses, probs)) == streamed(plain, text)

@@ -169,7 +169,7 @@ class LogprobsOnly:
 
 
 class BatchedNgram(KneserNeyLM):
-    """The n-gram with a batched step: the batch engine then reads it through its worker threads' ``BatchingLM``."""
+    """The n-gram with a batched step: the batch engine then steps it through a ``Cohort`` of workers."""
 
     def step_many(self, states, tokens):
         return [self.step(state, token) for state, token in zip(states, tokens)]
