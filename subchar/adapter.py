@@ -105,7 +105,7 @@ from subchar.batch_engine import score
 from subchar.commit_point import CommitPoints
 from subchar.coverings import Covering, covering_reach, extend_coverings, prefetch_coverings, prune_coverings
 from subchar.diagnostics import Diagnostics
-from subchar.frontier import CharDistribution, CharTable, Expander, Frontier, decisive
+from subchar.frontier import CharDistribution, CharTable, Expander, Frontier, decisive, unlisted_share
 from subchar.lm import TokenLM
 from subchar.lm_cache import LMAnswers
 from subchar.surface_index import SurfaceIndex
@@ -173,8 +173,7 @@ class CharAdapter(CharModel):
         number = self._chars.number.get(char)
         if number is not None and number < len(totals) and totals[number] > 0:
             return float(totals[number] / found)
-        share = unlisted(char) if unlisted is not None and isinstance(char, str) and len(char) == 1 else 0.0
-        return share if share > 0 else 0.0
+        return unlisted_share(unlisted, char, 0.0)
 
     def _expanded(self) -> tuple[Frontier, float, Callable[[str], float] | None]:
         """The frontier after the expansions ``distribution`` follows, its found mass, and the share function of

@@ -125,10 +125,10 @@ class Cohort:
     Python work; the other methods take ``shared``, one lock for all cohorts, so they never run two at once
     (``states_along`` may append to a model's trunk)."""
 
-    def __init__(self, lm: Any, shared: threading.Lock | None = None) -> None:
+    def __init__(self, lm: Any, shared: threading.Lock) -> None:
         self.lm, self.vocab_size = lm, lm.vocab_size
         self.waiting: list[tuple[list[Any], list[int], dict[str, Any]]] = []
-        self.shared = shared or threading.Lock()
+        self.shared = shared
         self.greenlet = greenlet_module()
         self.hub: Any = None  # the greenlet running ``run``, where parked workers switch to
         self.forward_passes = 0

@@ -292,9 +292,13 @@ class CharDistribution(dict):
         self._unlisted = unlisted  # char -> share, or None when nothing was left unexpanded
 
     def get(self, char: Any, default: Any = None) -> Any:
-        if char in self:
-            return self[char]
-        if self._unlisted is None or not isinstance(char, str) or len(char) != 1:
-            return default
-        share = self._unlisted(char)
-        return share if share > 0 else default
+        return self[char] if char in self else unlisted_share(self._unlisted, char, default)
+
+
+def unlisted_share(unlisted: Any, char: Any, default: Any) -> Any:
+    """What ``unlisted`` (char -> share, or None) gives ``char``, a character not listed; ``default`` where it gives
+    nothing (nothing left unexpanded, not one character, or no unexpanded mass of its own)."""
+    if unlisted is None or not isinstance(char, str) or len(char) != 1:
+        return default
+    share = unlisted(char)
+    return share if share > 0 else default
