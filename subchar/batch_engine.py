@@ -44,9 +44,10 @@ from typing import Any, Callable, Sequence
 from eval.errors import UserError
 from subchar.lm import logprobs_many, states_along, step_many
 
-WORKERS = 16  # chunks streamed at once per process: the rows of the model's forward passes, over all cohorts. With two
-# cohorts overlapping, 16 ran as fast as 64 here (hyena, 2 cores) and kept a quarter of the branch states alive: 64
-# workers ran a hyena evaluation of the 60k window out of 24 GB of memory.
+WORKERS = 24  # chunks streamed at once per process: the rows of the model's forward passes, over all cohorts. On 2
+# cores, 24 beat 16 by 2-3% (mamba, hyena; 30k characters) and, with chunks of 32 characters instead of 48, 1-5% for the
+# Transformer (60k); 32 gained no more. More workers keep more branch states alive: 64 ran a hyena evaluation of the
+# 60k window out of 24 GB of memory.
 PROGRESS_EVERY = 256  # positions between progress reports of one worker
 MAX_PROCESSES = 8  # forked processes sharing the chunks, at most (one per usable core)
 PROCESSES_VARIABLE = "SUBCHAR_PROCESSES"  # environment variable that sets the process count (1: no forking)
