@@ -15,7 +15,7 @@ from eval.evaluate import evaluate
 from subchar import CharAdapter
 from eval.errors import UserError
 from subchar import batch_engine
-from subchar.batch_engine import forks, plan, score
+from subchar.batch_engine import CUT_SLACK_CHARS, Segment, chunks_of, forks, plan, score
 from subchar.commit_point import CommitPoints
 from test_adapter_exact import random_text, random_vocab
 from test_adapter_reference import RandomTrigramLM, ToyTokenizer
@@ -48,6 +48,25 @@ def test_the_stream_has_what_the_engine_must_handle():
     assert len(segments) > 10 and len(trunk) > 3 * BLOCK  # many commit points, context past block_size
     assert any(len(c.encode()) > 1 for c in text)  # multi-byte characters, spelled by split byte tokens too
     assert any(s.rest for s in segments)  # commits that leave a buffer to respell
+
+
+def test_chunks_cut_before_the_shortest_rest_near_each_mark():
+    """Chunks cover the segments in order, one per equal-characters mark, each cut within the slack of its mark before
+    the segment of shortest rest there (the next chunk's resume respells it with nothing remembered)."""
+    rng = np.random.default_rng(0)
+    ends = np.cumsum(rng.integers(1, 9, size=400)).tolist()
+    segments = [Segment(start, end, "r" * int(rng.integers(0, 12)), 0, "c")
+                for start, end in zip([0, *ends[:-1]], ends)]
+    for count in (1, 2, 7, 60, 400, 1000):
+        chunks = chunks_of(segments, count)
+        assert [k for chunk in chunks for k in chunk] == list(range(len(segments)))
+        assert len(chunks) == count if 4 * count <= len(segments) else len(chunks) <= count
+        slack = min(ends[-1] / count / 4, CUT_SLACK_CHARS)
+        for j, chunk in enumerate(chunks[:-1], start=1):
+            mark, cut = ends[-1] * j / count, chunk[-1]
+            near = [i for i in range(chunk[0], len(segments) - 1) if mark - slack <= ends[i] <= mark + slack]
+            if near:
+                assert cut in near and len(segments[cut + 1].rest) == min(len(segments[i + 1].rest) for i in near)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the forked planner needs fork (Linux)")
@@ -166,7 +185,7 @@ def test_a_fallback_replays_the_rest_as_a_stream(lm_class, processes):
     unbatched LM in one process streams the whole text as one chunk, where nothing needs replaying)."""
     tok = ToyTokenizer([b"", b"a", b"b", b" ", b"ab"], {0})
     adapter = CharAdapter(lm_class(tok.vocab_size, 3), tok, mode="exact")
-    text = "ab ba ab zab a ba b ab"
+    text = "ab zab ba ab a ba b ab"
     answers = scored(adapter, text, processes)
     assert answers == streamed(adapter, text) and [p for _, p in answers].count(0.0) == 1
     split = lm_class is BatchedTrigramLM or (processes > 1 and FORKS)
