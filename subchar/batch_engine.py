@@ -8,10 +8,11 @@ holds the committed tokens' LM state and respells the rest of the buffer from it
    second half is planned by a forked process meanwhile, and joined where the two plans meet);
 2. the trunk — the LM state after each commit — is stepped once along the committed tokens (``states_along``:
    one teacher-forced pass for a model that offers it);
-3. the segments, cut into runs of consecutive segments (*chunks*: one per worker, or of at most the LM's
-   ``batch_chunk_chars`` characters, ``subchar.lm``), are replayed by many adapters at once, each resumed at its
-   chunk's trunk state (``CharAdapter.resume``) and then streaming through its chunk's commits itself, so that each
-   commit finds the canonical spelling among its coverings and the respelling after it among its remembered steps
+3. the segments, cut into runs of consecutive segments (*chunks*: one per worker, or of about the LM's
+   ``batch_chunk_chars`` characters, ``subchar.lm``; each cut where the next chunk's resume is cheapest,
+   ``chunks_of``), are replayed by many adapters at once, each resumed at its chunk's trunk state
+   (``CharAdapter.resume``) and then streaming through its chunk's commits itself, so that each commit finds the
+   canonical spelling among its coverings and the respelling after it among its remembered steps
    (``LMAnswers.along``). Their LM steps meet in a ``Cohort`` of workers (greenlets on one thread), which asks the
    model once for all of its parked workers (one forward pass of a few dozen branches instead of a few), when the
    LM has ``step_many``. The chunks are shared by one forked process per usable CPU core (the adapters' Python work

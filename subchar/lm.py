@@ -19,7 +19,7 @@ call on one state (a neural network's forward pass), or that have the probabilit
   stepped as one of the coverings, the adapter takes that covering's state as the new commit point and settles it
   (a Transformer copies the branch's keys and values into its trunk), and the answers it remembers for the old
   object hold for the new one;
-- ``batch_chunk_chars: int``: the batch engine (``subchar.batch_engine``) cuts the window into chunks of at most
+- ``batch_chunk_chars: int``: the batch engine (``subchar.batch_engine``) cuts the window into chunks of about
   this many characters, which its workers take in order, so the branches of one ``step_many`` lie close together
   (a Transformer's then read one shared window of its trunk). Without it, one chunk per worker.
 
