@@ -1,8 +1,13 @@
+from __future__ import annotations
+
 import json
 import math
 import signal
+import sys
 import time
+import types
 
+import codecarbon
 import pytest
 
 import eval.energy
@@ -12,7 +17,7 @@ from eval.records import RunRecord, staged_folder, write_json_atomic
 
 
 class FakeGpu:
-    """A GPU whose counter rises 300 J per reading and draws 80 W when idle."""
+    """A GPU whose counter rises 300 J per reading."""
 
     name = "Fake A100"
 
@@ -23,13 +28,15 @@ class FakeGpu:
         self.joules += 300.0
         return self.joules
 
-    def power_W(self):
-        return 80.0
-
 
 class FakeCpu:
+    """A CPU backend that reports 12.5 J for every block."""
+
     def start(self):
         pass
+
+    def read(self):
+        return 0.0
 
     def stop(self):
         return 12.5
@@ -38,6 +45,9 @@ class FakeCpu:
 class BrokenCpu:
     def start(self):
         raise RuntimeError("no RAPL")
+
+    def read(self):
+        raise AssertionError("never called after a failed start")
 
     def stop(self):
         raise AssertionError("never called after a failed start")
@@ -64,19 +74,15 @@ def test_gpu_counter_net_of_given_idle_and_cpu_part():
     assert meter.report.gpu_name == "Fake A100"
 
 
-def test_measured_idle_baseline_is_subtracted_and_floored_at_zero():
-    meter = EnergyMeter(gpu=FakeGpu(), cpu=None, idle_watts=None, idle_seconds=0.06)
-    assert meter.idle_watts == 80.0
-    with meter.phase("train") as phase:
-        time.sleep(0.1)
-    assert phase.gpu_energy_J == pytest.approx(300.0 - 80.0 * phase.duration_s)
+def test_idle_baseline_is_subtracted_and_floored_at_zero():
     huge_idle = EnergyMeter(gpu=FakeGpu(), cpu=None, idle_watts=1e6)
     with huge_idle.phase("train") as phase:
         time.sleep(0.01)
-    assert phase.gpu_energy_J == 0.0
+    assert phase.gpu_energy_J == 0.0 and phase.gpu_available
+    assert EnergyMeter(gpu=None, cpu=None).idle_watts == 50.0  # the benchmark's fixed baseline, never probed
 
 
-def test_phases_are_reported_separately_and_summed():
+def test_phases_outside_a_block_are_blocks_of_their_own():
     meter = EnergyMeter(gpu=FakeGpu(), cpu=FakeCpu(), idle_watts=0.0)
     with meter.phase("tokenizer"):
         pass
@@ -85,17 +91,18 @@ def test_phases_are_reported_separately_and_summed():
     with meter.phase("train"):
         pass
     report = meter.report.to_dict()
-    assert set(report["phases"]) == {"tokenizer", "train"}
+    assert set(report["phases"]) == {"tokenizer", "train"} and len(report["blocks"]) == 3
     assert report["phases"]["train"]["gpu_energy_J"] == 600.0
     assert report["gpu_energy_J"] == 900.0 and report["cpu_energy_J"] == 37.5
 
 
 def test_failing_backend_never_breaks_the_measured_work():
     meter = EnergyMeter(gpu=None, cpu=BrokenCpu())
-    with meter.phase("train") as phase:
-        work = sum(range(1000))
+    with meter.measure():
+        with meter.phase("train") as phase:
+            work = sum(range(1000))
     assert work == 499500
-    assert not phase.cpu_available and phase.cpu_energy_J == 0.0
+    assert not phase.cpu_available and phase.cpu_energy_J == 0.0 and not meter.report.cpu_available
 
 
 def test_timeout_raises_and_keeps_partial_energy():
@@ -139,9 +146,6 @@ class CountingGpu:
     def energy_J(self):
         return self.joules
 
-    def power_W(self):
-        return 50.0
-
 
 def test_each_phase_and_the_total_are_floored_at_50_watts(monkeypatch):
     """Phase 'tokenizer': 10 s, 100 J GPU net + 12.5 J CPU -> its floor 500 J. Phase 'train': 2 s, 1,000 J
@@ -175,6 +179,147 @@ def test_total_floor_wins_when_little_energy_is_measured(monkeypatch):
     report = meter.report
     assert report.phases["train"].duration_s == 6.0 and report.cpu_energy_J == 25.0
     assert report.phases["train"].total_energy_J == report.total_energy_J == 300.0
+
+
+CPU_TICK_KWH = 2.0**-16  # one CodeCarbon sample of the fake tracker: 54.931640625 J, exact in binary
+
+
+class FakePynvml:
+    """The pynvml calls NvmlGpu makes: a counter in integer millijoules, set by the test; reads are logged."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+        self.millijoules = 1_000_000
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return f"gpu{index}"
+
+    def nvmlDeviceGetName(self, handle):
+        return b"Fake A100-SXM4-80GB"
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle):
+        self.events.append("nvml")
+        return self.millijoules
+
+
+class FakeTracker:
+    """CodeCarbon's OfflineEmissionsTracker as CodeCarbonCpu drives it: the CPU samples the test adds count once
+    the tracker accounts them (flush or stop), into ``_total_cpu_energy.kWh``."""
+
+    instances: list[FakeTracker] = []
+
+    def __init__(self, events: list[str], **kwargs) -> None:
+        self.events, self.kwargs = events, kwargs
+        self.pending_kwh = 0.0
+        self._total_cpu_energy = types.SimpleNamespace(kWh=0.0)
+        FakeTracker.instances.append(self)
+
+    def start(self):
+        self.events.append("start")
+
+    def flush(self):
+        self.events.append("flush")
+        self._total_cpu_energy.kWh += self.pending_kwh
+        self.pending_kwh = 0.0
+
+    def stop(self):
+        self.events.append("stop")
+        self._total_cpu_energy.kWh += self.pending_kwh
+        self.pending_kwh = 0.0
+
+
+@pytest.fixture
+def fake_hardware(monkeypatch):
+    """NvmlGpu over a fake pynvml and CodeCarbonCpu over a fake tracker, a clock the test moves, and the log of
+    counter reads and tracker calls in the order they happened."""
+    events: list[str] = []
+    nvml = FakePynvml(events)
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    monkeypatch.setattr(codecarbon, "OfflineEmissionsTracker", lambda **kwargs: FakeTracker(events, **kwargs))
+    monkeypatch.setattr(FakeTracker, "instances", [])
+    clock = FakeClock()
+    monkeypatch.setattr(eval.energy.time, "monotonic", clock)
+    return types.SimpleNamespace(nvml=nvml, clock=clock, events=events,
+                                 tracker=lambda: FakeTracker.instances[-1])
+
+
+def spend(hw, seconds: float, work_J: float, cpu_samples: int) -> None:
+    """``seconds`` pass; the GPU counter rises by its 50 W idle draw plus ``work_J``; the CPU takes samples."""
+    hw.clock.now += seconds
+    hw.nvml.millijoules += round((seconds * 50.0 + work_J) * 1000)
+    hw.tracker().pending_kwh += cpu_samples * CPU_TICK_KWH
+
+
+def test_a_block_is_one_nvml_delta_and_one_codecarbon_tracker_split_into_phases(fake_hardware):
+    """A cell's shape: a gap, probe, tokenizer, a gap, train. The block is charged as the benchmark charges one
+    measure() around train(): duration 17.5 s; NVML 5,215 J - 50 W x 17.5 s = 4,340 J; CPU 8 samples = 439.453125 J;
+    total max(4,779.453125 J, 875 J). Phases are read from the same counter and the same running tracker."""
+    hw = fake_hardware
+    meter = EnergyMeter()
+    assert meter.report.gpu_name == "Fake A100-SXM4-80GB" and hw.events == ["nvml"]  # NvmlGpu probes its counter
+    hw.events.clear()
+    with meter.measure() as block:
+        spend(hw, 1.0, 10.0, 1)  # planning before the first phase
+        with meter.phase("probe") as probe:
+            spend(hw, 2.0, 30.0, 1)
+        with meter.phase("tokenizer") as tokenizer:
+            spend(hw, 4.0, 300.0, 2)
+        spend(hw, 0.5, 0.0, 0)
+        with meter.phase("train") as train:
+            spend(hw, 10.0, 4_000.0, 4)
+    assert len(FakeTracker.instances) == 1
+    assert hw.tracker().kwargs == {"country_iso_code": "USA", "save_to_file": False, "log_level": "error",
+                                   "measure_power_secs": 1.0}
+    assert hw.events == ["nvml", "start", *["nvml", "flush"] * 6, "nvml", "stop"]
+    assert (block.duration_s, block.gpu_energy_J, block.cpu_energy_J) == (17.5, 4_340.0, 439.453125)
+    assert block.total_energy_J == 4_779.453125
+    assert [(p.duration_s, p.gpu_energy_J, p.cpu_energy_J) for p in (probe, tokenizer, train)] == [
+        (2.0, 30.0, 54.931640625), (4.0, 300.0, 109.86328125), (10.0, 4_000.0, 219.7265625)]
+    report = meter.report.to_dict()
+    assert (report["duration_s"], report["gpu_energy_J"], report["cpu_energy_J"], report["total_energy_J"]) == (
+        17.5, 4_340.0, 439.453125, 4_779.453125)
+    assert report["unphased_s"] == 1.5 and report["gpu_available"] and report["cpu_available"]
+    assert list(report["phases"]) == ["probe", "tokenizer", "train"] and len(report["blocks"]) == 1
+
+
+def test_phases_each_restarting_codecarbon_miss_what_lies_between_them(fake_hardware):
+    """The same work as the block above, measured the old way (each phase its own tracker and counter delta): three
+    trackers, and the 1.5 s between phases go unmeasured: 16 s, 4,330 J GPU, 7 samples (4,714.521484375 J in all)
+    against the block's 17.5 s, 4,340 J, 8 samples (4,779.453125 J)."""
+    hw = fake_hardware
+    meter = EnergyMeter()
+    hw.clock.now += 1.0  # planning: no tracker runs, so its CPU sample is lost
+    hw.nvml.millijoules += 60_000
+    with meter.phase("probe"):
+        spend(hw, 2.0, 30.0, 1)
+    with meter.phase("tokenizer"):
+        spend(hw, 4.0, 300.0, 2)
+    hw.clock.now += 0.5
+    hw.nvml.millijoules += 25_000
+    with meter.phase("train"):
+        spend(hw, 10.0, 4_000.0, 4)
+    report = meter.report
+    assert len(FakeTracker.instances) == 3 and len(report.blocks) == 3 and report.unphased_s == 0.0
+    assert (report.duration_s, report.gpu_energy_J, report.cpu_energy_J) == (16.0, 4_330.0, 384.521484375)
+    assert report.total_energy_J == 4_714.521484375
+
+
+def test_a_phase_that_raises_inside_a_block_keeps_its_split_and_the_block_closes(fake_hardware):
+    hw = fake_hardware
+    meter = EnergyMeter()
+    with pytest.raises(TrainingTimeoutError):
+        with meter.measure() as block, meter.phase("train") as train:
+            spend(hw, 3.0, 100.0, 1)
+            raise TrainingTimeoutError("training wall-clock budget exceeded (3.0 s)")
+    assert (train.duration_s, train.gpu_energy_J, train.cpu_energy_J) == (3.0, 100.0, 54.931640625)
+    assert (block.duration_s, block.gpu_energy_J, block.cpu_energy_J) == (3.0, 100.0, 54.931640625)
+    assert hw.events[-2:] == ["nvml", "stop"]
+    with pytest.raises(RuntimeError, match="blocks do not nest"):
+        with meter.measure(), meter.measure():
+            pass
 
 
 def test_run_record_has_benchmark_fields_and_writes_atomically(tmp_path, monkeypatch):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import math
+import random
 import subprocess
 import sys
 import textwrap
@@ -27,25 +29,22 @@ from eval.evaluate import evaluate
 from lab.cell import Cell, CellOptions, run_cell
 from subchar import CharAdapter
 from lab.cli import main
-from zoo.checkpoint import save_checkpoint
+from zoo.checkpoint import load_checkpoint, save_checkpoint
 from zoo.streaming import TorchTokenLM
-from zoo.train import TrainSettings, train
+from zoo.train import TrainSettings, lr_at, train
 
-ROWS = [
-    " The cat sat on the mat . \n",
-    " A dog ran to the park , and the cat sat still . \n",
-    " Café prices rose 3 @-@ 4 % in 2020 ; the park stayed open . \n",
-    " = = The park = = \n",
-]
+SYLLABLES = ("ka", "lo", "ve", "rin", "dor", "sa", "mi", "tul", "bre", "quo", "zen", "fa", "go", "ny", "shi", "ar",
+             "el", "um", "pra", "wex", "té", "os")
 OPTIONS = CellOptions(budget_s=30, mode="exact", beam=4, eval_chars=400, test_chars=0, progress=False)
 TINY_TRANSFORMER = {"block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16}
 
 # Loads a submission exactly as the harness's run_eval.py does (spec_from_file_location "user_submission",
 # never registered in sys.modules, train_text plus valid_text when train() takes it, isinstance against
 # wikitext.CharModel, reset once then predict-before-observe), while a meta-path hook refuses every import
-# the submission file itself makes outside the benchmark image.
+# the submission file itself makes outside the benchmark image. Beside the harness's accuracy it prints the
+# predictions and, from the model's distribution() before each observe, bits/char summed as eval.evaluate sums them.
 HARNESS = textwrap.dedent('''
-    import importlib.abc, importlib.util, inspect, json, sys
+    import importlib.abc, importlib.util, inspect, json, math, sys
     submission, train_file, valid_file, harness_dir = sys.argv[1:5]
     sys.path.insert(0, harness_dir)  # the image sets PYTHONPATH=/workspace, where wikitext.py lives
     ALLOWED = {"torch", "numpy", "tiktoken", "regex", "wikitext"} | set(sys.stdlib_module_names)
@@ -75,11 +74,15 @@ HARNESS = textwrap.dedent('''
         model = module.train(train_text)
     assert isinstance(model, wikitext.CharModel), type(model).__mro__
     model.reset()
-    correct = 0
+    guesses, bit_total = [], 0.0
     for char in valid_text:
-        correct += model.predict() == char
+        guesses.append(model.predict())
+        p = model.distribution().get(char, 0.0)
+        bit_total = bit_total - math.log2(p) if p > 0 else math.inf
         model.observe(char)
-    print(json.dumps({"accuracy": correct / max(1, len(valid_text)), "refused": refused}))
+    correct = sum(guess == char for guess, char in zip(guesses, valid_text))
+    print(json.dumps({"accuracy": correct / max(1, len(valid_text)), "bits_per_char": bit_total / len(valid_text),
+                      "predictions": "".join(guesses), "refused": refused}))
 ''')
 WIKITEXT_STUB = textwrap.dedent('''
     from abc import ABC, abstractmethod
@@ -94,14 +97,43 @@ WIKITEXT_STUB = textwrap.dedent('''
 ''')
 
 
+def varied_rows(seed: int, rows: int) -> list[str]:
+    """Invented WikiText-shaped rows: headings, and sentences over a generated lexicon of ~600 words drawn with
+    Zipf weights, with numbers and commas. Unlike a few rows repeated, a model's order or weights change its
+    bits/char here, and accuracy stays well below 1. Every seed shares the lexicon; the seed picks the text."""
+    lexicon_rng, rng = random.Random(0), random.Random(seed)
+    lexicon = sorted({"".join(lexicon_rng.choices(SYLLABLES, k=lexicon_rng.randint(1, 4))) for _ in range(600)})
+    lexicon_rng.shuffle(lexicon)
+    weights = [1.0 / (rank + 1) for rank in range(len(lexicon))]
+    out = [""]
+    for _ in range(rows):
+        if rng.random() < 0.08:
+            marks = rng.choice(["=", "= ="])
+            title = " ".join(word.capitalize() for word in rng.choices(lexicon, weights, k=rng.randint(1, 3)))
+            out += ["", f" {marks} {title} {marks} \n", ""]
+            continue
+        sentences = []
+        for _ in range(rng.randint(1, 4)):
+            words = rng.choices(lexicon, weights, k=rng.randint(4, 16))
+            words[0] = words[0].capitalize()
+            if rng.random() < 0.3:
+                number = rng.choice([str(rng.randint(1800, 2020)), f"{rng.randint(1, 9)} @,@ {rng.randint(100, 999)}",
+                                     f"{rng.randint(2, 99)} @.@ {rng.randint(0, 9)}"])
+                words.insert(rng.randrange(1, len(words)), number)
+            if len(words) > 6 and rng.random() < 0.5:
+                words.insert(rng.randrange(2, len(words) - 1), ",")
+            sentences.append(" ".join(words) + " .")
+        out.append(" " + " ".join(sentences) + " \n")
+    return out + [""]
+
+
 def write_data(folder: Path) -> tuple[Path, Path]:
-    rows = [""] + ROWS * 30 + [""]
     data = folder / "data"
     data.mkdir()
-    for split in ("valid", "test"):
-        (data / f"wiki.{split}.raw").write_text(raw_from_rows(rows), encoding="utf-8")
+    for split, seed in (("valid", 2), ("test", 3)):
+        (data / f"wiki.{split}.raw").write_text(raw_from_rows(varied_rows(seed, 40)), encoding="utf-8")
     train_file = folder / "train.raw"
-    train_file.write_text(raw_from_rows(rows[::-1] * 3), encoding="utf-8")
+    train_file.write_text(raw_from_rows(varied_rows(1, 250)), encoding="utf-8")
     return data, train_file
 
 
@@ -126,7 +158,40 @@ def load_in_process(path: Path):
     return module
 
 
+def run_in_harness(submission: Path, train_text: str, valid: str, folder: Path) -> dict:
+    """The HARNESS script above in a fresh interpreter: the file's accuracy, bits/char, predictions, refusals."""
+    (folder / "harness").mkdir()
+    (folder / "harness" / "wikitext.py").write_text(WIKITEXT_STUB, encoding="utf-8")
+    (folder / "run_eval.py").write_text(HARNESS, encoding="utf-8")
+    (folder / "train.txt").write_text(train_text, encoding="utf-8")
+    (folder / "valid.txt").write_text(valid, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-I", str(folder / "run_eval.py"), str(submission), str(folder / "train.txt"),
+         str(folder / "valid.txt"), str(folder / "harness")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def checkpoint_scores(checkpoint_dir: Path, valid: str, mode: str, beam: int) -> dict:
+    """What the run's own checkpoint answers on ``valid``, read as the HARNESS script reads a submission."""
+    checkpoint = load_checkpoint(checkpoint_dir)
+    model = CharAdapter(checkpoint.token_lm(), checkpoint.tokenizer, mode=mode, beam=beam)
+    model.reset()
+    guesses, bit_total = [], 0.0
+    for char in valid:
+        guesses.append(model.predict())
+        p = model.distribution().get(char, 0.0)
+        bit_total = bit_total - math.log2(p) if p > 0 else math.inf
+        model.observe(char)
+    correct = sum(guess == char for guess, char in zip(guesses, valid))
+    return {"accuracy": correct / len(valid), "bits_per_char": bit_total / len(valid), "predictions": "".join(guesses),
+            "refused": []}
+
+
 def test_ngram_export_reproduces_the_run_under_the_harness(ngram_run, tmp_path):
+    """Counting is deterministic: the file's accuracy, bits/char and every prediction equal the run's exactly."""
     folder, record, train_text, valid = ngram_run
     path = export.export_run(folder / "run", tmp_path / "out", author="@subchar")
     assert path == tmp_path / "out" / "submission.py"
@@ -135,19 +200,10 @@ def test_ngram_export_reproduces_the_run_under_the_harness(ngram_run, tmp_path):
     assert "__author__ = '@subchar'" in source and "bytebpe300-ngram" in source and "PROXY" in source
     assert f"val char accuracy {record['val_char_accuracy']:.4f}" in " ".join(source.split())
 
-    (tmp_path / "harness").mkdir()
-    (tmp_path / "harness" / "wikitext.py").write_text(WIKITEXT_STUB, encoding="utf-8")
-    (tmp_path / "run_eval.py").write_text(HARNESS, encoding="utf-8")
-    (tmp_path / "train.txt").write_text(train_text, encoding="utf-8")
-    (tmp_path / "valid.txt").write_text(valid, encoding="utf-8")
-    done = subprocess.run(
-        [sys.executable, "-I", str(tmp_path / "run_eval.py"), str(path), str(tmp_path / "train.txt"),
-         str(tmp_path / "valid.txt"), str(tmp_path / "harness")],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result == {"accuracy": record["val_char_accuracy"], "refused": []}
+    result = run_in_harness(path, train_text, valid, tmp_path)
+    assert (result["accuracy"], result["bits_per_char"]) == (record["val_char_accuracy"], record["bits_per_char"])
+    assert result == checkpoint_scores(folder / "run" / "checkpoint", valid, "exact", 4)
+    assert 0.3 < result["accuracy"] < 0.9  # a fixture that leaves room for a wrong model to show
 
 
 def test_ngram_export_runs_under_subchar_evaluate(ngram_run, tmp_path):
@@ -212,9 +268,10 @@ def test_transformer_export_replays_the_training(tmp_path, monkeypatch):
     path = export.export_run(tmp_path / "ckpt", tmp_path / "out", mode="exact", beam=2)
     source = path.read_text(encoding="utf-8")
     assert export.unguarded_imports(source) == []
-    assert "'batch_size': 8" in source and "'max_steps': 3" in source and "SEED = 0\n" in source
+    assert "'batch_size': 8" in source and "SEED = 0\n" in source
     assert str(tmp_path) not in source and "pytest-of" not in source
     module = load_in_process(path)
+    assert module.LR_SCHEDULE == result.lrs and len(result.lrs) == 3
     assert module.TOKENIZER["learning_seconds"] == tokenizer.info.training_seconds
     assert module.TOKENIZER["learning_joules"] is None  # `subchar tokenizer train` meters no energy: said, not guessed
     model = module.train(text.text)
@@ -231,6 +288,26 @@ def test_transformer_export_replays_the_training(tmp_path, monkeypatch):
     harness_seeded = module.train(text.text).lm.model.state_dict()
     assert all(torch.equal(harness_seeded[k], v) for k, v in reseeded.model.state_dict().items())
     assert not torch.equal(harness_seeded["wte.weight"], trained["wte.weight"])
+
+
+def test_a_clock_stopped_transformer_run_replays_under_the_harness(tmp_path):
+    """The run stops on its clock, so its learning rate followed elapsed time. The file replays the rate of each
+    step as the run recorded it: in the harness's loop, on the same device, its every prediction and its bits/char
+    equal the run's checkpoint's exactly."""
+    data, train_file = write_data(tmp_path)
+    text = load_split("train", train_file=str(train_file))
+    valid = load_split("valid", str(data)).text[:300]
+    tokenizer = tokenizers_local.train_tokenizer(text, "bytebpe", 300, progress=False)
+    ids = np.asarray(tokenizer.encode(text.text), dtype=np.int64)
+    result = train("transformer", ids, tokenizer.vocab_size, budget_s=2.0, overrides=TINY_TRANSFORMER, device="cpu",
+                   settings=TrainSettings(progress=False))
+    save_checkpoint(tmp_path / "ckpt", result, tokenizer.save(tmp_path / "tokenizer"), text)
+    path = export.export_run(tmp_path / "ckpt", tmp_path / "out", mode="exact", beam=2)
+
+    assert run_in_harness(path, text.text, valid, tmp_path) == checkpoint_scores(tmp_path / "ckpt", valid, "exact", 2)
+    assert result.stop_reason == "budget" and len(result.lrs) == result.steps > 20
+    by_step = [lr_at(step, step / result.steps, TrainSettings()) for step in range(result.steps)]
+    assert result.lrs != by_step  # what replaying the step count with a step-based schedule got wrong
 
 
 @pytest.mark.parametrize("model_name, overrides", [
@@ -257,10 +334,38 @@ def test_mamba_and_hyena_exports_train_the_same_weights(ngram_run, tmp_path, mod
     assert (got.correct, got.bits_per_char) == (expected.correct, expected.bits_per_char)
 
 
+def test_recorded_rates_replace_lr_and_older_checkpoints_get_a_step_based_schedule(ngram_run, tmp_path):
+    folder, _, train_text, _ = ngram_run
+    tokenizer = tokenizers_local.load(folder / "run" / "tokenizer")
+    ids = np.asarray(tokenizer.encode(train_text), dtype=np.int64)
+    result = train("transformer", ids, tokenizer.vocab_size, budget_s=60, overrides=TINY_TRANSFORMER, device="cpu",
+                   settings=TrainSettings(max_steps=2, progress=False))
+    checkpoint = save_checkpoint(tmp_path / "ckpt", result, folder / "run" / "tokenizer",
+                                 SplitText(train_text, "train", "fixture", proxy=True))
+    module = load_in_process(export.export_run(checkpoint, tmp_path / "out"))
+    assert module.SETTINGS == {"batch_size": 8, "evals": 0, "progress": False, "compile": False}
+    assert module.LR_SCHEDULE == result.lrs
+    with pytest.raises(UserError, match="recorded the learning rate of each of its steps.*--lr applies only to"):
+        export.export_run(checkpoint, tmp_path / "out", lr=0.01)
+
+    manifest_path = checkpoint / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest_path.write_text(json.dumps({**manifest, "lr_schedule": result.lrs[:1]}), encoding="utf-8")
+    with pytest.raises(UserError, match=r"damaged lr_schedule \(1 rates for 2 steps, compiled False\)"):
+        export.export_run(checkpoint, tmp_path / "out")
+    del manifest["lr_schedule"], manifest["compiled"]  # a checkpoint saved before rates were recorded
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    path = export.export_run(checkpoint, tmp_path / "out", lr=0.01)
+    module = load_in_process(path)
+    assert module.SETTINGS == {"batch_size": 8, "evals": 0, "progress": False, "lr": 0.01, "max_steps": 2}
+    assert module.LR_SCHEDULE is None
+    assert "with a step-based learning-rate schedule from lr 0.01" in " ".join(path.read_text().split())
+
+
 def test_only_bytebpe_runs_export(tmp_path, capsys):
     data, train_file = write_data(tmp_path)
     text = load_split("train", train_file=str(train_file))
-    tokenizer = tokenizers_local.train_tokenizer(text, "unigram", 300, progress=False)
+    tokenizer = tokenizers_local.train_tokenizer(text, "unigram", 400, progress=False)
     tokenizer_dir = tokenizer.save(tmp_path / "tokenizer")
     ids = np.asarray(tokenizer.encode(text.text), dtype=np.int64)
     result = train("ngram", ids, tokenizer.vocab_size, overrides={"order": 3})

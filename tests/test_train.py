@@ -93,6 +93,34 @@ def test_same_seed_same_weights():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_each_steps_learning_rate_is_recorded_and_a_replay_gives_the_same_weights():
+    """A clock-stopped run's rates depend on how fast its steps ran; replaying them (``lr_schedule``) with the
+    same seed and ids on the same device trains the same weights, bit for bit."""
+    name = neural_names()[0]
+    settings = TrainSettings(batch_size=4, progress=False, margin_s=0.0)
+    run = train(name, patterned_ids(), 24, budget_s=0.5, overrides=tiny_overrides(name), device="cpu", seed=3,
+                settings=settings, meter=quiet_meter())
+    assert run.stop_reason == "budget" and len(run.lrs) == run.steps > 2 and run.compiled is False
+    replay = train(name, patterned_ids(), 24, budget_s=60, overrides=tiny_overrides(name), device="cpu", seed=3,
+                   settings=TrainSettings(batch_size=4, progress=False, lr_schedule=run.lrs, evals=0),
+                   meter=quiet_meter())
+    assert replay.stop_reason == "max_steps" and replay.steps == run.steps and replay.lrs == run.lrs
+    for a, b in zip(run.model.state_dict().values(), replay.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_a_planned_step_count_gives_a_step_based_schedule():
+    name = neural_names()[0]
+    settings = TrainSettings(batch_size=4, max_steps=4, warmup_steps=2, progress=False)
+    result = train(name, patterned_ids(), 24, budget_s=60, overrides=tiny_overrides(name), device="cpu",
+                   settings=settings, meter=quiet_meter())
+    lr = settings.lr
+    assert result.lrs == [lr * 0.5, lr * (1 - 0.9 * 0.25), lr * (1 - 0.9 * 0.5), lr * (1 - 0.9 * 0.75)]
+    with pytest.raises(UserError, match="max_steps 3 contradicts the 4 learning rates of lr_schedule"):
+        train(name, patterned_ids(), 24, budget_s=60, overrides=tiny_overrides(name), device="cpu", meter=quiet_meter(),
+              settings=TrainSettings(max_steps=3, lr_schedule=result.lrs, progress=False))
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [

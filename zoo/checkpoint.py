@@ -129,6 +129,8 @@ def save_checkpoint(
             "steps": result.steps,
             "stop_reason": result.stop_reason,
             "device": result.device,
+            # what replaying the training takes beyond config and seed (lab.export): each step's learning rate
+            **({} if result.model_name == NGRAM else {"lr_schedule": result.lrs, "compiled": result.compiled}),
             "created_utc": utc_now(),
             "files": {name: file_sha256(staging / name) for name in (CONFIG, weights)},
         }

@@ -20,12 +20,15 @@ When ``bits * order > 62`` the keys do not fit an int64 and :func:`count_tables_
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
 from zoo.ngram import count_tables
 
 DEFAULT_CHUNK_TOKENS = 1 << 24
+PACKED_BITS = 62  # of an int64 key, leaving the sign bit and one spare
 MERGE_FACTOR = 4  # partial tables are merged once they hold this many times the last merged size
 
 
@@ -34,7 +37,12 @@ def token_bits(vocab_size: int) -> int:
 
 
 def fits_packed(vocab_size: int, order: int) -> bool:
-    return token_bits(vocab_size) * order <= 62
+    return token_bits(vocab_size) * order <= PACKED_BITS
+
+
+def max_packed_vocab(order: int) -> int:
+    """The largest vocabulary whose ``order``-grams pack into one key."""
+    return 1 << (PACKED_BITS // order)
 
 
 def pack(window: torch.Tensor, length: int, order: int, bits: int) -> torch.Tensor:
@@ -65,8 +73,10 @@ def count_sorted(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return unique, counts.to(torch.int64)
 
 
-def top_order_counts(ids: np.ndarray, order: int, bits: int, chunk_tokens: int, device: torch.device):
-    """(sorted unique packed n-gram keys, raw counts) over all len(ids) - order + 1 positions."""
+def top_order_counts(ids: np.ndarray, order: int, bits: int, chunk_tokens: int, device: torch.device,
+                     advanced: Callable[[int], object]):
+    """(sorted unique packed n-gram keys, raw counts) over all len(ids) - order + 1 positions; ``advanced`` is
+    told each chunk's length."""
     positions = len(ids) - order + 1
     parts: list[tuple[torch.Tensor, torch.Tensor]] = []
     merged_size = 0
@@ -74,6 +84,7 @@ def top_order_counts(ids: np.ndarray, order: int, bits: int, chunk_tokens: int, 
         length = min(chunk_tokens, positions - start)
         window = torch.from_numpy(np.asarray(ids[start : start + length + order - 1], dtype=np.int64)).to(device)
         parts.append(count_sorted(pack(window, length, order, bits)))
+        advanced(length)
         pending = sum(len(keys) for keys, _ in parts)
         if len(parts) > 1 and pending > MERGE_FACTOR * max(merged_size, chunk_tokens):
             parts = [merge(parts)]
@@ -127,10 +138,12 @@ def count_tables_chunked(
     *,
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
     device: str | torch.device = "cpu",
+    advanced: Callable[[int], object] = lambda tokens: None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """The tables of ``zoo.ngram.count_tables(ids, order, vocab_size)``, counted chunk by chunk on ``device``.
 
     ``ids`` may be any 1-D integer array, a read-only memory map included; ids must lie in [0, vocab_size).
+    ``advanced`` is told how many positions each chunk counted (for progress).
     """
     if order < 1 or len(ids) < order:
         raise ValueError(f"need at least {order} ids and order >= 1 to count {order}-grams")
@@ -146,7 +159,7 @@ def count_tables_chunked(
             counts += torch.bincount(chunk, minlength=vocab_size)
         return [(np.arange(vocab_size, dtype=np.int64), counts.cpu().numpy())]
     bits = token_bits(vocab_size)
-    keys, counts = top_order_counts(ids, order, bits, chunk_tokens, device)
+    keys, counts = top_order_counts(ids, order, bits, chunk_tokens, device, advanced)
     tables = []
     for k in range(order - 1, 0, -1):  # top down: each order needs the one above it
         tail = int(pack(torch.from_numpy(np.asarray(ids[len(ids) - k :], dtype=np.int64)), 1, k, bits))

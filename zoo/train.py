@@ -3,7 +3,11 @@
 The benchmark gives ``train()`` 300 s and disqualifies a run past it, so the loop plans its own stop: it ends when
 the next step would cross ``budget - margin`` (the margin is left for saving), with :func:`eval.guard.
 wall_clock_guard` around it only as a safety net. The learning-rate schedule runs on elapsed *time*, not steps
-(steps per second are unknown in advance; with ``max_steps`` it runs on steps, for reproducibility): short warm-up, then linear decay to 10 % at the planned stop.
+(steps per second are unknown in advance; with ``max_steps`` it runs on steps, for reproducibility): short warm-up,
+then linear decay to 10 % at the planned stop. A time-based schedule depends on how fast each step ran, so the run
+records the learning rate of every step (``TrainResult.lrs``) and whether it compiled; ``TrainSettings.lr_schedule``
+replays such a sequence step for step (an exported submission, ``lab.export``), which on the same device, seed and
+ids gives the same weights.
 
 Optimizer: AdamW (betas 0.9/0.95, weight decay on matrices only). It is the one optimizer known to train all three
 architectures here (attention, selective SSM, implicit long convolutions) well without per-architecture tuning;
@@ -23,8 +27,9 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -67,6 +72,8 @@ class TrainSettings:
     evals: int = 5  # val-loss checks, after the first step and then evenly over the plan
     margin_s: float | None = None  # kept free for saving; default min(15, max(0.5, 5 % of budget))
     max_steps: int | None = None
+    # the learning rate of each step, replayed as given (a recorded run's TrainResult.lrs); it sets the step count
+    lr_schedule: Sequence[float] | None = None
     compile: bool | None = None  # torch.compile; default on CUDA for budgets >= COMPILE_MIN_BUDGET_S
     progress: bool = True
 
@@ -86,6 +93,8 @@ class TrainResult:
     train_loss: float | None = None
     val_losses: list[tuple[int, float]] = field(default_factory=list)
     energy: PhaseEnergy | None = None
+    lrs: list[float] = field(default_factory=list)  # the learning rate each step used, in order (neural models)
+    compiled: bool = False  # whether the steps ran through torch.compile (its kernels round differently from eager)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready facts about the run (no model)."""
@@ -97,6 +106,7 @@ class TrainResult:
             "steps": self.steps,
             "tokens_seen": self.tokens_seen,
             "stop_reason": self.stop_reason,
+            "compiled": self.compiled,
             "train_loss": self.train_loss,
             "val_losses": self.val_losses,
         }
@@ -171,9 +181,11 @@ def ngram_order(overrides: dict[str, Any]) -> int:
     return int(overrides.get("order", NGRAM_DEFAULT_ORDER))
 
 
-def count_ngram_chunked(ids: np.ndarray, vocab_size: int, overrides: dict[str, Any], device: str | None) -> TrainResult:
+def count_ngram_chunked(ids: np.ndarray, vocab_size: int, overrides: dict[str, Any], device: str | None,
+                        advanced: Callable[[int], object] = lambda tokens: None) -> TrainResult:
     """The n-gram's tables (exactly those of ``KneserNeyLM.fit``), counted chunk by chunk by zoo.ngram_count on
-    ``device`` (a GPU when "auto" finds one), reading a memory-mapped id file without copying it whole."""
+    ``device`` (a GPU when "auto" finds one), reading a memory-mapped id file without copying it whole;
+    ``advanced`` is told each chunk's length (for progress)."""
     order = ngram_order(overrides)
     dev = resolve_device(device)
     start = time.monotonic()
@@ -181,7 +193,7 @@ def count_ngram_chunked(ids: np.ndarray, vocab_size: int, overrides: dict[str, A
         ids = check_counting_input(ids, vocab_size, order)
     except ValueError as err:  # the model file raises plain ValueError; here it is the user's setting
         raise UserError(str(err)) from None
-    lm = KneserNeyLM(count_tables_chunked(ids, order, vocab_size, device=dev), vocab_size)
+    lm = KneserNeyLM(count_tables_chunked(ids, order, vocab_size, device=dev, advanced=advanced), vocab_size)
     return ngram_result(lm, order, len(ids), str(dev), time.monotonic() - start)
 
 
@@ -304,6 +316,7 @@ def train_neural(
     settings: TrainSettings,
 ) -> TrainResult:
     start = time.monotonic()
+    planned = planned_steps(settings)
     margin = settings.margin_s if settings.margin_s is not None else min(15.0, max(0.5, 0.05 * budget_s))
     deadline = start + budget_s - margin
     dev = resolve_device(device)
@@ -319,6 +332,7 @@ def train_neural(
     eval_points = [i / settings.evals for i in range(settings.evals)]  # progress at which to check val loss
 
     steps = tokens = 0
+    lrs: list[float] = []
     loss_value: float | None = None
     val_losses: list[tuple[int, float]] = []
     step_time = 0.0  # running estimate of one step, to stop before the deadline, not after it
@@ -330,15 +344,16 @@ def train_neural(
               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}") as bar:
         while True:
             now = time.monotonic()
-            if settings.max_steps is not None and steps >= settings.max_steps:
+            if planned is not None and steps >= planned:
                 stop_reason = "max_steps"
                 break
             if now + step_time > deadline:
                 break
             # the schedule follows steps when a step count is planned (reproducible), else the clock
-            progress = steps / settings.max_steps if settings.max_steps else (now - start) / (deadline - start)
+            progress = steps / planned if planned else (now - start) / (deadline - start)
+            lr = settings.lr_schedule[steps] if settings.lr_schedule is not None else lr_at(steps, progress, settings)
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(steps, progress, settings)
+                group["lr"] = lr
             x, y = batches.train_batch()
             try:
                 loss = next_token_loss(runner, x, y, autocast)
@@ -355,6 +370,7 @@ def train_neural(
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
             optimizer.step()
             steps += 1
+            lrs.append(lr)
             tokens += x.numel()
             loss_value = loss.item()  # syncs the GPU every step: that is what makes the step time below honest
             elapsed = time.monotonic() - now
@@ -380,7 +396,19 @@ def train_neural(
         stop_reason=stop_reason,
         train_loss=loss_value,
         val_losses=val_losses,
+        lrs=lrs,
+        compiled=runner is not model,
     )
+
+
+def planned_steps(settings: TrainSettings) -> int | None:
+    """The step count fixed in advance: the replayed schedule's length, else ``max_steps`` (None: the clock's)."""
+    if settings.lr_schedule is None:
+        return settings.max_steps
+    if settings.max_steps is not None and settings.max_steps != len(settings.lr_schedule):
+        raise UserError(f"max_steps {settings.max_steps} contradicts the {len(settings.lr_schedule)} learning rates "
+                        "of lr_schedule; give one of them")
+    return len(settings.lr_schedule)
 
 
 @torch.no_grad()

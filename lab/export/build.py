@@ -41,6 +41,7 @@ from tokenizers_local import to_tiktoken
 
 TRAIN_BUDGET_S = 285.0  # the harness disqualifies at 300 s; the trainer plans its own stop inside this
 RANKS_PER_LINE = 12
+FLOATS_PER_LINE = 5
 
 
 # --- generating the file ---------------------------------------------------------------------------------------
@@ -68,6 +69,7 @@ def build_submission(facts: RunFacts, batch_size: int | None = None, lr: float |
         body = (*parts.ADAPTER, *parts.MODEL_PARTS[model], *parts.NEURAL_TRAINER)
         settings = train_settings(facts, batch_size, lr)
         constants.update(MODEL_NAME=model, TRAIN_BUDGET_S=TRAIN_BUDGET_S, SEED=facts.seed, SETTINGS=settings,
+                         LR_SCHEDULE=checkpoint.manifest.get("lr_schedule"),
                          CONFIG={k: v for k, v in checkpoint.config.items() if k != "vocab_size"})
         entry = parts.NEURAL_ENTRY
     constants["TOKENIZER"] = tokenizer_facts(facts)
@@ -129,14 +131,22 @@ def header_docstring(facts: RunFacts, settings: dict[str, Any] | None, tokenizer
         recipe = (f"train() counts the train text's {config['order']}-grams (modified Kneser-Ney), as the run did; "
                   "counting is deterministic, so it takes no seed.")
     else:
-        exact = ("It planned its steps too, so on the run's device the weights are the run's."
-                 if manifest.get("stop_reason") == "max_steps" else
-                 "The run stopped on its clock, with a time-based learning-rate schedule; the export replays its "
-                 "step count with a step-based one: the same recipe, not bit-identical weights.")
+        if "lr_schedule" in manifest:
+            schedule = ("the learning rate the run used at each step (LR_SCHEDULE, recorded by the run"
+                        + ("" if manifest.get("stop_reason") == "max_steps" else ", whose schedule followed its clock")
+                        + f"), {'compiled' if settings['compile'] else 'eager'} as the run was")
+            exact = ("Given the run's train text, on the run's device and seed, the weights are the run's, bit for "
+                     "bit; another device (e.g. a GPU for a CPU run) rounds differently.")
+        else:
+            schedule = f"a step-based learning-rate schedule from lr {settings['lr']:g}"
+            exact = ("It planned its steps too, so on the run's device the weights are the run's."
+                     if manifest.get("stop_reason") == "max_steps" else
+                     "The run stopped on its clock, with a time-based schedule, and its checkpoint predates recorded "
+                     "schedules: the same recipe, not bit-identical weights.")
         recipe = (f"train() trains {facts.checkpoint.model_name} {config} from scratch: seed {facts.seed} (SEED; "
                   "the harness's when it sets the SEED environment variable, as `submit.py --seed N` does), "
-                  f"{settings['max_steps']} steps of batch {settings['batch_size']}, lr {settings['lr']:g}, as "
-                  f"the run (on {manifest.get('device')}). {exact}")
+                  f"{manifest['steps']} steps of batch {settings['batch_size']} with {schedule}, as the run (on "
+                  f"{manifest.get('device')}). {exact}")
     joules = tokenizer["learning_joules"]
     cost = f"{tokenizer['learning_seconds']:.2f} s and " + (
         f"{joules:,.1f} J" if joules is not None else "unmeasured joules (`subchar tokenizer train` has no meter)")
@@ -165,6 +175,10 @@ def header_docstring(facts: RunFacts, settings: dict[str, Any] | None, tokenizer
 def constant_line(name: str, value: Any) -> str:
     if name == "MERGEABLE_RANKS":  # one token per base64 word, many per line: readable and diff-friendly
         return f'{name} = """\n{value}\n"""\n'
+    if isinstance(value, list):  # a float per step, FLOATS_PER_LINE to a line (repr round-trips a float exactly)
+        items = [repr(item) for item in value]
+        rows = ("    " + ", ".join(items[i : i + FLOATS_PER_LINE]) + "," for i in range(0, len(items), FLOATS_PER_LINE))
+        return f"{name} = [\n" + "\n".join(rows) + "\n]\n"
     if isinstance(value, dict):  # one entry to a line when they do not fit on one
         return f"{name} = {pprint.pformat(value, width=116, sort_dicts=False)}\n"
     return f"{name} = {value!r}\n"

@@ -39,7 +39,7 @@ NEURAL_TRAINER = (
     Part("zoo.train", (
         "log", "CPU_MAX_BLOCK_SIZE", "COMPILE_MIN_BUDGET_S", "TrainSettings", "TrainResult", "resolve_device",
         "seed_everything", "check_ids", "build_model", "own_model", "make_optimizer", "lr_at", "Batches", "next_token_loss",
-        "train_neural", "validation_loss",
+        "train_neural", "planned_steps", "validation_loss",
     )),
 )
 MODEL_PARTS = {

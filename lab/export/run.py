@@ -84,8 +84,10 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def train_settings(facts: RunFacts, batch_size: int | None, lr: float | None) -> dict[str, Any]:
-    """The TrainSettings that replay the run: its step count (the schedule then follows steps), its batch size
-    (from tokens seen = steps x batch x block) and learning rate; no validation passes (they change no weight)."""
+    """The TrainSettings that replay the run: its batch size (from tokens seen = steps x batch x block), no
+    validation passes (they change no weight) and either its recorded learning rate of every step and its
+    torch.compile choice, or, for a checkpoint from before those were recorded, its step count with a step-based
+    schedule from ``lr`` (the same recipe, not the same weights when the run followed its clock)."""
     manifest, config = facts.checkpoint.manifest, facts.checkpoint.config
     steps = int(manifest["steps"])
     if steps <= 0:
@@ -94,5 +96,16 @@ def train_settings(facts: RunFacts, batch_size: int | None, lr: float | None) ->
         batch_size, rest = divmod(int(manifest["tokens_seen"]), steps * int(config["block_size"]))
         if rest or batch_size <= 0:
             raise UserError(f"cannot tell the batch size {facts.checkpoint.path} was trained with; pass --batch-size")
-    return {"batch_size": batch_size, "lr": TrainSettings.lr if lr is None else lr, "max_steps": steps,
-            "evals": 0, "progress": False}
+    settings: dict[str, Any] = {"batch_size": batch_size, "evals": 0, "progress": False}
+    schedule = manifest.get("lr_schedule")
+    if schedule is None:
+        return {**settings, "lr": TrainSettings.lr if lr is None else lr, "max_steps": steps}
+    if lr is not None:
+        raise UserError(f"{facts.checkpoint.path} recorded the learning rate of each of its steps, which the export "
+                        "replays; --lr applies only to checkpoints without one")
+    compiled = manifest.get("compiled")
+    if len(schedule) != steps or not all(isinstance(rate, float) for rate in schedule) \
+            or not isinstance(compiled, bool):
+        raise UserError(f"{facts.checkpoint.path / MANIFEST} has a damaged lr_schedule ({len(schedule)} rates for "
+                        f"{steps} steps, compiled {compiled!r}); train the run again")
+    return {**settings, "compile": compiled}

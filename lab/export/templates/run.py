@@ -21,5 +21,6 @@ MODEL_NAME: str = ""  # neural runs
 TRAIN_BUDGET_S: float = 285.0
 SEED: int = 0  # the run's seed: train() uses it unless the harness passes one (SEED in the environment)
 SETTINGS: dict[str, Any] = {}
+LR_SCHEDULE: list[float] | None = None  # the learning rate of each of the run's steps, replayed as recorded
 CONFIG: dict[str, Any] = {}
 TOKENIZER: dict[str, Any] = {}  # what learning the tokenizer was (family, vocab, text digest) and cost
