@@ -13,17 +13,21 @@ for the 540 MB train split during development; it is tagged ``proxy=True`` and r
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
 import shutil
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Literal, get_args
 
 from eval.errors import UserError
-from eval.leak import ValFingerprint, refuse_val_file_name
+from eval.leak import LeakFinding, ValFingerprint, refuse_val_file_name
+from eval.progress import phase
 from eval.records import write_text_atomic
 
 Split = Literal["train", "valid", "test"]
@@ -32,6 +36,9 @@ VAL_WINDOW_CHARS = 60_000
 HF_DATASET = ("Salesforce/wikitext", "wikitext-103-raw-v1")
 HF_SPLIT_NAMES = {"train": "train", "valid": "validation", "test": "test"}
 FETCH_HINT = "run `subchar data fetch --data-dir DIR` or pass --data-dir / set SUBCHAR_DATA"
+READ_BYTES = 1 << 26  # a file is read, decoded and baked this many bytes at a time
+DIGEST_CHARS = 1 << 24  # text hashed per UTF-8 encode
+PARQUET_BATCH_ROWS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -49,8 +56,20 @@ class SplitText:
         return self if chars is None else replace(self, text=self.text[:chars])
 
     def digest(self) -> str:
-        """sha256 of the UTF-8 text, to tie tokenizers and models to the exact text they saw."""
-        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+        """sha256 of the UTF-8 text, to tie tokenizers and models to the exact text they saw (computed once)."""
+        return self._sha256
+
+    @cached_property
+    def _sha256(self) -> str:
+        return text_sha256(self.text)
+
+
+def text_sha256(text: str) -> str:
+    """sha256 of the UTF-8 text, hashed in slices so no UTF-8 copy of a 540 MB text is made."""
+    digest = hashlib.sha256()
+    for start in range(0, len(text), DIGEST_CHARS):
+        digest.update(text[start : start + DIGEST_CHARS].encode("utf-8"))
+    return digest.hexdigest()
 
 
 def require_train(text: SplitText | str, purpose: str) -> SplitText:
@@ -92,32 +111,57 @@ def resolve_train_file(train_file: str | os.PathLike | None) -> Path | None:
     return Path(chosen).expanduser() if chosen else None
 
 
-def read_utf8(path: Path, hint: str = FETCH_HINT) -> str:
+def read_utf8(path: Path, hint: str = FETCH_HINT, bake: bool = False, progress: bool = False) -> str:
+    """The UTF-8 text of ``path`` (``bake``: turned into the benchmark's stream, :func:`stream_from_raw`).
+
+    Read, decoded and baked block by block, cut after a line end (so the bake of the pieces, joined by ``\\n``,
+    is the bake of the whole): the peak is about twice the text, its pieces and the joined string, where
+    decoding and splitting a 540 MB file whole held four or five copies.
+    """
     try:
-        data = path.read_bytes()
+        handle = open(path, "rb")
     except FileNotFoundError:
         raise UserError(f"file not found: {path}; {hint}") from None
     except IsADirectoryError:
         raise UserError(f"{path} is a directory, expected a text file") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise UserError(f"{path} is not UTF-8 (byte {err.start}); re-save it as UTF-8") from None
-    if not text:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    pieces: list[str] = []
+    carry, read = "", 0
+    with handle, phase(f"read {path.name}", path.stat().st_size, "byte", progress) as shown:
+        while True:
+            block = handle.read(READ_BYTES)
+            pending = len(decoder.getstate()[0])  # bytes of a character the last block cut in two
+            try:
+                text = carry + decoder.decode(block, final=not block)
+            except UnicodeDecodeError as err:
+                offset = read - pending + err.start
+                raise UserError(f"{path} is not UTF-8 (byte {offset}); re-save it as UTF-8") from None
+            read += len(block)
+            shown.update(len(block))
+            cut = text.rfind("\n") + 1 if bake and block else len(text)
+            if cut:
+                pieces.append(stream_from_raw(text[:cut]) if bake else text[:cut])
+            carry = text[cut:]
+            if not block:
+                break
+    if not pieces:
         raise UserError(f"{path} is empty; point at a non-empty text file")
-    return text
+    return ("\n" if bake else "").join(pieces)
 
 
 def load_split(
     split: str,
     data_dir: str | os.PathLike | None = None,
     train_file: str | os.PathLike | None = None,
+    *,
+    progress: bool = False,
 ) -> SplitText:
     """Load one split as the benchmark's stream; ``train_file`` (or SUBCHAR_TRAIN_FILE) is a proxy train text.
 
     A ``.raw`` proxy file goes through the same bake rule as the real splits; any other file is used as is.
     Train text is refused when it holds validation text (``eval.leak``), checked against the valid split of the
-    data directory and of the proxy file's own folder, whichever are there.
+    data directory and of the proxy file's own folder, whichever are there. Every source is read in blocks
+    (``progress``: with a bar or a log line per phase), so the 540 MB split costs about twice its size at peak.
     """
     split = check_split(split)
     root = resolve_data_dir(data_dir)
@@ -125,44 +169,61 @@ def load_split(
         proxy_path = resolve_train_file(train_file)
         if proxy_path is not None:
             refuse_val_file_name(proxy_path)
-            text = read_utf8(proxy_path, "check the --train-file path (or SUBCHAR_TRAIN_FILE)")
-            if proxy_path.suffix == ".raw":
-                text = stream_from_raw(text)
+            text = read_utf8(proxy_path, "check the --train-file path (or SUBCHAR_TRAIN_FILE)",
+                             bake=proxy_path.suffix == ".raw", progress=progress)
             home = root if root is not None else proxy_path.parent  # where its val split is looked for (leak, eval)
             train = SplitText(text, "train", str(proxy_path), proxy=True, data_dir=str(home.resolve()))
-            refuse_val_leak(train, [root, proxy_path.parent])
+            refuse_val_leak(train, [root, proxy_path.parent], progress)
             return train
     if root is None:
         raise UserError(f"no data directory given for the {split} split; {FETCH_HINT}")
     if not root.is_dir():
         raise UserError(f"data directory {root} does not exist; {FETCH_HINT}")
-    loaded = split_in_folder(root, split)
+    loaded = split_in_folder(root, split, progress)
     if loaded is None:
         hint = " (or pass --train-file PATH for a proxy train text)" if split == "train" else ""
         raise UserError(f"no wiki.{split}.raw or {split} parquet shards in {root}; {FETCH_HINT}{hint}")
     if split == "train":
-        refuse_val_leak(loaded, [root])
+        refuse_val_leak(loaded, [root], progress)
     return loaded
 
 
-def split_in_folder(root: Path, split: Split) -> SplitText | None:
+def split_in_folder(root: Path, split: Split, progress: bool = False) -> SplitText | None:
     """``wiki.<split>.raw`` or the split's parquet shards in ``root``, baked into the stream; None if absent."""
     raw_path = root / f"wiki.{split}.raw"
     if raw_path.is_file():
-        return SplitText(stream_from_raw(read_utf8(raw_path)), split, str(raw_path), data_dir=str(root.resolve()))
+        return SplitText(read_utf8(raw_path, bake=True, progress=progress), split, str(raw_path),
+                         data_dir=str(root.resolve()))
     shards = parquet_shards(root, split)
     if shards:
-        return SplitText("\n".join(rows_from_parquet(shards)), split, f"{root} ({len(shards)} parquet shards)",
+        return SplitText(stream_from_parquet(shards, progress), split, f"{root} ({len(shards)} parquet shards)",
                          data_dir=str(root))
     return None
 
 
-def refuse_val_leak(train: SplitText, folders: list[Path | None]) -> None:
-    """Check ``train`` against the valid split of each of ``folders`` that has one (none: nothing to leak)."""
+def has_split(root: Path, split: Split) -> bool:
+    """Whether ``root`` holds the split, without reading it."""
+    return (root / f"wiki.{split}.raw").is_file() or bool(parquet_shards(root, split))
+
+
+LEAK_FINDINGS: dict[tuple[str, str], LeakFinding] = {}  # (train digest, valid digest) -> what the check found
+
+
+def refuse_val_leak(train: SplitText, folders: list[Path | None], progress: bool = False) -> None:
+    """Check ``train`` against the valid split of each of ``folders`` that has one (none: nothing to leak).
+
+    The finding is remembered by the two texts' digests, so a command that loads the same text again (or a
+    process running several cells) checks it once.
+    """
     for folder in {folder.resolve() for folder in folders if folder is not None and folder.is_dir()}:
         val = split_in_folder(folder, "valid")
-        if val is not None:
-            ValFingerprint.of(val.text, VAL_WINDOW_CHARS).refuse_leak(train.text, train.source)
+        if val is None:
+            continue
+        key = (train.digest(), val.digest())
+        if key not in LEAK_FINDINGS:
+            with phase("leak check", len(train.text), enabled=progress) as shown:
+                LEAK_FINDINGS[key] = ValFingerprint.of(val.text, VAL_WINDOW_CHARS).find(train.text, shown.update)
+        LEAK_FINDINGS[key].refuse(train.source)
 
 
 def val_window(data_dir: str | os.PathLike | None = None, chars: int = VAL_WINDOW_CHARS) -> SplitText:
@@ -175,17 +236,31 @@ def parquet_shards(root: Path, split: Split) -> list[Path]:
     return sorted(p for p in root.rglob(f"{name}-*.parquet") if p.is_file())
 
 
-def rows_from_parquet(shards: list[Path]) -> list[str]:
+def parquet_batches(shards: list[Path]) -> Iterator[list[str]]:
+    """The ``text`` rows of the shards, a batch at a time (a whole table of the train split is ~1 GB in Arrow)."""
     import pyarrow.parquet as pq  # heavy, and needed only when the data folder holds parquet shards
 
-    rows: list[str] = []
     for shard in shards:
         try:
-            table = pq.read_table(shard, columns=["text"])
+            for batch in pq.ParquetFile(shard).iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=["text"]):
+                yield batch.column("text").to_pylist()
         except Exception as err:  # pyarrow raises several types for unreadable files
-            raise UserError(f"cannot read parquet shard {shard} ({type(err).__name__}); delete it and fetch again") from None
-        rows.extend(table.column("text").to_pylist())
-    return rows
+            raise UserError(
+                f"cannot read parquet shard {shard} ({type(err).__name__}); delete it and fetch again") from None
+
+
+def rows_from_parquet(shards: list[Path]) -> list[str]:
+    return [row for batch in parquet_batches(shards) for row in batch]
+
+
+def stream_from_parquet(shards: list[Path], progress: bool = False) -> str:
+    """``"\\n".join(rows)`` of the shards, joined per batch first (so the rows are never all held as objects)."""
+    pieces = []
+    with phase(f"read {len(shards)} parquet shards", sum(p.stat().st_size for p in shards), "byte", progress) as shown:
+        for shard in shards:
+            pieces.extend("\n".join(batch) for batch in parquet_batches([shard]) if batch)
+            shown.update(shard.stat().st_size)
+    return "\n".join(pieces)
 
 
 def hub_reachable(timeout_s: float = 3.0) -> bool:

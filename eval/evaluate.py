@@ -13,11 +13,11 @@ import math
 import time
 from dataclasses import asdict, dataclass
 
-from tqdm import tqdm
 
 from eval.contract import CharModel
 from eval.data import VAL_WINDOW_CHARS
 from eval.errors import UserError
+from eval.progress import phase
 
 
 @dataclass(frozen=True)
@@ -87,15 +87,13 @@ def evaluate(
     stream = text if max_chars is None else text[:max_chars]
     if engine == "batch" and hasattr(model, "batch_scores"):
         start = time.perf_counter()
-        with tqdm(total=len(stream), desc="eval (batch): preparing", unit="char", disable=not progress,
-                  mininterval=1.0) as bar:
+        with phase("eval (batch): preparing", len(stream), enabled=progress) as shown:
 
             def advance(scored: int) -> None:
                 if scored == 0:  # preparation done: the rate and time left count from here, not from the start
-                    bar.set_description("eval (batch)", refresh=False)
-                    bar.reset(total=len(stream))
+                    shown.restart("eval (batch)")
                 else:
-                    bar.update(scored)
+                    shown.update(scored)
 
             scored = model.batch_scores(stream, bits, progress=advance)
         if scored is not None:
@@ -104,19 +102,21 @@ def evaluate(
     guesses: list[str] = []
     probs: list[float] | None = [] if bits else None
     start = time.perf_counter()
-    for position, true_char in enumerate(tqdm(stream, desc="eval", unit="char", disable=not progress, mininterval=1.0)):
-        guess = model.predict()
-        if not isinstance(guess, str) or len(guess) > 1:
-            raise UserError(
-                f"{type(model).__name__}.predict() returned {guess!r} at position {position}; "
-                "it must return one character (or '' to abstain)"
-            )
-        guesses.append(guess)
-        if probs is not None:
-            dist = model.distribution()
-            if dist is None:
-                probs = None
-            else:
-                probs.append(dist.get(true_char, 0.0))
-        model.observe(true_char)
+    with phase("eval", len(stream), enabled=progress) as shown:
+        for position, true_char in enumerate(stream):
+            guess = model.predict()
+            if not isinstance(guess, str) or len(guess) > 1:
+                raise UserError(
+                    f"{type(model).__name__}.predict() returned {guess!r} at position {position}; "
+                    "it must return one character (or '' to abstain)"
+                )
+            guesses.append(guess)
+            if probs is not None:
+                dist = model.distribution()
+                if dist is None:
+                    probs = None
+                else:
+                    probs.append(dist.get(true_char, 0.0))
+            model.observe(true_char)
+            shown.update(1)
     return scores(stream, guesses, probs, time.perf_counter() - start, "stream")

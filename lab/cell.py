@@ -12,6 +12,7 @@ runs as well (``lab.export``).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,10 @@ from eval.energy import EnergyMeter
 from eval.errors import UserError
 from eval.evaluate import EvalResult, evaluate
 from eval.guard import MAX_TRAIN_SECONDS, TrainingTimeoutError, wall_clock_guard
+from eval.memory import peak_rss_gb, reset_peak_rss
+from eval.progress import phase
 from eval.records import RunRecord, write_json_atomic
-from lab.cell_phases import phase_table, prepare_ids, train_budget
+from lab.cell_phases import phase_table, prepare_char_ids, prepare_ids, train_budget
 from subchar import CharAdapter
 from zoo.char_baseline import CharKneserNey
 from zoo import mamba
@@ -38,6 +41,7 @@ from zoo.train import (
     TrainSettings,
     check_ids,
     count_ngram_chunked,
+    resolve_device,
     seed_everything,
     train_neural,
 )
@@ -97,11 +101,14 @@ def run_cell(
     run_dir: str | Path,
     data_dir: str | None = None,
     train_file: str | None = None,
+    train: SplitText | None = None,
 ) -> dict[str, Any]:
-    """Train and evaluate one cell; returns its run record (also saved as ``run_dir/record.json``)."""
+    """Train and evaluate one cell; returns its run record (also saved as ``run_dir/record.json``). ``train`` is
+    the train text when the caller has read it already (``train_chars`` applied)."""
     run_dir = Path(run_dir)
+    reset_peak_rss()
     write_json_atomic(run_dir / "cell.json", {"cell": asdict(cell), "options": options.to_dict()})
-    train = load_split("train", data_dir, train_file).prefix(options.train_chars)
+    train = train or load_split("train", data_dir, train_file, progress=options.progress).prefix(options.train_chars)
     valid = load_split("valid", data_dir).text
     test = load_split("test", data_dir).text
     meter = EnergyMeter()
@@ -129,26 +136,27 @@ def run_cell(
 def train_cell(cell: Cell, options: CellOptions, train: SplitText, run_dir: Path, meter: EnergyMeter):
     """The measured part: returns the trained CharModel and facts about tokenizer and model."""
     if cell.model == CHAR_BASELINE:
-        with meter.phase("train"), wall_clock_guard(options.budget_s):
-            model = CharKneserNey.fit(train, order=options.char_order)
-        return model, {"model": {"name": CHAR_BASELINE, "config": {"order": options.char_order}}}
+        return train_char_baseline(options, train, run_dir, meter)
 
     overrides = options.overrides.get(cell.model, {})
     order = int(overrides.get("order", NGRAM_DEFAULT_ORDER)) if cell.model == NGRAM else None
-    prepared, started = prepare_ids(cell.family, cell.vocab_size, order, train, options.budget_s, meter,
-                                    ids_cache_dir(run_dir, options), progress=options.progress)
-    tokenizer, ids = prepared.tokenizer, prepared.id_file.ids()
-    remaining = train_budget(options.budget_s - (time.monotonic() - started), prepared.plan, cell.model == NGRAM)
-    if remaining <= 0:
-        raise TrainingTimeoutError(f"the tokenizer took the whole {options.budget_s:g} s budget")
-    with meter.phase("train"), wall_clock_guard(remaining):
-        if cell.model == NGRAM:
-            adapter, result = ngram_char_model(ids, tokenizer.vocab_size, tokenizer, overrides, options.mode,
-                                               options.beam, prune=options.prune)  # a GPU counts when present
-        else:
-            adapter, result = neural_char_model(cell.model, ids, tokenizer.vocab_size, tokenizer, remaining, overrides,
-                                                options.device, options.seed, TrainSettings(), options.mode,
-                                                options.beam, prune=options.prune)
+    with meter.measure():  # one block, as the benchmark measures train(); saving below is not part of it
+        prepared, started = prepare_ids(cell.family, cell.vocab_size, order, train, options.budget_s, meter,
+                                        ids_cache_dir(run_dir, options), progress=options.progress)
+        tokenizer, ids = prepared.tokenizer, prepared.id_file.ids()
+        remaining = train_budget(options.budget_s - (time.monotonic() - started), prepared.plan, cell.model == NGRAM)
+        if remaining <= 0:
+            raise TrainingTimeoutError(f"the tokenizer took the whole {options.budget_s:g} s budget")
+        with meter.phase("train"), wall_clock_guard(remaining):
+            if cell.model == NGRAM:
+                with phase(f"count {order}-grams", len(ids), "token", options.progress) as shown:
+                    adapter, result = ngram_char_model(ids, tokenizer.vocab_size, tokenizer, overrides, options.mode,
+                                                       options.beam, prune=options.prune,  # a GPU counts when present
+                                                       advanced=shown.update)
+            else:
+                adapter, result = neural_char_model(cell.model, ids, tokenizer.vocab_size, tokenizer, remaining,
+                                                    overrides, options.device, options.seed, TrainSettings(),
+                                                    options.mode, options.beam, prune=options.prune)
     tokenizer_dir = tokenizer.save(run_dir / "tokenizer")
     save_checkpoint(run_dir / "checkpoint", result, tokenizer_dir, train)
     facts = {
@@ -173,6 +181,29 @@ def train_cell(cell: Cell, options: CellOptions, train: SplitText, run_dir: Path
     return adapter, facts
 
 
+def train_char_baseline(options: CellOptions, train: SplitText, run_dir: Path, meter: EnergyMeter):
+    """The char-KN baseline through the same planned, bounded phases as a subword n-gram cell."""
+    order, device = options.char_order, str(resolve_device(options.device))
+    with meter.measure():  # one block, as the benchmark measures train()
+        prepared, started = prepare_char_ids(order, train, options.budget_s, meter, ids_cache_dir(run_dir, options),
+                                             progress=options.progress)
+        vocabulary, ids = prepared.tokenizer, prepared.id_file.ids()
+        remaining = options.budget_s - (time.monotonic() - started)
+        if remaining <= 0:
+            raise TrainingTimeoutError(f"the data phases took the whole {options.budget_s:g} s budget")
+        with meter.phase("train"), wall_clock_guard(remaining):
+            counting_started = time.monotonic()
+            model = CharKneserNey.count(ids, vocabulary, order, device, progress=options.progress)
+            counting_s = time.monotonic() - counting_started
+    model_facts = {
+        "name": CHAR_BASELINE,
+        "config": {"order": order},
+        "vocabulary": vocabulary.facts(),
+        "train": {"device": device, "seconds": counting_s, "tokens_seen": len(ids), "stop_reason": "counted"},
+    }
+    return model, {"data": prepared.facts(), "plan": prepared.plan, "model": model_facts}
+
+
 def mamba_scan(model: mamba.Model, device: str) -> str:
     """Which scan trained a Mamba model: mamba-ssm's fused kernel (CUDA, installed) or the pure-torch reference."""
     fused = model.blocks[0].mixer.use_fused and device.startswith("cuda") and mamba.selective_scan_fn is not None
@@ -181,12 +212,12 @@ def mamba_scan(model: mamba.Model, device: str) -> str:
 
 def ngram_char_model(
     ids: np.ndarray, vocab_size: int, tokenizer: Any, overrides: dict[str, Any], mode: str, beam: int | None,
-    device: str = "auto", prune: float | None = None,
+    device: str = "auto", prune: float | None = None, advanced: Callable[[int], object] = lambda tokens: None,
 ) -> tuple[CharAdapter, TrainResult]:
-    """Count the n-gram on the token ids (chunked, on the GPU when ``device`` finds one) and read it per character:
-    a cell's model step, which an exported n-gram submission's ``train()`` runs too (``tokenizer`` may be a
-    tiktoken Encoding there)."""
-    result = count_ngram_chunked(check_ids(ids, vocab_size), vocab_size, overrides, device)
+    """Count the n-gram on the token ids (chunked, on the GPU when ``device`` finds one; ``advanced`` is told each
+    chunk's length) and read it per character: a cell's model step, which an exported n-gram submission's
+    ``train()`` runs too (``tokenizer`` may be a tiktoken Encoding there)."""
+    result = count_ngram_chunked(check_ids(ids, vocab_size), vocab_size, overrides, device, advanced)
     return CharAdapter(result.model, tokenizer, mode=mode, beam=beam, prune=prune), result
 
 
@@ -203,7 +234,7 @@ def neural_char_model(
 
 
 def base_record(cell: Cell, meter: EnergyMeter, train: SplitText, facts: dict[str, Any]) -> RunRecord:
-    extra = {"train_source": train.source, "train_chars": len(train.text)}
+    extra = {"train_source": train.source, "train_chars": len(train.text), "train_peak_rss_gb": peak_rss_gb()}
     if "plan" in facts:
         extra.update(data=facts["data"], plan=facts["plan"].to_dict(), phases=phase_table(facts["plan"], meter.report))
     return RunRecord.after_training(

@@ -4,7 +4,8 @@ Why: the benchmark's ``train()`` receives the whole train split (540 MB) and 300
 slices of the text measure this machine's rates; :mod:`lab.phase_plan` turns them into a tokenizer sample size,
 encode threads and the time left for the model; the tokenizer learns on evenly spaced slices of the text; the
 text is encoded into a memory-mapped id file (tokenizers_local.encode_ids), which a resumed cell finds in the cache.
-Each phase runs under the benchmark's wall-clock guard for the budget that is still left.
+Each phase runs under the benchmark's wall-clock guard for the budget that is still left. The char baseline goes
+through the same phases, with its alphabet (zoo.char_baseline.CharVocabulary) in the tokenizer's place.
 """
 
 from __future__ import annotations
@@ -12,18 +13,21 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from eval.data import SplitText
+from eval.data import SplitText, text_sha256
 from eval.energy import EnergyMeter, EnergyReport
 from eval.guard import TrainingTimeoutError, wall_clock_guard
+from eval.progress import phase
 from lab.phase_plan import PhasePlan, Throughputs, encode_chars_that_fit, plan_phases
 import tokenizers_local
-from tokenizers_local.encode_ids import batch_encoder, encode_to_file
+from tokenizers_local.encode_ids import IdFile, batch_encoder, encode_to_file, id_file_of
 from tokenizers_local.text_stream import chunks
+from zoo.char_baseline import CharVocabulary, packed_chars
 from zoo.ngram_count import count_tables_chunked
 
 PROBE_TOKENIZER_CHARS = 1 << 18
@@ -35,8 +39,8 @@ SAMPLE_SLICES = 16
 class PreparedIds:
     """What the data phases produced: the tokenizer, the id file and the text it covers, and the plan."""
 
-    tokenizer: Any  # LocalTokenizer
-    id_file: Any  # tokenizers_local.encode_ids.IdFile
+    tokenizer: Any  # LocalTokenizer, or the char baseline's CharVocabulary
+    id_file: IdFile
     cache_hit: bool
     encoded_chars: int
     plan: PhasePlan
@@ -126,6 +130,29 @@ def probe_rates(train: SplitText, family: str, vocab_size: int, order: int | Non
     )
 
 
+def probe_char_rates(train: SplitText, order: int) -> Throughputs:
+    """The char baseline's probes on a slice of the text: learning the alphabet, encoding, counting."""
+    started = time.monotonic()
+    sample = sample_text(train.text, PROBE_ENCODE_CHARS)
+    vocabulary = CharVocabulary.learn(sample, packed_chars(order))
+    learned = time.monotonic()
+    text_sha256(sample)  # the encode phase hashes its text and writes the ids out too
+    ids = vocabulary.encode(sample)
+    ids.tobytes()
+    encoded = time.monotonic()
+    count_rate = None
+    if len(ids) >= 2 * order:
+        count_rate = count_rate_for(ids, order, vocabulary.size, expected_tokens=len(train.text))
+    return Throughputs(
+        probe_s=time.monotonic() - started,
+        tokenizer_chars_per_s=len(sample) / max(1e-3, learned - started),
+        encode_chars_per_s=len(sample) / max(1e-3, encoded - learned),
+        encode_threads=1,
+        chars_per_token=1.0,
+        count_tokens_per_s=count_rate,
+    )
+
+
 def prepare_ids(
     family: str,
     vocab_size: int,
@@ -141,26 +168,76 @@ def prepare_ids(
     ``order`` is the n-gram order (None for a neural model). Raises TrainingTimeoutError when the plan leaves no
     room (probing alone took the budget) or a phase outlives the budget.
     """
-    started = time.monotonic()
     threads = sorted({1, os.cpu_count() or 1})
+
+    def learn(sample: SplitText) -> Any:
+        return tokenizers_local.train_tokenizer(sample, family, vocab_size, progress=progress)
+
+    def encode(tokenizer: Any, text: str, plan: PhasePlan) -> tuple[IdFile, bool]:
+        return encode_to_file(tokenizer, text, cache_dir, threads=plan.encode_threads, progress=progress)
+
+    return prepare(train, budget_s, meter, lambda: probe_rates(train, family, vocab_size, order, threads), learn,
+                   encode, neural=order is None)
+
+
+def prepare_char_ids(
+    order: int, train: SplitText, budget_s: float, meter: EnergyMeter, cache_dir: str | os.PathLike,
+    progress: bool = False,
+) -> tuple[PreparedIds, float]:
+    """The char baseline's data phases, planned like a subword cell's: its alphabet is learned on the planned
+    sample (the "tokenizer" phase) and its ids go through the same cache; the tokenizer of the result is the
+    :class:`CharVocabulary`."""
+
+    def learn(sample: SplitText) -> CharVocabulary:
+        return CharVocabulary.learn(sample.text, packed_chars(order))
+
+    def encode(vocabulary: CharVocabulary, text: str, plan: PhasePlan) -> tuple[IdFile, bool]:
+        def groups() -> tuple[str, Iterator[np.ndarray]]:
+            return "char", counted(vocabulary.id_chunks(text), "encode chars", len(text), progress)
+
+        return id_file_of(cache_dir, vocabulary.digest(), text_sha256(text), vocabulary.size, vocabulary.dtype.name,
+                          groups)
+
+    return prepare(train, budget_s, meter, lambda: probe_char_rates(train, order), learn, encode, neural=False)
+
+
+def counted(chunks_of_ids: Iterator[np.ndarray], name: str, total: int, progress: bool) -> Iterator[np.ndarray]:
+    """The chunks, reported as a phase of ``total`` characters."""
+    with phase(name, total, enabled=progress) as shown:
+        for ids in chunks_of_ids:
+            yield ids
+            shown.update(len(ids))
+
+
+def prepare(
+    train: SplitText,
+    budget_s: float,
+    meter: EnergyMeter,
+    probe: Callable[[], Throughputs],
+    learn: Callable[[SplitText], Any],
+    encode: Callable[[Any, str, PhasePlan], tuple[IdFile, bool]],
+    neural: bool,
+) -> tuple[PreparedIds, float]:
+    """Probe, plan, ``learn`` the vocabulary on the planned sample and ``encode`` the planned prefix, each phase
+    under the budget's guard; returns (result, start)."""
+    started = time.monotonic()
     with meter.phase("probe"), wall_clock_guard(budget_s):
-        rates = probe_rates(train, family, vocab_size, order, threads)
-    plan = plan_phases(budget_s, len(train.text), rates, neural=order is None)
+        rates = probe()
+    plan = plan_phases(budget_s, len(train.text), rates, neural=neural)
     if not plan.feasible:
         raise TrainingTimeoutError(f"probing took {rates.probe_s:.1f} s of the {budget_s:g} s budget; nothing fits")
     with meter.phase("tokenizer"), wall_clock_guard(budget_s - (time.monotonic() - started)):
         sample = sample_text(train.text, plan.tokenizer_sample_chars)
         source = train.source if len(sample) == len(train.text) else f"{train.source} (sample of {len(sample):,} chars)"
-        tokenizer = tokenizers_local.train_tokenizer(SplitText(sample, "train", source, train.proxy), family, vocab_size,
-                                                     progress=progress)
+        tokenizer = learn(SplitText(sample, "train", source, train.proxy))
     left = budget_s - (time.monotonic() - started) - plan.margin_s
     # re-fit the encode to the time really left (the tokenizer may have run slower than planned)
-    encode_chars = min(plan.encode_chars, encode_chars_that_fit(left, rates, len(train.text), neural=order is None))
+    encode_chars = min(plan.encode_chars, encode_chars_that_fit(left, rates, len(train.text), neural=neural))
     if encode_chars <= 0:
         raise TrainingTimeoutError(f"the tokenizer left no time to encode within the {budget_s:g} s budget")
     text = prefix_at_boundary(train.text, encode_chars)
     with meter.phase("tokenize"), wall_clock_guard(budget_s - (time.monotonic() - started)):
-        id_file, hit = encode_to_file(tokenizer, text, cache_dir, threads=plan.encode_threads, progress=progress)
+        id_file, hit = encode(tokenizer, text, plan)
     return PreparedIds(tokenizer, id_file, hit, len(text), plan, rates), started
 
 

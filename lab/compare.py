@@ -16,11 +16,11 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from eval.data import load_split
+from eval.data import SplitText, load_split
 from eval.errors import UserError
 from eval.records import utc_now, write_json_atomic, write_text_atomic
 from lab.cell import CHAR_BASELINE, Cell, CellOptions, run_cell
-from lab.identity import cell_identity, identity_key
+from lab.identity import cell_identity, identity_key, reusable
 from lab.report import write_reports
 from tokenizers_local.families import family_class
 from zoo.train import model_names
@@ -77,12 +77,13 @@ def run_dir_name(cell: Cell, options: CellOptions) -> str:
     return cell.id if options.repeat == 0 else f"{cell.id}-r{options.repeat}"
 
 
-def local_backend(out_dir: Path, data_dir: str | None, train_file: str | None) -> Backend:
-    """Run cells one after another on this machine."""
+def local_backend(out_dir: Path, data_dir: str | None, train_file: str | None,
+                  train: SplitText | None = None) -> Backend:
+    """Run cells one after another on this machine (on ``train``, when the caller has read it already)."""
 
     def run(cells: list[Cell], options: CellOptions) -> Iterator[dict[str, Any]]:
         for cell in cells:
-            yield run_cell(cell, options, out_dir / "runs" / run_dir_name(cell, options), data_dir, train_file)
+            yield run_cell(cell, options, out_dir / "runs" / run_dir_name(cell, options), data_dir, train_file, train)
 
     return run
 
@@ -93,7 +94,13 @@ def is_current(record: dict[str, Any]) -> bool:
 
 def finished_keys(records: list[dict[str, Any]]) -> set[str]:
     """Identity keys of the current records: the runs a comparison may reuse."""
-    return {(record.get("extra") or {}).get("cell_key") for record in records if is_current(record)}
+    return {(record.get("extra") or {}).get("cell_key") for record in records
+            if is_current(record) and reusable(record)}
+
+
+def repeat_runs(options: CellOptions, repeats: int) -> list[CellOptions]:
+    """The options of each run of ``--repeats N``: run k has seed ``seed + k``."""
+    return [replace(options, seed=options.seed + k, repeat=k) for k in range(repeats)]
 
 
 def pending_cells(cells: list[Cell], options: CellOptions, out_dir: str | os.PathLike, train_sha256: str,
@@ -117,27 +124,30 @@ def compare(
     train_sha256: str | None = None,
     backend_name: str = "local",
     show_all: bool = False,
+    train: SplitText | None = None,
 ) -> tuple[list[dict[str, Any]], str, str]:
     """Run the (cell, repeat) pairs whose identity has no finished record in ``out_dir/results.jsonl``; rewrite
     ``table.md`` and ``pareto.png`` after each. The reports show the runs asked for (``show_all``: every current
     record of the folder); those runs' records are returned, in grid order.
 
     ``train_sha256`` is the digest of the train text the cells see (computed from ``data_dir``/``train_file`` when
-    not given: a remote backend passes the digest of the text it will use).
+    not given: a remote backend passes the digest of the text it will use). ``train``, the train text already
+    read (``train_chars`` applied), spares each local cell reading the 540 MB split again.
     """
     if repeats < 1:
         raise UserError(f"--repeats must be at least 1, got {repeats}")
     if train_sha256 is None:
-        train_sha256 = load_split("train", data_dir, train_file).prefix(options.train_chars).digest()
+        train = train or load_split("train", data_dir, train_file).prefix(options.train_chars)
+        train_sha256 = train.digest()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / RESULTS
     records = read_results(results_path)
-    runs = [replace(options, seed=options.seed + k, repeat=k) for k in range(repeats)]
+    runs = repeat_runs(options, repeats)
     wanted = {(cell.id, run.repeat): cell_identity(cell, run, train_sha256, backend_name) for run in runs for cell in cells}
     keys = {pair: identity_key(identity) for pair, identity in wanted.items()}
     finished = finished_keys(records)
-    backend = backend or local_backend(out, data_dir, train_file)
+    backend = backend or local_backend(out, data_dir, train_file, train)
     for run in runs:
         todo = [cell for cell in cells if keys[cell.id, run.repeat] not in finished]
         for record in backend(todo, run):

@@ -3,7 +3,10 @@
 A comparison folder resumes by reusing a finished record only when its identity matches the one asked for now:
 the tokenizer spec and model, that model's overrides, every cell option that reaches the result (budget, mode,
 beam, engine, eval/test chars, seed, device, …), the digest of the train text, the subchar version and the
-backend. ``progress`` only changes what is printed, so it is left out.
+backend, which for Modal names the GPU (the energy is the card's) and whether a cell may run without the energy
+counter (then it is scored on the 50 W floor instead of refused). A record marked unfinished (``extra.unfinished``:
+Modal lost the call, or the cell was refused for want of an energy counter) is kept but never reused, so a rerun
+runs its cell again.
 """
 
 from __future__ import annotations
@@ -16,7 +19,12 @@ from typing import Any
 
 from lab.cell import Cell, CellOptions
 
-NOT_IDENTITY = ("progress",)
+# The options that cannot change a result, so they stay out of the identity:
+NOT_IDENTITY = (
+    "progress",  # only what is printed
+    "ids_cache",  # where encoded ids are cached: the ids are the same wherever they are kept
+)
+UNFINISHED = "unfinished"  # a record's extra key: why it is kept but not reused
 
 
 def subchar_version() -> str:
@@ -24,6 +32,11 @@ def subchar_version() -> str:
         return metadata.version("subchar")
     except metadata.PackageNotFoundError:  # run from a source tree that was never installed
         return "unknown"
+
+
+def modal_backend_identity(gpu: str, allow_no_energy_counter: bool) -> str:
+    """The ``backend`` of a Modal cell's identity: the card, and whether the energy counter was required."""
+    return f"modal {gpu} energy counter {'optional' if allow_no_energy_counter else 'required'}"
 
 
 def cell_identity(cell: Cell, options: CellOptions, train_sha256: str, backend: str = "local") -> dict[str, Any]:
@@ -42,3 +55,8 @@ def cell_identity(cell: Cell, options: CellOptions, train_sha256: str, backend: 
 def identity_key(identity: dict[str, Any]) -> str:
     """A short stable digest of an identity, stored in each record as ``extra.cell_key``."""
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
+def reusable(record: dict[str, Any]) -> bool:
+    """Whether a later run may take ``record`` as its cell's result (an unfinished one it must run again)."""
+    return not (record.get("extra") or {}).get(UNFINISHED)

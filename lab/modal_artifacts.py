@@ -1,10 +1,11 @@
 """A cell's run folder (cell.json, tokenizer/, checkpoint/, record.json) brought back from the results Volume.
 
-Each Modal cell writes its run folder under ``<run key>/runs/<cell id>/`` on the results Volume and commits it;
-the client copies that folder into the local run folder (``DIR/runs/<cell id>``), whole or not at all, so
-``subchar export`` and ``subchar eval`` treat a Modal cell exactly like a local one. :class:`LocalVolume` is a
-local directory with the two Volume methods used here: the local executor writes into one, and the tests stand
-it in for the real Volume.
+Each Modal cell writes its run folder under ``<run key>/runs/<run folder>/`` on the results Volume and commits it
+(the run folder is named as a local grid names it: the cell id, ``-r<k>`` for repeat k); the client copies that
+folder into ``DIR/runs/<run folder>``, whole or not at all, so ``subchar export`` and ``subchar eval`` treat a
+Modal cell exactly like a local one. :func:`has_file` tells whether a cell's start marker is on the Volume.
+:class:`LocalVolume` is a local directory with the two Volume methods used here: the local executor writes into
+one, and the tests stand it in for the real Volume.
 """
 
 from __future__ import annotations
@@ -61,6 +62,18 @@ class LocalVolume:
 def is_file(entry: Any) -> bool:
     kind = entry.type
     return getattr(kind, "name", None) == "FILE" or kind == EntryType.FILE
+
+
+def has_file(volume: VolumeFiles, path: str) -> bool:
+    """Whether ``path`` is a file on ``volume``. A read that fails for another reason counts as present: the
+    answer decides whether a cell runs again, and running one twice costs more than a rerun later."""
+    try:
+        next(iter(volume.read_file(path)), None)
+    except FileNotFoundError:
+        return False
+    except Exception:  # network and service errors: not known to be absent
+        return True
+    return True
 
 
 def pull_folder(volume: VolumeFiles, remote: str, local: str | os.PathLike) -> list[Path]:

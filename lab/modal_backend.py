@@ -5,11 +5,16 @@ A run is three steps inside one ``app.run()``, with Modal's output shown (image 
 1. ``bake_data`` (one call, no GPU) writes the WikiText splits onto the data Volume if they are not there yet and
    commits them: the cells mount that Volume read-only, so no two containers race to write the same files;
 2. ``run_cell_in_container.map(cells, return_exceptions=True)``: a fresh container per cell
-   (``single_use_containers``), retried by Modal on infrastructure failures (preemption, lost workers); a call that
-   still fails (timeout, internal failure) comes back as an exception, paired with its cell by input order, and
-   becomes a disqualified record naming the Modal error class, while the other cells finish;
+   (``single_use_containers``) with the CPU cores and memory the cell's phases plan on. Modal retries nothing
+   (``retries`` unset): a retry would rerun a hung cell after its 50 min timeout, or a whole cell for an error
+   after its work. A call that fails comes back as an exception, paired with its cell by input order. A call Modal
+   lost before its cell started (``InternalFailure`` and no start marker on the results Volume) is submitted
+   again, at most ``MAX_RESUBMITS`` times; any other failure becomes a disqualified record naming the Modal error
+   class, while the other cells finish. Modal's own failures are marked unfinished, so a rerun runs them again; a
+   timeout is a result;
 3. each cell's run folder (cell.json, tokenizer/, checkpoint/, record.json) is pulled from the results Volume into
-   ``OUT/runs/<cell id>``, so ``subchar export`` and ``subchar eval`` work on it as on a local run.
+   ``OUT/runs/<run folder>`` (the cell id, ``-r<k>`` for repeat k), so ``subchar export`` and ``subchar eval``
+   work on it as on a local run.
 
 The image is the benchmark's environment (:mod:`lab.modal_image`); the device is always ``cuda`` there, whatever the
 local grid said. ``dry_run`` prints the calls and the image spec without opening ``app.run()``;
@@ -29,8 +34,9 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 from eval.errors import UserError
 from lab.cell import Cell, CellOptions
-from lab.compare import Backend
-from lab.modal_artifacts import LocalVolume, VolumeFiles, pull_folder
+from lab.compare import Backend, run_dir_name
+from lab.identity import UNFINISHED
+from lab.modal_artifacts import LocalVolume, VolumeFiles, has_file, pull_folder
 from lab.modal_container import (
     DATA_MOUNT,
     DATA_VOLUME,
@@ -39,15 +45,22 @@ from lab.modal_container import (
     bake_data,
     failure_record,
     run_cell_in_container,
+    started_marker,
 )
 from lab.modal_image import build_image, describe_image
 from lab.modal_sdk import MODAL_MIN_TEXT, import_modal
+from subchar.batch_engine import MAX_PROCESSES
 
 GPU = "A100-80GB"  # the benchmark's card (task.INSTANCE_TYPE)
 TIMEOUT_S = 50 * 60  # the benchmark's Modal limit for a whole run
 BAKE_TIMEOUT_S = 60 * 60
-MAX_RETRIES = 2  # for preemption and lost workers; a cell's own error is a record, never retried
-RETRY_DELAY_S = 10.0
+MAX_RESUBMITS = 2  # rounds of submitting again the calls Modal lost before their cell started
+# A cell's container is sized for what its phases plan on. Cores: the encode threads (the planner probes one and
+# all cores) and the batch engine's scoring processes (one per core, at most MAX_PROCESSES); 8 is also the A100
+# host that scripts/bench_scale.py projects to. Memory: the 540 MB train split as one str (up to 4 bytes a char),
+# its id file and tokenizer sample, and a scoring process per core, each with its branch states.
+CELL_CPU_CORES = float(MAX_PROCESSES)
+CELL_MEMORY_MIB = 32 * 1024
 
 
 class ModalApp(NamedTuple):
@@ -75,10 +88,9 @@ def build_app(gpu: str = GPU) -> ModalApp:
     data = modal.Volume.from_name(DATA_VOLUME, create_if_missing=True)
     results = modal.Volume.from_name(RESULTS_VOLUME, create_if_missing=True)
     bake = app.function(image=image, volumes={DATA_MOUNT: data}, timeout=BAKE_TIMEOUT_S, serialized=True)(bake_data)
-    cell = app.function(
-        image=image, gpu=gpu, timeout=TIMEOUT_S, serialized=True, single_use_containers=True,
-        retries=modal.Retries(max_retries=MAX_RETRIES, initial_delay=RETRY_DELAY_S, backoff_coefficient=1.0),
-        volumes={DATA_MOUNT: data.read_only(), RESULTS_MOUNT: results},
+    cell = app.function(  # no `retries`: see the module's docstring
+        image=image, gpu=gpu, cpu=CELL_CPU_CORES, memory=CELL_MEMORY_MIB, timeout=TIMEOUT_S, serialized=True,
+        single_use_containers=True, volumes={DATA_MOUNT: data.read_only(), RESULTS_MOUNT: results},
     )(run_cell_in_container)
     return ModalApp(app, bake, cell, results)
 
@@ -91,13 +103,15 @@ def describe(cells: list[Cell], options: CellOptions, gpu: str = GPU, allow_no_e
         f"1. bake_data() on volume {DATA_VOLUME!r} at {DATA_MOUNT}: writes wiki.{{train,valid,test}}.raw from the "
         "Hub once, then commits (one call; quick when the splits are there)",
         f"2. run_cell_in_container.map({len(cells)} cell(s), order_outputs=True, return_exceptions=True) on {gpu}: "
-        f"single_use_containers=True, retries={MAX_RETRIES}, timeout {TIMEOUT_S} s, "
+        f"single_use_containers=True, no retries (a call lost before its cell started is submitted again, at most "
+        f"{MAX_RESUBMITS} times), cpu={CELL_CPU_CORES:g}, memory={CELL_MEMORY_MIB} MiB, timeout {TIMEOUT_S} s, "
         f"{DATA_MOUNT} read-only, {RESULTS_MOUNT} = volume {RESULTS_VOLUME!r}, "
         f"energy counter {'optional' if allow_no_energy_counter else 'required'}",
     ]
-    lines += [f"   cell {cell.id}: run_cell_in_container({json.dumps(asdict(cell))})" for cell in cells]
+    lines += [f"   cell {run_dir_name(cell, options)}: run_cell_in_container({json.dumps(asdict(cell))})"
+              for cell in cells]
     lines += [
-        f"3. pull <run>/runs/<cell> from volume {RESULTS_VOLUME!r} into OUT/runs/<cell>",
+        f"3. pull <run>/runs/<run folder> from volume {RESULTS_VOLUME!r} into OUT/runs/<run folder>",
         f"options: {json.dumps(sent, sort_keys=True)}",
         describe_image(),
     ]
@@ -110,15 +124,37 @@ def unwrapped(err: BaseException) -> BaseException:
     return inner if type(err).__name__ == "UserCodeException" and isinstance(inner, BaseException) else err
 
 
-def settle(cell: Cell, output: Any, volume: VolumeFiles, run_key: str, out_dir: Path) -> dict[str, Any]:
-    """A map output as a record: an exception becomes a disqualified one; a record gets its run folder pulled."""
+def is_modal_failure(err: BaseException) -> bool:
+    """Modal's own failure (internal, lost container, ...), which a rerun may not meet: not a timeout, which would
+    hang again, nor an exception from the project's code."""
+    exception = import_modal().exception
+    return isinstance(err, exception.Error) and not isinstance(err, exception.TimeoutError)
+
+
+def lost_before_start(cell: Cell, options: CellOptions, output: Any, volume: VolumeFiles, run_key: str) -> bool:
+    """Whether Modal lost this call before its cell started: safe to submit again, nothing was done or billed
+    for the cell itself."""
+    if not isinstance(output, BaseException):
+        return False
+    internal = isinstance(unwrapped(output), import_modal().exception.InternalFailure)
+    return internal and not has_file(volume, started_marker(run_key, run_dir_name(cell, options)))
+
+
+def settle(cell: Cell, options: CellOptions, output: Any, volume: VolumeFiles, run_key: str,
+           out_dir: Path) -> dict[str, Any]:
+    """A map output as a record: an exception becomes a disqualified one (unfinished when Modal failed, so a
+    rerun runs the cell again); a record gets its run folder pulled."""
     if isinstance(output, BaseException):
-        record = failure_record(cell.id, unwrapped(output), "modal_error")
+        err = unwrapped(output)
+        record = failure_record(cell.id, err, "modal_error")
         record["extra"].update(backend="modal", modal_run=run_key)
+        if is_modal_failure(err):
+            record["extra"][UNFINISHED] = f"Modal failed ({type(err).__name__}); a rerun runs the cell again"
         return record
-    remote = f"{run_key}/runs/{cell.id}"
+    name = run_dir_name(cell, options)
+    remote = f"{run_key}/runs/{name}"
     try:
-        pull_folder(volume, remote, out_dir / "runs" / cell.id)
+        pull_folder(volume, remote, out_dir / "runs" / name)
     except Exception as err:  # the record is still good: say where its files are instead
         output["extra"]["artifacts_not_pulled"] = (f"{type(err).__name__}: {err}; fetch them with "
                                                    f"`modal volume get {RESULTS_VOLUME} {remote}`")
@@ -148,10 +184,21 @@ def run_remote(handles: ModalApp, cells: list[Cell], options: CellOptions, out_d
         with modal.enable_output(), handles.app.run():
             ready = handles.bake.remote()
             echo(f"modal: data volume {DATA_VOLUME!r} holds {', '.join(Path(path).name for path in ready)}")
-            outputs = handles.cell.map([asdict(cell) for cell in cells], kwargs=kwargs, order_outputs=True,
-                                       return_exceptions=True)
-            for cell, output in zip(cells, outputs):
-                yield settle(cell, output, handles.results, run_key, out_dir)
+            pending = cells
+            for attempt in range(MAX_RESUBMITS + 1):
+                outputs = handles.cell.map([asdict(cell) for cell in pending], kwargs=kwargs, order_outputs=True,
+                                           return_exceptions=True)
+                lost = []
+                for cell, output in zip(pending, outputs):
+                    if attempt < MAX_RESUBMITS and lost_before_start(cell, options, output, handles.results, run_key):
+                        lost.append(cell)
+                    else:
+                        yield settle(cell, options, output, handles.results, run_key, out_dir)
+                if not lost:
+                    break
+                echo(f"modal: {len(lost)} call(s) lost by Modal before their cell started "
+                     f"({', '.join(run_dir_name(cell, options) for cell in lost)}); submitting them again")
+                pending = lost
     except (modal.exception.Error, ConnectionError) as err:
         raise modal_failure(err) from err
 
@@ -164,7 +211,7 @@ def run_here(cells: list[Cell], options: CellOptions, out_dir: Path, allow_no_en
         for cell in cells:
             record = run_cell_in_container(asdict(cell), remote_options(options), run_key, allow_no_energy_counter,
                                            data_dir, volume_dir, results_volume=None)
-            yield settle(cell, record, LocalVolume(volume_dir), run_key, out_dir)
+            yield settle(cell, options, record, LocalVolume(volume_dir), run_key, out_dir)
 
 
 def modal_backend(

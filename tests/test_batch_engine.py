@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from eval import progress as eval_progress
 from eval.evaluate import evaluate
 from subchar import CharAdapter
 from eval.errors import UserError
@@ -210,9 +211,9 @@ def test_a_fallback_among_many_small_chunks_replays_the_rest_as_a_stream(process
 
 
 @pytest.mark.parametrize("processes", [1, 2])
-def test_progress_hears_the_trunk_then_every_position_once(processes, capsys):
+def test_progress_hears_the_trunk_then_every_position_once(processes, capsys, monkeypatch):
     """0 once the trunk is ready (``evaluate`` then restarts its bar's clock), then counts that add up to the text;
-    ``evaluate``'s bar ends at the whole text under its own name."""
+    ``evaluate``'s bar ends at the whole text under its own name, and so does its line in a log."""
     tok = random_vocab(11, VOCAB - 9)
     text = random_text(3, 120)
     adapter = CharAdapter(BatchedTrigramLM(tok.vocab_size, 0), tok, mode="exact", beam=3)
@@ -220,8 +221,13 @@ def test_progress_hears_the_trunk_then_every_position_once(processes, capsys):
     adapter.reset()
     score(adapter, text, bits=False, processes=processes, progress=heard.append)
     assert heard[0] == 0 and 0 not in heard[1:] and sum(heard) == len(text)
+    monkeypatch.setattr(eval_progress, "on_terminal", lambda: True)
     evaluate(adapter, text, None, progress=True, engine="batch")
     assert "eval (batch): 100%" in capsys.readouterr().err
+    monkeypatch.setattr(eval_progress, "on_terminal", lambda: False)
+    monkeypatch.setattr(eval_progress, "LOG_AFTER_S", 0.0)
+    evaluate(adapter, text, None, progress=True, engine="batch")
+    assert capsys.readouterr().err.startswith(f"eval (batch): {len(text)} chars in ")
 
 
 def test_spec_mode_and_other_models_stream():

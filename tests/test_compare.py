@@ -119,3 +119,21 @@ def test_test_window_is_not_scored_when_it_was_the_proxy_train_text(tmp_path):
     assert record["extra"]["test_skipped"] == "the proxy train text is the test split"
     assert record["extra"]["test_char_accuracy"] is None and record["extra"]["test_chars"] == 0
     assert json.loads((tmp_path / "run" / "record.json").read_text())["submission"] == "char-kn"
+
+
+def test_a_comparison_reads_and_checks_the_train_text_once(tmp_path, monkeypatch):
+    """The 540 MB split costs seconds and gigabytes to read and check: `compare` does it once for every cell."""
+    from eval import data as eval_data
+    from lab.cli import main
+
+    data, train = fixture_dir(tmp_path)
+    reads, checks = [], []
+    read, find = eval_data.read_utf8, eval_data.ValFingerprint.find
+    monkeypatch.setattr(eval_data, "read_utf8", lambda path, *a, **k: reads.append(path.name) or read(path, *a, **k))
+    monkeypatch.setattr(eval_data.ValFingerprint, "find", lambda self, *a: checks.append(1) or find(self, *a))
+    monkeypatch.setattr(eval_data, "LEAK_FINDINGS", {})
+    code = main(["compare", "--tokenizers", "bytebpe:300", "unigram:300", "--models", "ngram", "--data-dir",
+                 str(data), "--train-file", str(train), "--budget", "30", "--eval-chars", "100", "--test-chars", "0",
+                 "--out", str(tmp_path / "cmp")])
+    assert code == 0 and len(read_results(tmp_path / "cmp" / "results.jsonl")) == 3
+    assert reads.count(train.name) == 1 and len(checks) == 1

@@ -6,12 +6,13 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
 
-from lab.cell import Cell
+import lab.identity as identity
+from lab.cell import Cell, CellOptions
 from lab.cli import main
 from lab.compare import compare, grid, read_results
 from lab.identity import cell_identity, identity_key
@@ -28,16 +29,36 @@ def run_grid(tmp_path: Path, **options):
                    data_dir=str(tmp_path / "data"), train_file=str(tmp_path / "train.raw"))
 
 
+# Another value than OPTIONS's for every CellOptions field: a field added there needs one here, and then either
+# changes the identity (it reaches the result) or is one of NEVER_IN_IDENTITY.
+OTHER_VALUES = {
+    "budget_s": 1.0, "mode": "spec", "beam": None, "eval_chars": 5, "test_chars": 7, "train_chars": 1000,
+    "char_order": 3, "device": "cpu", "engine": "stream", "prune": 1e-4, "seed": 1,
+    "overrides": {"ngram": {"order": 2}}, "progress": True, "repeat": 1, "ids_cache": "/elsewhere",
+}
+NEVER_IN_IDENTITY = {
+    "progress": "it changes only what is printed",
+    "ids_cache": "where encoded ids are cached: the ids are the same wherever they are kept",
+}
+
+
 def test_identity_covers_what_changes_a_result():
     cell = Cell("ngram", "bytebpe", 300)
     base = identity_key(cell_identity(cell, OPTIONS, "abc"))
-    assert identity_key(cell_identity(cell, replace(OPTIONS, progress=True), "abc")) == base
+    names = [field.name for field in fields(CellOptions)]
+    assert not set(names) - set(OTHER_VALUES), "a new CellOptions field: give it a value in OTHER_VALUES"
+    assert set(identity.NOT_IDENTITY) == set(NEVER_IN_IDENTITY)
+    for name in names:
+        changed = replace(OPTIONS, **{name: OTHER_VALUES[name]})
+        assert getattr(changed, name) != getattr(OPTIONS, name), name
+        same = identity_key(cell_identity(cell, changed, "abc")) == base
+        assert same == (name in NEVER_IN_IDENTITY), f"{name} {'leaves' if same else 'changes'} the identity"
+    # another model's overrides do not touch this cell
     assert identity_key(cell_identity(cell, replace(OPTIONS, overrides={"transformer": {"n_layer": 2}}), "abc")) == base
-    for changed in (replace(OPTIONS, eval_chars=5), replace(OPTIONS, mode="spec"), replace(OPTIONS, beam=None),
-                    replace(OPTIONS, budget_s=1), replace(OPTIONS, seed=1), replace(OPTIONS, overrides={"ngram": {"order": 2}})):
-        assert identity_key(cell_identity(cell, changed, "abc")) != base
     assert identity_key(cell_identity(cell, OPTIONS, "other train text")) != base
-    assert identity_key(cell_identity(cell, OPTIONS, "abc", backend="modal")) != base
+    backends = ["local", identity.modal_backend_identity("A100-80GB", False),
+                identity.modal_backend_identity("H100", False), identity.modal_backend_identity("A100-80GB", True)]
+    assert len({identity_key(cell_identity(cell, OPTIONS, "abc", backend=backend)) for backend in backends}) == 4
 
 
 def test_changed_settings_rerun_and_supersede_never_reuse(tmp_path):

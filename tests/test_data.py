@@ -5,6 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from eval import data, progress
 from eval.data import (
     SplitText,
     fetch,
@@ -136,3 +137,58 @@ def test_real_val_window(wikitext_dir):
     full = load_split("valid", wikitext_dir).text
     assert len(full) == 1_145_909
     assert hashlib.sha256(full.encode()).hexdigest()[:16] == "714a24a5de745987"
+
+
+BLOCK_TEXTS = [
+    raw_from_rows(ROWS) * 3,
+    " a\r\n \r\n b\rc\n\n \n€ 日本\n",  # \r\n and a lone \r are line ends to the bake rule too
+    " no trailing newline\n \n last",
+    "\n\n\n",
+]
+
+
+@pytest.mark.parametrize("text", BLOCK_TEXTS)
+@pytest.mark.parametrize("block", [1, 2, 3, 5, 8, 64])
+def test_block_reads_equal_whole_reads(tmp_path, monkeypatch, text, block):
+    """Read a few bytes at a time (multi-byte characters and \\r\\n cut between blocks), a file bakes and decodes
+    into exactly what the whole file does."""
+    monkeypatch.setattr(data, "READ_BYTES", block)
+    (tmp_path / "wiki.valid.raw").write_text(text, encoding="utf-8", newline="")
+    (tmp_path / "plain.txt").write_text(text, encoding="utf-8", newline="")
+    assert load_split("valid", tmp_path).text == stream_from_raw(text)
+    assert data.read_utf8(tmp_path / "plain.txt") == text
+
+
+@pytest.mark.parametrize("block", [1, 3, 4, 1 << 20])
+def test_non_utf8_names_the_byte_whatever_the_block(tmp_path, monkeypatch, block):
+    monkeypatch.setattr(data, "READ_BYTES", block)
+    (tmp_path / "wiki.valid.raw").write_bytes("日本 a\n".encode() + b"b\xe9\n")
+    with pytest.raises(UserError, match=r"not UTF-8 \(byte 10\)"):
+        load_split("valid", tmp_path)
+    (tmp_path / "wiki.valid.raw").write_bytes("a 日本".encode()[:-1])  # cut inside the last character
+    with pytest.raises(UserError, match=r"not UTF-8 \(byte 5\)"):
+        load_split("valid", tmp_path)
+
+
+def test_parquet_batches_join_like_the_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "PARQUET_BATCH_ROWS", 2)
+    rows = ROWS * 3 + [""]
+    pq.write_table(pa.table({"text": rows[:7]}), tmp_path / "train-00000-of-00002.parquet")
+    pq.write_table(pa.table({"text": rows[7:]}), tmp_path / "train-00001-of-00002.parquet")
+    assert load_split("train", tmp_path).text == "\n".join(rows)
+
+
+def test_digest_is_the_utf8_sha256_hashed_in_slices(monkeypatch):
+    monkeypatch.setattr(data, "DIGEST_CHARS", 3)
+    assert SplitText(STREAM, "train", "x").digest() == hashlib.sha256(STREAM.encode("utf-8")).hexdigest()
+
+
+def test_load_split_reports_each_phase_in_a_log(tmp_path, capsys, monkeypatch):
+    """Not on a terminal, a long phase is one line on stderr, not a redrawn bar."""
+    monkeypatch.setattr(progress, "LOG_AFTER_S", 0.0)  # every phase counts as long
+    root = write_raw_dir(tmp_path)
+    (root / "wiki.train.raw").write_text(raw_from_rows(ROWS * 2), encoding="utf-8")
+    load_split("train", root, progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["read wiki.train.raw", "leak check"]
+    assert lines[0].startswith(f"read wiki.train.raw: {len(raw_from_rows(ROWS * 2).encode()):,} bytes in ")

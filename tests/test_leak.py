@@ -11,7 +11,8 @@ import pytest
 
 from eval.data import load_split, raw_from_rows
 from eval.errors import UserError
-from eval.leak import MIN_PASSAGE_CHARS, ValFingerprint, passages
+from eval import data, leak
+from eval.leak import MIN_PASSAGE_CHARS, SPLIT_CHARS, WINDOW_PASSAGES, LeakFinding, ValFingerprint, passages
 
 ROOT = Path(__file__).resolve().parents[1]
 # Invented articles in WikiText's shape: one paragraph per row, sentences separated by " . ".
@@ -131,3 +132,65 @@ def test_real_splits(wikitext_dir: Path, tmp_path: Path):
         load_split("train", wikitext_dir, renamed)
     fingerprint = ValFingerprint.of(val, 60_000)
     assert len(fingerprint.window) > 100 and len(fingerprint.split) > 1_000
+
+
+def sentence(tag: str, chars: int) -> str:
+    """A passage of exactly ``chars`` characters (no line end, no " . ")."""
+    return (f" {tag} " + "w" * chars)[:chars]
+
+
+def fingerprint_of(window: list[str], rest: list[str]) -> ValFingerprint:
+    """A val split whose scored window holds the passages ``window`` and whose remainder holds ``rest``."""
+    window_text = "\n".join(window) + "\n"
+    return ValFingerprint.of(window_text + "\n".join(rest) + "\n", len(window_text))
+
+
+def test_passages_start_at_the_minimum_length():
+    assert passages(sentence("a", MIN_PASSAGE_CHARS)) == {sentence("a", MIN_PASSAGE_CHARS)}
+    assert passages(sentence("a", MIN_PASSAGE_CHARS - 1)) == set()
+
+
+def test_window_passages_refuse_at_exactly_the_threshold():
+    window = [sentence(f"win{i}", MIN_PASSAGE_CHARS) for i in range(WINDOW_PASSAGES)]
+    fingerprint = fingerprint_of(window, [])
+    one_short = fingerprint.find("\n".join(window[:-1]))
+    assert one_short == LeakFinding(WINDOW_PASSAGES - 1, (WINDOW_PASSAGES - 1) * MIN_PASSAGE_CHARS)
+    assert not one_short.leaks
+    assert fingerprint.find(" . ".join(window)).leaks  # joined mid-line by the sentence separator
+
+
+def test_split_passages_outside_the_window_count_as_split_chars_only():
+    """Passages of the split past the window are not window passages, however many: below SPLIT_CHARS they pass."""
+    rest = [sentence(f"rest{i}", MIN_PASSAGE_CHARS) for i in range(WINDOW_PASSAGES + 3)]
+    window = [sentence(f"win{i}", MIN_PASSAGE_CHARS) for i in range(WINDOW_PASSAGES)]
+    finding = fingerprint_of(window, rest).find("\n".join(rest))
+    assert finding == LeakFinding(0, len(rest) * MIN_PASSAGE_CHARS) and not finding.leaks
+
+
+def test_split_chars_refuse_at_exactly_the_threshold():
+    pieces = [sentence(f"rest{i}", 100) for i in range(SPLIT_CHARS // 100 - 1)]
+    fingerprint = fingerprint_of([sentence("win", 90)], [*pieces, sentence("last", 99), sentence("full", 100)])
+    below = "\n".join([*pieces, sentence("last", 99)])
+    assert fingerprint.find(below) == LeakFinding(0, SPLIT_CHARS - 1) and not fingerprint.find(below).leaks
+    assert fingerprint.find("\n".join([*pieces, sentence("full", 100)])) == LeakFinding(0, SPLIT_CHARS)
+    assert fingerprint.find("\n".join([*pieces, sentence("full", 100)])).leaks
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 100, 1 << 22])
+def test_the_check_in_chunks_finds_what_the_whole_text_holds(monkeypatch, chunk):
+    """Chunks end after a line end, so no passage or " . " is cut: any chunk size finds the same passages."""
+    monkeypatch.setattr(leak, "CHUNK_CHARS", chunk)
+    window = [sentence(f"win{i}", 85 + i) for i in range(3)]
+    text = "x . " + window[0] + " . y\n" + "\n".join(TRAIN_ROWS) + window[1] + " . " + window[2]
+    assert list(leak.line_chunks(text, chunk)) and "".join(leak.line_chunks(text, chunk)) == text
+    assert fingerprint_of(window, []).find(text) == LeakFinding(3, 85 + 86 + 87)
+
+
+def test_a_command_checks_a_text_once(data_dir: Path, tmp_path: Path, monkeypatch):
+    path = write(tmp_path / "once.raw", TRAIN_ROWS * 5)
+    checked = []
+    monkeypatch.setattr(data, "LEAK_FINDINGS", {})
+    monkeypatch.setattr(ValFingerprint, "find", lambda self, text, advanced: checked.append(text) or LeakFinding(0, 0))
+    load_split("train", data_dir, path)
+    load_split("train", data_dir, path)
+    assert len(checked) == 1

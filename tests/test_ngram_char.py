@@ -5,13 +5,18 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from eval.contract import CharModel
 from eval.data import SplitText, load_split, val_window
 from eval.errors import UserError
 from eval.evaluate import evaluate
-from zoo.char_baseline import CharKneserNey
+from eval.energy import EnergyMeter
+from lab.cell import CHAR_BASELINE, Cell, CellOptions, train_cell
+from zoo import char_baseline
+from zoo.char_baseline import CharKneserNey, CharVocabulary, packed_chars
+from zoo.ngram import KneserNeyLM
 
 TRAIN = SplitText("the cat sat on the mat.\nthe dog sat on the log.\n" * 30 + "a fat cat ran.\n" * 10, "train", "fixture")
 HELD_OUT = "the dog sat on the mat.\na fat cat sat on the log.\n"
@@ -75,3 +80,60 @@ def test_real_wikitext_order_5(wikitext_dir):
     train = load_split("train", train_file=wikitext_dir / "wiki.test.raw")
     result = evaluate(CharKneserNey.fit(train, order=5), val_window(wikitext_dir).text, progress=False)
     assert result.chars == 60_000 and result.correct == 33_002  # accuracy 0.5500; orders 3..8 are in the helper report
+
+
+def reference_model(text: str, order: int) -> KneserNeyLM:
+    """The one-shot count over code-point-sorted ids, as the baseline was built before the chunked counter."""
+    chars = sorted(set(text))
+    return KneserNeyLM.fit(np.array([chars.index(c) for c in text]), vocab_size=len(chars) + 1, order=order)
+
+
+@pytest.mark.parametrize("order", [1, 3, 6, 13])  # 13: no room in the packing for the alphabet, so one shot
+def test_chunked_counts_give_the_one_shot_model(order, monkeypatch):
+    monkeypatch.setattr(char_baseline, "CHUNK_CHARS", 97)  # several code point chunks
+    text = TRAIN.text + "Ünïcode 日本 €\n"
+    model, reference = CharKneserNey.fit(SplitText(text, "train", "fixture"), order=order), reference_model(text, order)
+    assert model.chars == "".join(sorted(set(text)))
+    for context in ["", "the c", "日本 ", "zzz€", "a fat cat ran.\nthe"]:
+        model.reset()
+        state = reference.start()
+        for char in context:
+            model.observe(char)
+            state = reference.step(state, model.char_ids.get(char, model.unknown_id))
+        assert model.state == state
+        assert np.array_equal(model.lm.probs(model.state), reference.probs(state))
+
+
+def test_a_large_alphabet_keeps_its_most_frequent_chars_and_folds_the_rest():
+    text = "aaaa" + "bbb" + "dd" + "cc" + "e" + "€"
+    vocabulary = CharVocabulary.learn(text, max_chars=3)
+    assert vocabulary.chars == "abc"  # c and d tie at 2: the lower code point stays
+    assert (vocabulary.folded_chars, vocabulary.folded_occurrences) == (3, 4)
+    assert vocabulary.encode("abcde€x").tolist() == [0, 1, 2, 3, 3, 3, 3]
+    assert CharVocabulary.learn(text).chars == "abcde€" and CharVocabulary.learn(text).folded_chars == 0
+    assert packed_chars(6) == 1023 and packed_chars(8) == 127
+    assert CharVocabulary.learn("ab").dtype == np.uint8
+    assert CharVocabulary.learn("".join(map(chr, range(32, 32 + 300)))).dtype == np.uint16
+    with pytest.raises(UserError, match="empty"):
+        CharVocabulary.learn("")
+
+
+def test_the_cell_counts_the_model_that_fit_does(tmp_path):
+    """Through the planned phases and the id file (a memory map), the cell's baseline is fit()'s model, and its
+    record carries the phases and the alphabet."""
+    train = SplitText(TRAIN.text * 3, "train", "fixture", proxy=True)
+    options = CellOptions(budget_s=60.0, char_order=4, progress=False, device="cpu")
+    meter = EnergyMeter(gpu=False, cpu=False)
+    model, facts = train_cell(Cell(CHAR_BASELINE), options, train, tmp_path / "run", meter)
+    reference = CharKneserNey.fit(train, order=4)
+    assert model.chars == reference.chars and facts["model"]["vocabulary"]["folded_chars"] == 0
+    assert facts["data"]["ids_tokens"] == len(train.text) and facts["data"]["encoder"] == "char"
+    assert set(meter.report.phases) == {"probe", "tokenizer", "tokenize", "train"}
+    for context in ["", "the d", "a fat"]:
+        for char_model in (model, reference):
+            char_model.reset()
+            for char in context:
+                char_model.observe(char)
+        assert np.array_equal(model.lm.probs(model.state), reference.lm.probs(reference.state))
+    again, facts = train_cell(Cell(CHAR_BASELINE), options, train, tmp_path / "run", EnergyMeter(gpu=False, cpu=False))
+    assert facts["data"]["ids_cache_hit"]

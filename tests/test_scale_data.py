@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -117,8 +118,33 @@ def test_interrupted_encode_leaves_no_cache_entry(train_split, tmp_path, monkeyp
     assert not hit
 
 
+class WideTokenizer:
+    """A stand-in vocabulary above 65,536: each character's id is 65,536 + its code point, so every id needs
+    more than 16 bits (what a large word-level vocabulary gives)."""
+
+    family = "wide"
+    vocab_size = (1 << 16) + 0x110000
+    backend_file = "wide.json"
+
+    def write_backend(self, path: Path) -> None:
+        path.write_text("wide", encoding="utf-8")
+
+    def encode(self, text: str) -> list[int]:
+        return [(1 << 16) + ord(char) for char in text]
+
+
+def test_ids_above_65536_go_through_the_file_and_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(encode_ids, "GROUP_CHARS", 40)
+    tokenizer, text = WideTokenizer(), " cat sat\n mat € 日本\n" * 9
+    id_file, _ = encode_to_file(tokenizer, text, tmp_path)
+    assert id_file.dtype == "uint32" and id_file.path.stat().st_size == 4 * len(text)
+    assert id_file.ids().tolist() == tokenizer.encode(text)
+    again, hit = encode_to_file(tokenizer, text, tmp_path)
+    assert hit and again.ids().tolist() == tokenizer.encode(text)
+
+
 def test_digests(train_split):
-    assert text_sha256(train_split.text) == train_split.digest()
+    assert text_sha256(train_split.text) == hashlib.sha256(train_split.text.encode("utf-8")).hexdigest()
     small = train_tokenizer(train_split.prefix(60_000), "bytebpe", 300)
     assert tokenizer_sha256(small) == tokenizer_sha256(small)
     assert tokenizer_sha256(small) != tokenizer_sha256(train_tokenizer(train_split.prefix(60_000), "bytebpe", 320))

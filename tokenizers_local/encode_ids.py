@@ -6,7 +6,8 @@ GPT-2-style regexes every family uses) into groups, each group is encoded by the
 has — tiktoken's threaded batch for byte-level BPE, HF ``encode_batch`` (Rayon threads) for the other HF families,
 the family's own ``encode`` otherwise — and its ids are appended to a uint16 (vocab <= 65,536) or uint32 file.
 The file is renamed into place only when complete, so an interrupted run leaves no half cache entry, and a later
-run with the same tokenizer and text (a resumed cell) maps the file instead of encoding again.
+run with the same tokenizer and text (a resumed cell) maps the file instead of encoding again. The char
+baseline's ids (one per character, zoo.char_baseline) are written through the same cache (:func:`id_file_of`).
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
+from eval.data import text_sha256
 from eval.errors import UserError
+from eval.progress import phase
 from eval.records import write_json_atomic
 from tokenizers_local.base import LocalTokenizer
 from tokenizers_local.hf_common import ENCODE_CHUNK_CHARS, HFTokenizer
@@ -31,7 +33,6 @@ from tokenizers_local.tiktoken_bridge import to_tiktoken
 
 GROUP_CHARS = 1 << 24  # text encoded per batch call: bounds the transient Python ints to ~4M
 PIECE_CHARS = 1 << 16  # one task of a tiktoken batch
-DIGEST_CHARS = 1 << 24
 ID_FILE_FORMAT = "subchar-ids"
 ID_FILE_VERSION = 1
 
@@ -63,14 +64,6 @@ class IdFile:
 
 def id_dtype(vocab_size: int) -> str:
     return "uint16" if vocab_size <= 1 << 16 else "uint32"
-
-
-def text_sha256(text: str) -> str:
-    """sha256 of the UTF-8 text (equals SplitText.digest()), hashed in slices so no 540 MB copy is made."""
-    digest = hashlib.sha256()
-    for start in range(0, len(text), DIGEST_CHARS):
-        digest.update(text[start : start + DIGEST_CHARS].encode("utf-8"))
-    return digest.hexdigest()
 
 
 def tokenizer_sha256(tokenizer: LocalTokenizer) -> str:
@@ -105,12 +98,12 @@ def batch_encoder(tokenizer: LocalTokenizer, threads: int) -> tuple[str, Encoder
 
 def encode_groups(text: str, encoder: Encoder, dtype: str, progress: bool) -> Iterator[np.ndarray]:
     """Ids of consecutive groups of ``text``, one array per group."""
-    with tqdm(total=len(text), unit="char", unit_scale=True, desc="encode", disable=not progress) as bar:
+    with phase("encode", len(text), enabled=progress) as shown:
         for group in chunks(text, GROUP_CHARS):
             pieces = list(chunks(group, PIECE_CHARS))
             ids = [np.asarray(piece_ids, dtype=dtype) for piece_ids in encoder(pieces)]
             yield np.concatenate(ids) if ids else np.zeros(0, dtype=dtype)
-            bar.update(len(group))
+            shown.update(len(group))
 
 
 def cached_id_file(cache_dir: Path, tok_digest: str, txt_digest: str) -> IdFile | None:
@@ -140,21 +133,39 @@ def encode_to_file(
     progress: bool = False,
 ) -> tuple[IdFile, bool]:
     """The id file of ``tokenizer.encode(text)`` in ``cache_dir``: (file, True) when it was already there."""
+    dtype = id_dtype(tokenizer.vocab_size)
+
+    def groups() -> tuple[str, Iterator[np.ndarray]]:
+        name, encoder = batch_encoder(tokenizer, threads or os.cpu_count() or 1)
+        return name, encode_groups(text, encoder, dtype, progress)
+
+    return id_file_of(cache_dir, tokenizer_sha256(tokenizer), text_sha256(text), tokenizer.vocab_size, dtype, groups)
+
+
+def id_file_of(
+    cache_dir: str | os.PathLike,
+    vocab_digest: str,
+    txt_digest: str,
+    vocab_size: int,
+    dtype: str,
+    groups: Callable[[], tuple[str, Iterator[np.ndarray]]],
+) -> tuple[IdFile, bool]:
+    """The id file of (vocabulary, text) in ``cache_dir``, written from ``groups()`` (the encoder's name and its
+    ids, group by group) unless it is there already: (file, True) when it was."""
     cache_dir = Path(cache_dir).expanduser()
-    tok_digest, txt_digest = tokenizer_sha256(tokenizer), text_sha256(text)
-    found = cached_id_file(cache_dir, tok_digest, txt_digest)
+    found = cached_id_file(cache_dir, vocab_digest, txt_digest)
     if found is not None:
         return found, True
-    threads = threads or os.cpu_count() or 1
-    name, encoder = batch_encoder(tokenizer, threads)
-    dtype = id_dtype(tokenizer.vocab_size)
-    stem = f"{tok_digest[:20]}-{txt_digest[:20]}"
+    stem = f"{vocab_digest[:20]}-{txt_digest[:20]}"
     cache_dir.mkdir(parents=True, exist_ok=True)
     fd, partial = tempfile.mkstemp(prefix=f".{stem}.", suffix=".partial", dir=cache_dir)
     tokens = 0
     try:
         with os.fdopen(fd, "wb") as handle:
-            for ids in encode_groups(text, encoder, dtype, progress):
+            name, id_groups = groups()
+            for ids in id_groups:
+                if ids.dtype != dtype:  # a cast would wrap ids that do not fit, silently
+                    raise ValueError(f"{name} gave {ids.dtype} ids for a {dtype} id file")
                 handle.write(ids.tobytes())
                 tokens += len(ids)
         final = cache_dir / f"{stem}.{dtype}"
@@ -162,7 +173,7 @@ def encode_to_file(
     except BaseException:
         Path(partial).unlink(missing_ok=True)
         raise
-    made = IdFile(final, dtype, tokens, tokenizer.vocab_size, tok_digest, txt_digest, name)
+    made = IdFile(final, dtype, tokens, vocab_size, vocab_digest, txt_digest, name)
     meta = {"format": ID_FILE_FORMAT, "format_version": ID_FILE_VERSION, "file": final.name,
             **{k: v for k, v in asdict(made).items() if k != "path"}}
     write_json_atomic(cache_dir / f"{stem}.json", meta)  # written last: its presence marks a complete file

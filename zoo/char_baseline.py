@@ -1,23 +1,104 @@
 """Character-level Kneser–Ney: the benchmark's leading family (char n-grams) as a CharModel baseline.
 
-The same counting model as :mod:`zoo.ngram`, with Unicode characters as tokens: every character of the train text
-gets an id (sorted by code point) and one extra id stands for "a character the train text never had", so unseen
-characters in the stream still move the context along.
+The same counting model as :mod:`zoo.ngram`, with Unicode characters as tokens, counted by the same chunked counter
+(:mod:`zoo.ngram_count`) from a small-integer id per character, so the 540 MB train split costs a 1-2 byte id per
+character and the counter's bounded tables, never an int64 copy of the text.
+
+Every character of the vocabulary's text gets an id, sorted by code point, and one extra id stands for "any other
+character", so unseen characters in the stream still move the context along. The counter packs an n-gram into
+one int64, so an order leaves room for ``packed_chars(order)`` characters (1,023 at order 6); past that it counts
+in one shot, in memory that grows with the text. So a cell, which must stay bounded on the 540 MB split, keeps
+the most frequent ``packed_chars(order)`` characters and folds the rest into the extra id (its record says how
+many); :meth:`CharKneserNey.fit`, for texts held in memory, keeps them all.
 """
 
 from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
 from eval.contract import CharModel
 from eval.data import SplitText, require_train
 from eval.errors import UserError
+from eval.progress import phase
 from zoo.ngram import KneserNeyLM
+from zoo.ngram_count import count_tables_chunked, max_packed_vocab
+
+CODE_POINTS = 0x110000
+CHUNK_CHARS = 1 << 24  # characters turned into code points at a time (64 MB of UTF-32)
 
 
 def code_points(text: str) -> np.ndarray:
     """Code point of every character, without a Python loop (UTF-32 is one int per character)."""
-    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+
+
+def code_point_counts(text: str) -> np.ndarray:
+    """How often each code point occurs in ``text``, counted a chunk at a time."""
+    counts = np.zeros(CODE_POINTS, dtype=np.int64)
+    for start in range(0, len(text), CHUNK_CHARS):
+        counts += np.bincount(code_points(text[start : start + CHUNK_CHARS]), minlength=CODE_POINTS)
+    return counts
+
+
+def packed_chars(order: int) -> int:
+    """How many characters (besides the extra id) the chunked counter can pack ``order`` at a time."""
+    return min(CODE_POINTS, max_packed_vocab(order) - 1)
+
+
+@dataclass(frozen=True)
+class CharVocabulary:
+    """The characters with an id of their own (``chars[i]`` has id i); id ``len(chars)`` is every other one."""
+
+    chars: str
+    folded_chars: int = 0  # characters of the learning text that share the extra id, as the packing has no room
+    folded_occurrences: int = 0
+
+    @classmethod
+    def learn(cls, text: str, max_chars: int | None = None) -> CharVocabulary:
+        """The characters of ``text``; past ``max_chars``, the most frequent (ties to the lower code point)."""
+        if not text:
+            raise UserError("the char baseline's train text is empty; check --train-chars / --train-file")
+        counts = code_point_counts(text)
+        seen = np.flatnonzero(counts)
+        kept = seen
+        if max_chars is not None and len(seen) > max_chars:
+            kept = np.sort(seen[np.argsort(-counts[seen], kind="stable")[:max_chars]])
+        folded = int(counts.sum() - counts[kept].sum())
+        return cls("".join(map(chr, kept.tolist())), len(seen) - len(kept), folded)
+
+    @property
+    def unknown_id(self) -> int:
+        return len(self.chars)
+
+    @property
+    def size(self) -> int:
+        return len(self.chars) + 1
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint8 if self.size <= 1 << 8 else np.uint16 if self.size <= 1 << 16 else np.uint32)
+
+    def id_chunks(self, text: str) -> Iterator[np.ndarray]:
+        """The id of every character of ``text``, a chunk at a time."""
+        table = np.full(CODE_POINTS, self.unknown_id, dtype=self.dtype)
+        table[code_points(self.chars)] = np.arange(len(self.chars), dtype=self.dtype)
+        for start in range(0, len(text), CHUNK_CHARS):
+            yield table[code_points(text[start : start + CHUNK_CHARS])]
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.concatenate([np.zeros(0, dtype=self.dtype), *self.id_chunks(text)])
+
+    def digest(self) -> str:
+        """Two vocabularies encode alike iff their digests agree (the key of their id files)."""
+        return hashlib.sha256(b"char\0" + self.chars.encode("utf-8")).hexdigest()
+
+    def facts(self) -> dict[str, int]:
+        return {"chars": len(self.chars), "folded_chars": self.folded_chars,
+                "folded_occurrences": self.folded_occurrences}
 
 
 class CharKneserNey(CharModel):
@@ -33,18 +114,22 @@ class CharKneserNey(CharModel):
         self.state = lm.start()
 
     @classmethod
-    def fit(cls, train: SplitText, order: int = 6) -> CharKneserNey:
-        """Count ``order``-grams of characters of the train split (or a flagged proxy of it)."""
-        text = require_train(train, "the char Kneser-Ney baseline").text
-        points = code_points(text)
-        vocab = np.unique(points)
-        ids = np.searchsorted(vocab, points)
-        chars = "".join(map(chr, vocab.tolist()))
+    def count(cls, ids: np.ndarray, vocabulary: CharVocabulary, order: int, device: str = "cpu",
+              progress: bool = False) -> CharKneserNey:
+        """Count ``order``-grams of the character ids (a memory map is read a chunk at a time) on ``device``."""
         try:
-            lm = KneserNeyLM.fit(ids, vocab_size=len(chars) + 1, order=order)
-        except ValueError as err:  # the model file raises plain ValueError; here it is the user's setting
+            with phase(f"count char {order}-grams", len(ids), enabled=progress) as shown:
+                tables = count_tables_chunked(ids, order, vocabulary.size, device=device, advanced=shown.update)
+        except ValueError as err:  # the counter raises plain ValueError; here it is the user's setting
             raise UserError(str(err)) from None
-        return cls(lm, chars)
+        return cls(KneserNeyLM(tables, vocabulary.size), vocabulary.chars)
+
+    @classmethod
+    def fit(cls, train: SplitText, order: int = 6, device: str = "cpu") -> CharKneserNey:
+        """Count ``order``-grams of characters of the train split (or a flagged proxy of it), held in memory."""
+        text = require_train(train, "the char Kneser-Ney baseline").text
+        vocabulary = CharVocabulary.learn(text)
+        return cls.count(vocabulary.encode(text), vocabulary, order, device)
 
     def reset(self) -> None:
         self.state = self.lm.start()

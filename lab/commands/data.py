@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 
-from eval.data import SPLITS, fetch, load_split
+from eval.data import SPLITS, VAL_WINDOW_CHARS, fetch, load_split
 from lab.commands.common import add_data_args
 
 
@@ -31,9 +30,9 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 def run_info(args: argparse.Namespace) -> int:
     for split in args.splits:
-        text = load_split(split, args.data_dir, getattr(args, "train_file", None))
-        stream_sha = hashlib.sha256(text.text.encode("utf-8")).hexdigest()[:16]
-        window_sha = hashlib.sha256(text.text[:60_000].encode("utf-8")).hexdigest()[:16]
+        text = load_split(split, args.data_dir, getattr(args, "train_file", None), progress=True)
+        stream_sha = text.digest()[:16]
+        window_sha = text.prefix(VAL_WINDOW_CHARS).digest()[:16]
         proxy = " (proxy train)" if text.proxy else ""
         print(f"{split}{proxy}: {len(text.text):,} chars, sha256 {stream_sha}, window sha256 {window_sha}  <- {text.source}")
     return 0

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from eval.data import fetch, load_split, resolve_data_dir, resolve_train_file, split_in_folder
+from eval.data import fetch, has_split, load_split, resolve_data_dir, resolve_train_file
 from eval.errors import UserError
 from eval.records import write_json_atomic
 from lab.commands.common import (
@@ -22,7 +23,8 @@ from lab.commands.common import (
 )
 
 if TYPE_CHECKING:
-    from lab.cell import CellOptions
+    from lab.cell import Cell, CellOptions
+    from lab.compare import Backend
 
 QUICKSTART_TOKENIZERS = ("bytebpe:2048", "unigram:2048")
 QUICKSTART_MODELS = ("ngram",)
@@ -55,7 +57,8 @@ def register(subparsers) -> None:
                                 help=f"zoo models: {', '.join(MODEL_CHOICES)}")
     compare_parser.add_argument("--out", required=True, help="output folder (results.jsonl, table.md, pareto.png)")
     compare_parser.add_argument("--backend", choices=("local", "modal"), default="local")
-    compare_parser.add_argument("--dry-run", action="store_true", help="with --backend modal: print the plan, run nothing")
+    compare_parser.add_argument("--dry-run", action="store_true",
+                                help="with --backend modal: print the plan, run and write nothing")
     add_grid_args(compare_parser, budget=300.0, eval_chars=60_000, test_chars=60_000)
     compare_parser.set_defaults(func=run_compare)
 
@@ -84,27 +87,61 @@ def options_from(args: argparse.Namespace) -> CellOptions:
                        device=args.device, seed=args.seed, engine=args.engine, prune=args.prune)
 
 
+def check_modal_args(args: argparse.Namespace) -> None:
+    """``--dry-run`` only plans Modal calls, and a Modal cell reads the real splits from its data Volume: a flag
+    that would be ignored is refused instead."""
+    remote = args.backend == "modal"
+    if args.dry_run and not remote:
+        raise UserError("--dry-run plans Modal calls: add --backend modal, or drop --dry-run to run the grid here")
+    given = [flag for flag, value in (("--data-dir", args.data_dir), ("--train-file", args.train_file)) if value]
+    if remote and given:
+        flags = " and ".join(given)
+        raise UserError(f"{flags} {'apply' if len(given) > 1 else 'applies'} to local runs only (Modal cells read "
+                        f"the real WikiText splits from the data Volume): drop {flags}, or drop --backend modal")
+
+
+def pending_runs(cells: list[Cell], options: CellOptions, repeats: int, out: Path,
+                 backend_name: str) -> list[tuple[CellOptions, list[Cell]]]:
+    """Each repeat's options with the cells that have no reusable record of it in ``out`` (Modal cells)."""
+    from lab.compare import pending_cells, repeat_runs
+
+    return [(run, pending_cells(cells, run, out, REMOTE_TRAIN, backend_name)) for run in repeat_runs(options, repeats)]
+
+
+def dry_run(backend: Backend, runs: list[tuple[CellOptions, list[Cell]]]) -> int:
+    """Print what each repeat would run; nothing is written (no grid.json, results or reports)."""
+    for run, cells in runs:
+        list(backend(cells, run))
+    return 0
+
+
 def run_compare(args: argparse.Namespace) -> int:
     """Everything that can be refused is checked first, before the heavy imports (names by the parser, numbers,
-    the output folder, the train text and its val-leak guard, the val split): a refused command fails in a second
-    and leaves nothing behind."""
+    the output folder, flags the backend would ignore, the train text and its val-leak guard, the val split): a
+    refused command fails in a second and leaves nothing behind."""
     check_positive(args.budget, "--budget")
     check_positive(args.eval_chars, "--eval-chars")
     check_positive(args.repeats, "--repeats")
     out = check_results_folder(args.out)
+    check_modal_args(args)
     remote = args.backend == "modal"
-    train_sha256 = REMOTE_TRAIN if remote else (
-        load_split("train", args.data_dir, args.train_file).prefix(args.train_chars).digest())
+    train = None if remote else load_split("train", args.data_dir, args.train_file,
+                                            progress=True).prefix(args.train_chars)  # read once, for every cell
+    train_sha256 = REMOTE_TRAIN if remote else train.digest()
     if not remote:
         load_split("valid", args.data_dir)
     # deferred to the run: `subchar --help` must not load torch, matplotlib or modal
     from lab.compare import compare, grid, save_grid
-    from lab.modal_backend import modal_backend
+    from lab.identity import modal_backend_identity
+    from lab.modal_backend import GPU, modal_backend
 
     cells = grid(args.tokenizers, args.models)
     options = options_from(args)
-    save_grid(out, cells, options, args.data_dir, args.train_file, args.repeats)
+    backend_name = modal_backend_identity(GPU, allow_no_energy_counter=False) if remote else args.backend
     backend = modal_backend(out, dry_run=args.dry_run) if remote else None
+    if args.dry_run:
+        return dry_run(backend, pending_runs(cells, options, args.repeats, out, backend_name))
+    save_grid(out, cells, options, args.data_dir, args.train_file, args.repeats)
     ran: list[str] = []
 
     def finished(record: dict) -> None:
@@ -113,7 +150,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
     records, table, plot = compare(cells, options, out, backend, args.data_dir, args.train_file, on_record=finished,
                                    repeats=args.repeats, train_sha256=train_sha256,
-                                   backend_name=args.backend, show_all=args.all)
+                                   backend_name=backend_name, show_all=args.all, train=train)
     if len(records) > len(ran):
         print(f"reused {len(records) - len(ran)} finished run(s) with these exact settings from {out / 'results.jsonl'}")
     print(Path(table).read_text(encoding="utf-8"))
@@ -126,7 +163,7 @@ def quickstart_data(data_dir: str | None, train_file: str | None) -> str:
     fetched from the Hub when missing; offline, one line on how to point it at local files instead."""
     root = resolve_data_dir(data_dir) or Path("data")
     needed = ("valid", "test") if resolve_train_file(train_file) else ("train", "valid", "test")
-    missing = tuple(split for split in needed if not root.is_dir() or split_in_folder(root, split) is None)
+    missing = tuple(split for split in needed if not root.is_dir() or not has_split(root, split))
     if missing:
         print(f"fetching WikiText-103 ({', '.join(missing)}) into {root} …", flush=True)
         try:
@@ -154,28 +191,45 @@ def run_quickstart(args: argparse.Namespace) -> int:
     return code
 
 
+def saved_repeats(folder: Path) -> int:
+    """The ``--repeats`` a compare folder's grid.json asked for (1 for a run folder, which is one run)."""
+    from lab.compare import GRID
+
+    path = folder / GRID
+    if not path.is_file():
+        return 1
+    repeats = json.loads(path.read_text(encoding="utf-8")).get("repeats", 1)
+    if not isinstance(repeats, int) or repeats < 1:
+        raise UserError(f"{path} has repeats={repeats!r}; run `subchar compare` again to rewrite it")
+    return repeats
+
+
 def run_modal(args: argparse.Namespace) -> int:
-    """The grid recorded in TARGET, run again on Modal into its own folder (TARGET/modal unless --out)."""
+    """The grid recorded in TARGET (each of its repeats), run again on Modal into its own folder (TARGET/modal
+    unless --out)."""
     # deferred to the run: `subchar --help` must not load torch or modal
-    from lab.compare import RESULTS, compare, load_grid, pending_cells, save_grid
+    from lab.compare import RESULTS, compare, load_grid, save_grid
+    from lab.identity import modal_backend_identity
     from lab.modal_backend import GPU, modal_backend
     from lab.modal_container import outcome
 
     cells, options, folder = load_grid(args.target)
+    repeats = saved_repeats(folder)
     out = Path(args.out) if args.out else folder / "modal"
-    todo = pending_cells(cells, options, out, REMOTE_TRAIN, "modal")
-    backend = modal_backend(out, gpu=args.gpu or GPU, dry_run=args.dry_run,
-                            allow_no_energy_counter=args.allow_no_energy_counter)
-    if len(todo) < len(cells):
-        print(f"{len(cells) - len(todo)} of {len(cells)} cell(s) already in {out / RESULTS} with these settings: skipped")
+    gpu = args.gpu or GPU
+    backend_name = modal_backend_identity(gpu, args.allow_no_energy_counter)
+    runs = pending_runs(cells, options, repeats, out, backend_name)
+    todo, total = sum(len(pending) for _, pending in runs), len(cells) * repeats
+    backend = modal_backend(out, gpu=gpu, dry_run=args.dry_run, allow_no_energy_counter=args.allow_no_energy_counter)
+    if todo < total:
+        print(f"{total - todo} of {total} run(s) already in {out / RESULTS} with these settings: skipped")
     if args.dry_run:
-        list(backend(todo, options))
-        return 0
-    save_grid(out, cells, options, None, None)
-    finished = iter(range(1, len(todo) + 1))
+        return dry_run(backend, runs)
+    save_grid(out, cells, options, None, None, repeats)
+    finished = iter(range(1, todo + 1))
     records, table, plot = compare(cells, options, out, backend, on_record=lambda record: print(
-        f"[{next(finished)}/{len(todo)}] {record['submission']}: {outcome(record)}", flush=True),
-                                   train_sha256=REMOTE_TRAIN, backend_name="modal")
+        f"[{next(finished)}/{todo}] {record['submission']}: {outcome(record)}", flush=True),
+                                   repeats=repeats, train_sha256=REMOTE_TRAIN, backend_name=backend_name)
     print(Path(table).read_text(encoding="utf-8"))
     print(f"table: {table}\nplot:  {plot}\nrun folders: {out / 'runs'}")
     return 0

@@ -33,7 +33,8 @@ def run_train(args: argparse.Namespace) -> int:
     check_positive(args.vocab_size, "--vocab-size")
     check_positive(args.train_chars, "--train-chars")
     check_output_folder(args.out, what="tokenizer")
-    text = load_split("train", args.data_dir, args.train_file).prefix(args.train_chars)  # refuses val text
+    text = load_split("train", args.data_dir, args.train_file, progress=True)  # refuses val text
+    text = text.prefix(args.train_chars)
     # deferred to the run: `subchar --help` must not load the tokenizer libraries
     from tokenizers_local.training import train_tokenizer
 

@@ -86,7 +86,8 @@ def run_train(args: argparse.Namespace) -> int:
     check_output_folder(args.out, what="checkpoint")
     if not Path(args.tokenizer).expanduser().is_dir():
         raise UserError(f"--tokenizer {args.tokenizer}: no such folder; create it with `subchar tokenizer train`")
-    text = load_split("train", args.data_dir, args.train_file).prefix(args.train_chars)  # refuses val text
+    text = load_split("train", args.data_dir, args.train_file, progress=True)  # refuses val text
+    text = text.prefix(args.train_chars)
     from lab.checkpoint_runs import train_checkpoint  # deferred to the run: `subchar --help` must not load torch
 
     return train_checkpoint(args, text, overrides)
