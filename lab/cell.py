@@ -155,8 +155,9 @@ def train_cell(cell: Cell, options: CellOptions, train: SplitText, run_dir: Path
                                                        advanced=shown.update)
             else:
                 adapter, result = neural_char_model(cell.model, ids, tokenizer.vocab_size, tokenizer, remaining,
-                                                    overrides, options.device, options.seed, TrainSettings(),
-                                                    options.mode, options.beam, prune=options.prune)
+                                                    overrides, options.device, options.seed,
+                                                    TrainSettings(progress=options.progress), options.mode,
+                                                    options.beam, prune=options.prune)
     tokenizer_dir = tokenizer.save(run_dir / "tokenizer")
     save_checkpoint(run_dir / "checkpoint", result, tokenizer_dir, train)
     facts = {
@@ -199,7 +200,8 @@ def train_char_baseline(options: CellOptions, train: SplitText, run_dir: Path, m
         "name": CHAR_BASELINE,
         "config": {"order": order},
         "vocabulary": vocabulary.facts(),
-        "train": {"device": device, "seconds": counting_s, "tokens_seen": len(ids), "stop_reason": "counted"},
+        "train": {"device": device, "seconds": counting_s, "tokens_seen": len(ids), "stop_reason": "counted",
+                  "ngrams": sum(len(table.keys) for table in model.lm.tables)},
     }
     return model, {"data": prepared.facts(), "plan": prepared.plan, "model": model_facts}
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 import tokenizers_local
-from eval.data import SplitText, load_split, resolve_data_dir
+from eval.data import SplitText
 from eval.energy import EnergyMeter
 from eval.errors import UserError
 from eval.evaluate import evaluate
@@ -28,6 +28,7 @@ from zoo.checkpoint import folder_digest, load_checkpoint, save_checkpoint
 from zoo.registry import NGRAM, num_params
 
 TRAIN_RECORD = "train_record.json"
+SEEN_LABEL = "TRAINED ON THIS TEXT (recall, not prediction)"  # starts the output of a score on seen text
 
 
 def train_checkpoint(args: argparse.Namespace, text: SplitText, overrides: dict[str, Any]) -> int:
@@ -55,7 +56,8 @@ def train_checkpoint(args: argparse.Namespace, text: SplitText, overrides: dict[
     record = train_record(args, tokenizer, text, meter, result)
     out = save_checkpoint(args.out, result, args.tokenizer, text, records={TRAIN_RECORD: record.to_dict()})
     report = meter.report
-    print(f"trained {args.model}: {result.steps} steps, {result.tokens_seen:,} tokens in {result.seconds:.1f} s "
+    steps = f"{result.steps} step{'' if result.steps == 1 else 's'}"
+    print(f"trained {args.model}: {steps}, {result.tokens_seen:,} tokens in {result.seconds:.1f} s "
           f"({result.stop_reason}); energy {report.total_energy_J:.0f} J; checkpoint {out}")
     return 0
 
@@ -86,15 +88,15 @@ def train_record(args: argparse.Namespace, tokenizer, text, meter: EnergyMeter, 
     )
 
 
-def eval_checkpoint(args: argparse.Namespace) -> int:
-    """`subchar eval` once its arguments are checked (lab.commands.train): score, then save the record."""
+def eval_checkpoint(args: argparse.Namespace, text: SplitText, target: Path, seen: bool) -> int:
+    """`subchar eval` once its arguments, the checkpoint's files and the split ``text`` are checked
+    (lab.commands.train): score, then save the record to ``target``. ``seen``: the model was trained on ``text``
+    (allowed by --allow-trained-split), which the output and the record say."""
     checkpoint = load_checkpoint(args.run, device=args.device)
-    text = load_split(args.split, data_dir_of(checkpoint, args.data_dir)).text
     options = {"mode": args.mode, "beam": args.beam, "prune": args.prune}
     adapter = CharAdapter(checkpoint.token_lm(args.device), checkpoint.tokenizer, **options)
-    result = evaluate(adapter, text, max_chars=args.chars, bits=args.bits, engine=args.engine)
-    record = eval_record(checkpoint, args, result)
-    target = Path(args.json) if args.json else checkpoint.path / f"eval_{args.split}_{args.mode}.json"
+    result = evaluate(adapter, text.text, max_chars=args.chars, bits=args.bits, engine=args.engine)
+    record = eval_record(checkpoint, args, result, seen)
     record.save(target)
     if result.bits_per_char is None:
         bpc = "bits/char n/a"
@@ -103,34 +105,32 @@ def eval_checkpoint(args: argparse.Namespace) -> int:
     else:
         bpc = f"{result.bits_per_char:.4f} bits/char"
     proxy = " (proxy train: development figure)" if record.proxy_train else ""
-    print(f"{args.split} char accuracy {result.accuracy:.4f} over {result.chars:,} chars, {bpc}, "
+    label = f"{SEEN_LABEL}: " if seen else ""
+    print(f"{label}{args.split} char accuracy {result.accuracy:.4f} over {result.chars:,} chars, {bpc}, "
           f"{result.chars_per_s:,.0f} chars/s ({result.engine} engine){proxy}; record {target}")
     return 0
 
 
-def data_dir_of(checkpoint, given: str | None) -> str | None:
-    """--data-dir or $SUBCHAR_DATA, else the data directory the checkpoint was trained with (its manifest)."""
-    return given if resolve_data_dir(given) is not None else checkpoint.manifest.get("data_dir")
-
-
-def eval_record(checkpoint, args: argparse.Namespace, result) -> RunRecord:
-    """The training record of the checkpoint completed with the scores; a bare one if it has none."""
+def eval_record(checkpoint, args: argparse.Namespace, result, seen: bool) -> RunRecord:
+    """The training record of the checkpoint completed with the scores; a bare one if it has none. A score on
+    text the model was trained on goes under ``extra`` only, marked ``trained_on_scored_text``."""
     path = checkpoint.path / TRAIN_RECORD
     fields = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {
         "submission": f"subchar-{checkpoint.model_name}", "training_energy_J": None, "training_duration_s": 0.0,
         "cpu_energy_J": None, "total_energy_J": None, "gpu_name": None,
     }
     fields.pop("date_utc", None)
-    if args.split == "valid":
+    if args.split == "valid" and not seen:
         fields.update(val_char_accuracy=result.accuracy, val_chars=result.chars, bits_per_char=result.bits_per_char)
-    else:  # the benchmark's val fields stay empty: a test score must never pass for a val score
+    else:  # the benchmark's val fields stay empty: a test score (or a seen one) must never pass for a val score
         fields.update(val_char_accuracy=None, val_chars=0, bits_per_char=None)
     fields.update(
         eval_chars_per_s=result.chars_per_s,
         eval_engine=result.engine,
         proxy_train=bool(checkpoint.manifest.get("proxy_train")),
         extra={**fields.get("extra", {}), f"{args.split}_char_accuracy": result.accuracy,
-               f"{args.split}_chars": result.chars, f"{args.split}_bits_per_char": result.bits_per_char, "eval": {
+               f"{args.split}_chars": result.chars, f"{args.split}_bits_per_char": result.bits_per_char,
+               "trained_on_scored_text": seen, "eval": {
             "split": args.split, "mode": args.mode, "beam": args.beam, "prune": args.prune, "engine": result.engine,
             "device": args.device,
             "zero_prob_chars": result.zero_prob_chars, "covered_bits_per_char": result.covered_bits_per_char,

@@ -22,6 +22,7 @@ from eval.records import utc_now, write_json_atomic, write_text_atomic
 from lab.cell import CHAR_BASELINE, Cell, CellOptions, run_cell
 from lab.identity import cell_identity, identity_key, reusable
 from lab.report import write_reports
+from lab.results import read_results
 from tokenizers_local.families import family_class
 from zoo.train import model_names
 
@@ -46,19 +47,6 @@ def grid(tokenizer_specs: Iterable[str], models: Iterable[str], baseline: bool =
     if not cells:
         raise UserError("the grid is empty: give --tokenizers and --models")
     return cells
-
-
-def read_results(path: Path) -> list[dict[str, Any]]:
-    """Records already finished; a torn last line (a crash mid-write) is ignored, and that cell runs again."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
 
 
 def append_result(path: Path, record: dict[str, Any]) -> None:

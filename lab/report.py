@@ -5,13 +5,17 @@ from __future__ import annotations
 import io
 import os
 import statistics
+from dataclasses import dataclass
 from typing import Any
 
+from eval.data import VAL_WINDOW_CHARS
 from eval.energy import FLOOR_WATTS
 from eval.records import write_bytes_atomic, write_text_atomic
 
 ACC_MIN = 0.70
-COLUMNS = ("run", "total J", "val acc", "val chars", "test acc", "bits/char", "chars/token", "eval chars/s", "train s", "DQ reason")
+NOTE_LINE_SHARE = 0.06  # of the accuracy axis, added above the points per line of the plot's note
+COLUMNS = ("run", "total J", "val acc", "val chars", "test acc", "bits/char", "chars/token", "params", "steps",
+           "train s", "train tok/s", "threads", "eval chars/s", "DQ reason")
 
 
 def run_label(record: dict[str, Any]) -> str:
@@ -120,6 +124,53 @@ def bits_cell(record: dict[str, Any]) -> str:
     return _fmt(record.get("bits_per_char"), ".3f")
 
 
+def train_facts(record: dict[str, Any]) -> dict[str, Any]:
+    """The trainer's summary in a record (zoo.train.TrainResult.summary; the char baseline's own few facts)."""
+    return (record.get("model") or {}).get("train") or {}
+
+
+def compact(count: int) -> str:
+    """1234567 -> 1.23M, 45600 -> 45.6k: sizes read at a glance."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if count >= scale:
+            return f"{count / scale:.3g}{suffix}"
+    return str(count)
+
+
+def size_cell(record: dict[str, Any]) -> str:
+    """A network's parameters; for an n-gram, its stored n-grams of every order (its size); '—' when unknown."""
+    params, ngrams = (record.get("model") or {}).get("params"), train_facts(record).get("ngrams")
+    if params is not None:
+        return compact(params)
+    return "—" if ngrams is None else f"{compact(ngrams)} n-grams"
+
+
+def steps_cell(record: dict[str, Any]) -> str:
+    """Optimizer steps of a network; '—' for a counted n-gram (one pass, no steps)."""
+    train = train_facts(record)
+    return "—" if train.get("stop_reason") == "counted" else _fmt(train.get("steps"), ",")
+
+
+def tokens_per_s(record: dict[str, Any]) -> float | None:
+    """Training throughput: tokens (characters for the char baseline) seen or counted per training second."""
+    train = train_facts(record)
+    if train.get("tokens_per_s") is not None:
+        return train["tokens_per_s"]
+    seconds, tokens = train.get("seconds"), train.get("tokens_seen")
+    return tokens / seconds if seconds and tokens is not None else None
+
+
+def threads_cell(record: dict[str, Any]) -> str:
+    """Torch threads the CPU training ended on; ``2→1`` when all-thread steps collapsed mid-run (zoo.train)."""
+    train = train_facts(record)
+    choice = train.get("thread_choice") or {}
+    if train.get("threads") is None:
+        return "—"
+    if choice.get("collapsed_at_step") is not None:
+        return f"{choice['available']}→{train['threads']}"
+    return str(train["threads"])
+
+
 def table_markdown(records: list[dict[str, Any]]) -> str:
     """Markdown table sorted by total energy (medians and ranges for repeated runs, with energy ties named);
     proxy-trained runs are labelled so they are never read as results."""
@@ -139,8 +190,12 @@ def table_markdown(records: list[dict[str, Any]]) -> str:
             _fmt(extra.get("test_char_accuracy"), ".4f"),
             bits_cell(r),
             _fmt(tokenizer.get("chars_per_token"), ".2f"),
-            _fmt(r.get("eval_chars_per_s"), ",.0f"),
+            size_cell(r),
+            steps_cell(r),
             _fmt(r.get("training_duration_s"), ".1f"),
+            _fmt(tokens_per_s(r), ",.0f"),
+            threads_cell(r),
+            _fmt(r.get("eval_chars_per_s"), ",.0f"),
             reason or "",
         ]
         if len(columns) > len(COLUMNS):
@@ -154,6 +209,10 @@ def table_markdown(records: list[dict[str, Any]]) -> str:
     if any(on_energy_floor(r) for r in records):
         notes.append(f"No GPU energy counter on this host: the totals sit on the {FLOOR_WATTS:g} W × "
                      "training seconds floor, so they rank training time, not measured energy; use --repeats to see the noise.")
+    if any(train_facts(r).get("threads") is not None for r in rows):
+        notes.append("threads: torch threads of the CPU training steps, unless set chosen by timing the first steps "
+                     "on 1 and on all threads (zoo.train.ThreadChoice); 2→1: all-thread steps slowed mid-run, so it "
+                     "went on with 1.")
     if tied:
         notes.append("Repeated runs whose energy ranges overlap are tied: their order by median energy is noise.")
     best = winner(rows)
@@ -181,22 +240,63 @@ def label_points(ax, points: list[dict[str, Any]], line_px: float = 12.0) -> Non
                     arrowprops={"arrowstyle": "-", "color": "0.55", "linewidth": 0.6})
 
 
+@dataclass
+class PlotInputs:
+    """What pareto.png shows, decided before anything is drawn (so tests read this, not pixels): the points
+    (summarised rows), the Pareto front, the single winner (None: no run qualifies), the lines of the note in the
+    plot's corner and the title."""
+
+    points: list[dict[str, Any]]
+    front: list[dict[str, Any]]
+    winner: dict[str, Any] | None
+    notes: list[str]
+    title: str
+
+
+def scored_chars_note(points: list[dict[str, Any]]) -> str | None:
+    """How many val chars each point's accuracy is over (a range when the runs differ): 400 chars is a smoke
+    test, 60,000 the benchmark's window."""
+    counts = sorted({r["val_chars"] for r in points if r.get("val_chars")})
+    if not counts:
+        return None
+    scored = f"{counts[0]:,}" if len(counts) == 1 else f"{counts[0]:,}–{counts[-1]:,}"
+    return f"val chars scored: {scored}" + (f" (the benchmark scores {VAL_WINDOW_CHARS:,})"
+                                            if counts[-1] < VAL_WINDOW_CHARS else "")
+
+
+def plot_inputs(records: list[dict[str, Any]], title: str = "energy to accuracy") -> PlotInputs:
+    """The points, front, winner and notes of pareto.png: chars scored, the 50 W floor when the totals sit on it
+    (no GPU energy counter: the x axis is then training seconds in disguise) and the winner, or that there is none."""
+    points = [r for r in summarise(records) if r.get("total_energy_J") and r.get("val_char_accuracy") is not None]
+    best = winner(points)
+    notes = [note for note in (scored_chars_note(points),) if note]
+    if any(on_energy_floor(r) for r in records):
+        notes.append(f"no GPU energy counter: energy = {FLOOR_WATTS:g} W × training seconds")
+    if points and not best:
+        notes.append(f"no winner: no run reaches val acc {ACC_MIN} (hollow = disqualified)")
+    proxy = " (proxy train text)" if any(r.get("proxy_train") for r in records) else ""
+    return PlotInputs(points, pareto_front(points), best, notes, title + proxy)
+
+
 def pareto_png(records: list[dict[str, Any]], title: str = "energy to accuracy") -> bytes:
     """Energy (log x) against val accuracy: one colour per model, squares for the char baseline, hollow markers for
-    disqualified runs, the 0.70 floor, the Pareto front joined in orange and the winner circled in red."""
+    disqualified runs, the 0.70 floor, the Pareto front as an orange line, the winner alone as a large gold star,
+    and a note of the chars scored and the energy floor (:func:`plot_inputs`)."""
     import matplotlib  # slow to import: loaded only when a plot is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [r for r in summarise(records) if r.get("total_energy_J") and r.get("val_char_accuracy") is not None]
+    shown = plot_inputs(records, title)
+    points = shown.points
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
     if points:  # fixed limits first, so labels can be laid out in screen space
         energies = [e for r in points for e in energy_span(r)]
         accuracies = [a for r in points for a in value_span(r, "val_char_accuracy", "acc_range")]
         ax.set_xscale("log")
         ax.set_xlim(min(energies) / 1.6, max(energies) * 3.0)
-        ax.set_ylim(max(0.0, min(accuracies) - 0.05), max(ACC_MIN, max(accuracies)) + 0.04)
+        low, high = max(0.0, min(accuracies) - 0.05), max(ACC_MIN, max(accuracies)) + 0.04
+        ax.set_ylim(low, high + (high - low) * NOTE_LINE_SHARE * len(shown.notes))  # room for the note above
     models = sorted({(r.get("model") or {}).get("name", "?") for r in points})
     colours = {name: plt.cm.tab10(i % 10) for i, name in enumerate(models)}
     for name in models:
@@ -219,22 +319,21 @@ def pareto_png(records: list[dict[str, Any]], title: str = "energy to accuracy")
             ax.errorbar(energy, accuracy, xerr=[[energy - e_lo], [e_hi - energy]],
                         yerr=[[accuracy - a_lo], [a_hi - accuracy]], color="0.45", linewidth=0.9, capsize=3, zorder=2)
     label_points(ax, points)
-    front = pareto_front(points)
-    if front:
-        ax.plot([r["total_energy_J"] for r in front], [r["val_char_accuracy"] for r in front], color="tab:orange",
-                linewidth=1.2, marker="o", markersize=11, markerfacecolor="none", label="Pareto front", zorder=2)
+    if len(shown.front) > 1:  # a line through the front's points; the winner alone gets a marker of its own
+        ax.plot([r["total_energy_J"] for r in shown.front], [r["val_char_accuracy"] for r in shown.front],
+                color="tab:orange", linewidth=1.2, label="Pareto front", zorder=2)
     ax.axhline(ACC_MIN, color="tab:red", linestyle="--", label=f"benchmark floor {ACC_MIN}")
-    best = winner(points)
-    if best:
-        ax.scatter(best["total_energy_J"], best["val_char_accuracy"], s=260, facecolors="none",
-                   edgecolors="tab:red", linewidths=2.2, label=f"winner: {run_label(best)}", zorder=4)
-    elif points:
-        ax.text(0.02, 0.97, f"no run reaches {ACC_MIN} (hollow = disqualified)", transform=ax.transAxes,
-                fontsize=8, va="top", color="tab:red")
+    if shown.winner:
+        ax.scatter(shown.winner["total_energy_J"], shown.winner["val_char_accuracy"], s=420, marker="*",
+                   facecolors="gold", edgecolors="black", linewidths=1.0, zorder=5,
+                   label=f"winner: {run_label(shown.winner)}")
+    if shown.notes:
+        ax.text(0.02, 0.97, "\n".join(shown.notes), transform=ax.transAxes, fontsize=8, va="top",
+                color="tab:red" if shown.winner is None and points else "0.25",
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8})
     ax.set_xlabel("total training energy (J, log scale)")
     ax.set_ylabel("val char accuracy")
-    proxy = " (proxy train text)" if any(r.get("proxy_train") for r in records) else ""
-    ax.set_title(title + proxy)
+    ax.set_title(shown.title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     buffer = io.BytesIO()

@@ -1,5 +1,5 @@
-"""Speed of an exported ``submission.py`` in the benchmark harness's own loop: loaded with
-``spec_from_file_location("user_submission", ...)`` as ``run_eval.py`` loads it, ``train(train_text)``, then
+"""Speed of an exported ``submission.py`` in the benchmark harness's own sequence (``lab.harness``, what
+``subchar harness`` runs): loaded as ``run_eval.py`` loads it, ``train()`` metered under the 300 s cap, then
 ``reset()`` and predict-before-observe over the first ``--chars`` validation characters. One table row per
 submission: training seconds, loop chars/s, accuracy, and the loop's extrapolation to the 60k window.
 
@@ -13,21 +13,11 @@ Torch threads are left as the harness leaves them (torch's default) unless ``--t
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
-import time
 from pathlib import Path
 
-import torch
-
-from eval.data import VAL_WINDOW_CHARS, val_window
-
-
-def load_submission(path: Path):
-    spec = importlib.util.spec_from_file_location("user_submission", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from eval.data import VAL_WINDOW_CHARS, load_split
+from lab.harness import run_submission
 
 
 def main() -> int:
@@ -39,26 +29,23 @@ def main() -> int:
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "wikitext"))
     args = parser.parse_args()
     if args.threads is not None:
+        import torch
+
         torch.set_num_threads(args.threads)
-    train_text = args.train_file.read_text(encoding="utf-8")
-    text = val_window(args.data_dir, chars=args.chars).text
-    print(f"harness loop over the first {len(text):,} val chars; torch threads {torch.get_num_threads()}")
+    train = load_split("train", args.data_dir, args.train_file)  # the benchmark's stream, val text refused
+    valid = load_split("valid", args.data_dir)
+    print(f"harness loop over the first {min(args.chars, len(valid.text)):,} val chars; torch threads "
+          f"{args.threads or 'default'}")
     print("| submission | train s | loop chars/s | 60k window s | accuracy |")
     print("|---|---|---|---|---|")
     for path in args.submissions:
-        module = load_submission(path)
-        started = time.perf_counter()
-        model = module.train(train_text)
-        trained = time.perf_counter() - started
-        model.reset()
-        correct, started = 0, time.perf_counter()
-        for char in text:
-            correct += model.predict() == char
-            model.observe(char)
-        loop = time.perf_counter() - started
-        speed = len(text) / loop
-        print(f"| {path} | {trained:.1f} | {speed:,.0f} | {VAL_WINDOW_CHARS / speed:,.0f} | {correct / len(text):.4f} |",
-              flush=True)
+        record = run_submission(path, train, valid, args.chars, acc_min=None)
+        if record.disqualified:  # past the 300 s cap: nothing was scored
+            print(f"| {path} | {record.training_duration_s:.1f} ({record.reason}) | — | — | — |", flush=True)
+            continue
+        speed = record.eval_chars_per_s
+        print(f"| {path} | {record.training_duration_s:.1f} | {speed:,.0f} | {VAL_WINDOW_CHARS / speed:,.0f} | "
+              f"{record.val_char_accuracy:.4f} |", flush=True)
     return 0
 
 

@@ -95,8 +95,8 @@ def test_table_shows_only_the_cells_asked_for_unless_all(tmp_path, capsys):
     [
         (["--tokenizers", "foo:1024", "--models", "ngram"], "unknown tokenizer family 'foo'"),
         (["--tokenizers", "bytebpe:1024", "--models", "lstm"], "invalid choice: 'lstm'"),
-        (["--tokenizers", "bytebpe:1024", "--models", "ngram", "--budget", "-5"], "--budget must be positive"),
-        (["--tokenizers", "bytebpe:1024", "--models", "ngram", "--repeats", "0"], "--repeats must be positive"),
+        (["--tokenizers", "bytebpe:1024", "--models", "ngram", "--budget", "-5"], "--budget: expected a number > 0"),
+        (["--tokenizers", "bytebpe:1024", "--models", "ngram", "--repeats", "0"], "--repeats: expected a whole number >= 1"),
     ],
 )
 def test_bad_names_and_numbers_are_refused_before_any_work(tmp_path, capsys, argv, message):

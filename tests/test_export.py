@@ -6,7 +6,6 @@ import importlib
 import importlib.util
 import json
 import math
-import random
 import subprocess
 import sys
 import textwrap
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 import torch
 
 import tokenizers_local
@@ -23,7 +23,8 @@ from lab.export import parts
 from lab.export.run import read_run
 from lab.export.inline import PROJECT_PACKAGES
 from eval.contract import CharModel
-from eval.data import SplitText, load_split, raw_from_rows
+from conftest import write_data
+from eval.data import SplitText, load_split
 from eval.errors import UserError
 from eval.evaluate import evaluate
 from lab.cell import Cell, CellOptions, run_cell
@@ -33,8 +34,6 @@ from zoo.checkpoint import load_checkpoint, save_checkpoint
 from zoo.streaming import TorchTokenLM
 from zoo.train import TrainSettings, lr_at, train
 
-SYLLABLES = ("ka", "lo", "ve", "rin", "dor", "sa", "mi", "tul", "bre", "quo", "zen", "fa", "go", "ny", "shi", "ar",
-             "el", "um", "pra", "wex", "té", "os")
 OPTIONS = CellOptions(budget_s=30, mode="exact", beam=4, eval_chars=400, test_chars=0, progress=False)
 TINY_TRANSFORMER = {"block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16}
 
@@ -95,46 +94,6 @@ WIKITEXT_STUB = textwrap.dedent('''
         @abstractmethod
         def observe(self, char: str) -> None: ...
 ''')
-
-
-def varied_rows(seed: int, rows: int) -> list[str]:
-    """Invented WikiText-shaped rows: headings, and sentences over a generated lexicon of ~600 words drawn with
-    Zipf weights, with numbers and commas. Unlike a few rows repeated, a model's order or weights change its
-    bits/char here, and accuracy stays well below 1. Every seed shares the lexicon; the seed picks the text."""
-    lexicon_rng, rng = random.Random(0), random.Random(seed)
-    lexicon = sorted({"".join(lexicon_rng.choices(SYLLABLES, k=lexicon_rng.randint(1, 4))) for _ in range(600)})
-    lexicon_rng.shuffle(lexicon)
-    weights = [1.0 / (rank + 1) for rank in range(len(lexicon))]
-    out = [""]
-    for _ in range(rows):
-        if rng.random() < 0.08:
-            marks = rng.choice(["=", "= ="])
-            title = " ".join(word.capitalize() for word in rng.choices(lexicon, weights, k=rng.randint(1, 3)))
-            out += ["", f" {marks} {title} {marks} \n", ""]
-            continue
-        sentences = []
-        for _ in range(rng.randint(1, 4)):
-            words = rng.choices(lexicon, weights, k=rng.randint(4, 16))
-            words[0] = words[0].capitalize()
-            if rng.random() < 0.3:
-                number = rng.choice([str(rng.randint(1800, 2020)), f"{rng.randint(1, 9)} @,@ {rng.randint(100, 999)}",
-                                     f"{rng.randint(2, 99)} @.@ {rng.randint(0, 9)}"])
-                words.insert(rng.randrange(1, len(words)), number)
-            if len(words) > 6 and rng.random() < 0.5:
-                words.insert(rng.randrange(2, len(words) - 1), ",")
-            sentences.append(" ".join(words) + " .")
-        out.append(" " + " ".join(sentences) + " \n")
-    return out + [""]
-
-
-def write_data(folder: Path) -> tuple[Path, Path]:
-    data = folder / "data"
-    data.mkdir()
-    for split, seed in (("valid", 2), ("test", 3)):
-        (data / f"wiki.{split}.raw").write_text(raw_from_rows(varied_rows(seed, 40)), encoding="utf-8")
-    train_file = folder / "train.raw"
-    train_file.write_text(raw_from_rows(varied_rows(1, 250)), encoding="utf-8")
-    return data, train_file
 
 
 @pytest.fixture(scope="module")

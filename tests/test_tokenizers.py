@@ -230,7 +230,9 @@ def test_cli_train_then_stats(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert subchar_main(["tokenizer", "stats", str(out), "--data-dir", str(data)]) == 0
     printed = capsys.readouterr().out
     assert "round trip (whole val split)       OK" in printed and "PROXY" in printed
-    assert subchar_main([*argv, "--train-chars", "0", "--out", str(out)]) == 2
+    with pytest.raises(SystemExit) as refused:  # by the parser: --train-chars takes a whole number >= 1
+        subchar_main([*argv, "--train-chars", "0", "--out", str(out)])
+    assert refused.value.code == 2
 
 
 @pytest.mark.parametrize("family", ["bpe", "wordpiece"])
@@ -238,3 +240,16 @@ def test_training_with_progress_prints_no_blank_lines_into_logs(family, capfd):
     train_tokenizer(TRAIN, family, VOCAB, progress=True)
     out, _ = capfd.readouterr()
     assert out == ""
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_learning_reports_one_line_in_a_log_with_progress_and_nothing_without(family, capfd, monkeypatch):
+    """In a log (neither stream a terminal) every family says what it learned and how long it took, the way the
+    other long phases do (eval.progress); ``progress=False`` prints nothing at all."""
+    monkeypatch.setattr("eval.progress.LOG_AFTER_S", 0.0)  # the fixture learns in well under the 1 s threshold
+    train_tokenizer(TRAIN, family, VOCAB, progress=False)
+    assert capfd.readouterr() == ("", "")
+    train_tokenizer(TRAIN, family, VOCAB, progress=True)
+    out, err = capfd.readouterr()
+    assert out == "" and err.startswith(f"learn {family} tokenizer (400 ids): {len(FIXTURE):,} chars in ")
+    assert err.count("\n") == 1

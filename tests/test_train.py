@@ -10,7 +10,7 @@ from eval.energy import EnergyMeter
 from eval.errors import UserError
 from test_ngram import BruteForceKN
 from zoo.ngram import KneserNeyLM
-from zoo.train import NGRAM, TrainSettings, model_names, train
+from zoo.train import NGRAM, ThreadChoice, TrainSettings, model_names, train
 
 TINY = {
     "transformer": {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32},
@@ -97,8 +97,8 @@ def test_each_steps_learning_rate_is_recorded_and_a_replay_gives_the_same_weight
     """A clock-stopped run's rates depend on how fast its steps ran; replaying them (``lr_schedule``) with the
     same seed and ids on the same device trains the same weights, bit for bit."""
     name = neural_names()[0]
-    settings = TrainSettings(batch_size=4, progress=False, margin_s=0.0)
-    run = train(name, patterned_ids(), 24, budget_s=0.5, overrides=tiny_overrides(name), device="cpu", seed=3,
+    settings = TrainSettings(batch_size=4, progress=False, margin_s=1.5)  # stops itself long before the guard
+    run = train(name, patterned_ids(), 24, budget_s=2.0, overrides=tiny_overrides(name), device="cpu", seed=3,
                 settings=settings, meter=quiet_meter())
     assert run.stop_reason == "budget" and len(run.lrs) == run.steps > 2 and run.compiled is False
     replay = train(name, patterned_ids(), 24, budget_s=60, overrides=tiny_overrides(name), device="cpu", seed=3,
@@ -157,3 +157,90 @@ def test_a_module_of_your_own_is_checked_before_training():
         train(model, ids, 8, budget_s=5, overrides={"n_layer": 2}, device="cpu")
     with pytest.raises(UserError, match="cannot train object: pass a zoo model's name or an nn.Module"):
         train(object(), ids, 8, budget_s=5, device="cpu")
+
+
+def stepped(choice: ThreadChoice, steps: int, seconds) -> list[int | None]:
+    """``steps`` steps through ``choice`` on a fake clock: step i on t threads lasts ``seconds(i, t)``; returns the
+    thread count of each step."""
+    used = []
+    for step in range(steps):
+        threads = choice.current()
+        used.append(threads)
+        choice.after_step(seconds(step, threads))
+    return used
+
+
+def test_the_probe_keeps_all_threads_when_faster_and_one_when_they_are_slower_or_collapse():
+    idle = ThreadChoice(available=4)  # a warm-up step, then pairs on 1 and on 4 threads; 4 are faster
+    assert stepped(idle, 8, lambda step, threads: {1: 0.12, 4: 0.07}[threads]) == [1, 1, 4, 1, 4, 4, 4, 4]
+    assert idle.threads == 4 and idle.record() == {"how": "probe", "available": 4,
+                                                   "probe_step_s": {"1": 0.12, "4": 0.07}, "collapsed_at_step": None}
+    busy = ThreadChoice(available=2)  # the first pair shows a collapse: no second pair is spent on it
+    assert stepped(busy, 5, lambda step, threads: {1: 0.12, 2: 0.6}[threads]) == [1, 1, 2, 1, 1]
+    assert busy.threads == 1 and busy.record()["probe_step_s"] == {"1": 0.12, "2": 0.6}
+    close = ThreadChoice(available=2)  # slower on 2, within the collapse ratio: both pairs, then the faster
+    assert stepped(close, 7, lambda step, threads: {1: 0.10, 2: 0.12}[threads]) == [1, 1, 2, 1, 2, 1, 1]
+
+
+def test_all_threads_fall_back_to_one_for_good_when_their_steps_collapse_mid_run():
+    choice = ThreadChoice(available=2)
+    slowed = lambda step, threads: 0.12 if threads == 1 else (0.07 if step < 8 else 0.5)  # another process from step 8
+    used = stepped(choice, 16, slowed)
+    assert used[5:10] == [2, 2, 2, 2, 2] and set(used[10:]) == {1}  # two of the last three steps slow: then 1
+    assert choice.record()["collapsed_at_step"] == 10
+    assert stepped(choice, 4, lambda step, threads: 0.01) == [1, 1, 1, 1]  # no way back, however fast 1 thread runs
+    hiccup = ThreadChoice(available=2)  # one slow step (a validation pass, a GC) is not a collapse
+    used = stepped(hiccup, 12, lambda step, threads: 0.12 if threads == 1 else (0.5 if step == 7 else 0.07))
+    assert set(used[5:]) == {2} and hiccup.record()["collapsed_at_step"] is None
+
+
+def test_a_fixed_count_one_thread_or_cuda_skip_the_probe_and_torchs_count_is_restored():
+    assert stepped(ThreadChoice(available=2, fixed=2), 4, lambda step, threads: 9.0) == [2, 2, 2, 2]
+    assert ThreadChoice(available=2, fixed=2).record()["how"] == "fixed"
+    assert stepped(ThreadChoice(available=1), 3, lambda step, threads: 0.1) == [1, 1, 1]
+    assert stepped(ThreadChoice(available=None), 3, lambda step, threads: 0.1) == [None, None, None]  # CUDA
+    assert torch.get_num_threads() == 1
+    with ThreadChoice(available=2) as choice:
+        stepped(choice, 5, lambda step, threads: {1: 0.12, 2: 0.07}[threads])
+        choice.before_step()
+        assert torch.get_num_threads() == 2  # the probe's choice is torch's setting for the steps
+    assert torch.get_num_threads() == 1
+
+
+def test_the_summary_records_threads_how_they_were_chosen_and_tokens_per_second():
+    name = neural_names()[0]
+    torch.set_num_threads(2)  # the fixture puts 1 back afterwards
+    result = train(name, patterned_ids(), 24, budget_s=60, overrides=tiny_overrides(name), device="cpu",
+                   settings=TrainSettings(batch_size=4, max_steps=8, progress=False), meter=quiet_meter())
+    summary = result.summary()
+    assert torch.get_num_threads() == 2  # the probe's switches are undone when training ends
+    assert summary["threads"] in (1, 2) and summary["thread_choice"]["how"] == "probe"
+    assert set(summary["thread_choice"]["probe_step_s"]) == {"1", "2"}
+    assert summary["tokens_per_s"] == summary["tokens_seen"] / summary["seconds"] > 0
+    fixed = train(name, patterned_ids(), 24, budget_s=60, overrides=tiny_overrides(name), device="cpu",
+                  settings=TrainSettings(batch_size=4, max_steps=2, threads=1, progress=False), meter=quiet_meter())
+    assert fixed.summary()["threads"] == 1 and fixed.summary()["thread_choice"]["how"] == "fixed"
+    short = train(name, patterned_ids(), 24, budget_s=60, overrides=tiny_overrides(name), device="cpu",
+                  settings=TrainSettings(batch_size=4, max_steps=3, progress=False), meter=quiet_meter())
+    assert short.threads == 2 and short.thread_choice["probe_step_s"].keys() == {"1", "2"}  # ended mid-probe
+    counted = train(NGRAM, patterned_ids(), 24, budget_s=60, device="cpu", meter=quiet_meter()).summary()
+    assert counted["threads"] is None and counted["ngrams"] == sum(len(t.keys) for t in
+                                                                    train(NGRAM, patterned_ids(), 24).model.tables)
+
+
+def test_every_step_and_validation_runs_on_the_chosen_threads(monkeypatch):
+    """Torch's own count is restored only after the final validation: on a busy machine that pass on all threads
+    collapsed and took a 2 s run past its cap."""
+    import zoo.train
+
+    seen = []
+    validation_loss = zoo.train.validation_loss
+    monkeypatch.setattr(zoo.train, "validation_loss",
+                        lambda *args: seen.append(torch.get_num_threads()) or validation_loss(*args))
+    torch.set_num_threads(2)  # the fixture puts 1 back afterwards
+    name = neural_names()[0]
+    result = train(name, patterned_ids(), 24, budget_s=60, overrides=tiny_overrides(name), device="cpu",
+                   settings=TrainSettings(batch_size=4, max_steps=6, evals=2, threads=1, progress=False),
+                   meter=quiet_meter())
+    assert [step for step, _ in result.val_losses] == [1, 4, 6] and seen == [1, 1, 1]
+    assert torch.get_num_threads() == 2

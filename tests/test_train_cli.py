@@ -59,15 +59,17 @@ def test_train_neural_respects_budget(workspace):
     "argv,message",
     [
         (["--model", "ngram", "--set", "order"], "--set expects KEY=VALUE"),
-        (["--model", "ngram", "--train-chars", "0"], "--train-chars must be positive"),
-        (["--model", "ngram", "--set", "order=0"], "n-gram order must be >= 1"),  # a model file's ValueError
+        (["--model", "ngram", "--train-chars", "0"], "--train-chars: expected a whole number >= 1, got 0"),
+        (["--model", "ngram", "--set", "order=0"], "n-gram order must be a whole number >= 1"),
         (["--model", "transformer", "--set", "n_embd=36", "--set", "n_head=4"], "n_embd=36 must be a multiple"),
     ],
 )
 def test_train_argument_errors(workspace, capsys, argv, message):
-    code = main(["train", *argv, "--tokenizer", str(workspace / "tok"), "--train-file", str(workspace / "train.txt"),
-                 "--out", str(workspace / "run")])
-    assert code == 2 and message in capsys.readouterr().err
+    """Refused by the parser (``--set`` by the model's own Config), before the command starts."""
+    with pytest.raises(SystemExit) as stop:
+        main(["train", *argv, "--tokenizer", str(workspace / "tok"), "--train-file", str(workspace / "train.txt"),
+              "--out", str(workspace / "run")])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_an_interrupted_training_says_so_on_its_own_line(workspace, monkeypatch, capsys):

@@ -47,6 +47,9 @@ class LocalTokenizer(ABC):
     family: ClassVar[str]
     backend_file: ClassVar[str]
     option_defaults: ClassVar[dict[str, Any]] = {}
+    # whether ``train_backend(progress=True)`` draws the library's own live bars (on a terminal's stdout); the
+    # phase bar of ``train_tokenizer`` then stays off, so one display, not two, reports the learning
+    library_bars: ClassVar[bool] = False
 
     def __init__(self, backend: Any, info: TrainInfo) -> None:
         self.backend = backend

@@ -50,6 +50,7 @@ class HFTokenizer(LocalTokenizer):
     """A family whose backend is a ``tokenizers.Tokenizer`` saved as tokenizer.json."""
 
     backend_file = "tokenizer.json"
+    library_bars = True  # the trainers' show_progress: pre-processing, counting and merge bars
 
     @classmethod
     def read_backend(cls, path: Path) -> Tokenizer:

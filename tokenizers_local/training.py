@@ -12,6 +12,7 @@ import tokenizers
 
 from eval.data import SplitText, require_train
 from eval.errors import UserError
+from eval.progress import phase
 from tokenizers_local.base import LocalTokenizer, TrainInfo
 from tokenizers_local.families import family_class
 
@@ -45,9 +46,14 @@ def train_tokenizer(
     if not text.text:
         raise UserError("the train text is empty; check --train-chars / --train-file")
     chosen = {**cls.option_defaults, **options}
+    # HF trainers print one blank line per bar to a stdout that is not a terminal (logs, pipes, CI): there, and for
+    # a library without bars, the phase reports the learning (a bar on a terminal, one line in a log)
+    library_bars = progress and cls.library_bars and sys.stdout.isatty()
     started = time.perf_counter()
-    # HF trainers print one blank line per bar to a stdout that is not a terminal (logs, pipes, CI)
-    backend = cls.train_backend(text.text, vocab_size, progress and sys.stdout.isatty(), **chosen)
+    with phase(f"learn {family} tokenizer ({vocab_size:,} ids)", len(text.text), "char",
+               enabled=progress and not library_bars) as shown:
+        backend = cls.train_backend(text.text, vocab_size, library_bars, **chosen)
+        shown.update(len(text.text))
     seconds = time.perf_counter() - started
     info = TrainInfo(
         requested_vocab_size=vocab_size,

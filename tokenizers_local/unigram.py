@@ -17,7 +17,6 @@ import re
 from pathlib import Path
 
 import sentencepiece as spm
-from tqdm import tqdm
 
 from eval.errors import UserError
 from tokenizers_local.base import END_OF_TEXT, LocalTokenizer
@@ -47,9 +46,7 @@ class SentencePieceUnigram(LocalTokenizer):
     ) -> spm.SentencePieceProcessor:
         if not 0 < character_coverage <= 1:
             raise UserError(f"character_coverage must be in (0, 1], got {character_coverage}")
-        sentences = lines(text)
-        if progress:
-            sentences = iter(tqdm(sentences, desc="unigram: reading lines", unit=" lines"))
+        sentences = lines(text)  # no bar of its own: train_tokenizer reports the learning as a phase
         model = io.BytesIO()
         try:
             spm.SentencePieceTrainer.train(

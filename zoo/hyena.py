@@ -60,6 +60,25 @@ class Config:
     dropout: float = 0.0
     tie_embeddings: bool = True
 
+    def __post_init__(self) -> None:
+        """Refuse a setting no model can be built from with a plain ValueError naming the field (the trainer and
+        ``subchar train --set``, which runs this class without torch, show it as the user's one-line error)."""
+        for name in ("vocab_size", "block_size", "n_layer", "n_embd", "order", "short_filter_size", "filter_width",
+                     "filter_bands", "mlp_ratio"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:  # True and 2.0 are refused too
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        for name in ("filter_sine_freq", "decay_fast", "decay_slow"):
+            value = getattr(self, name)
+            if type(value) not in (int, float) or not 0 < value < float("inf"):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if type(self.decay_target) not in (int, float) or not 0 < self.decay_target < 1:
+            raise ValueError(f"decay_target must be a number > 0 and < 1, got {self.decay_target!r}")
+        if type(self.dropout) not in (int, float) or not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be a number >= 0 and < 1, got {self.dropout!r}")
+        if type(self.tie_embeddings) is not bool:
+            raise ValueError(f"tie_embeddings must be true or false, got {self.tie_embeddings!r}")
+
 
 def positional_features(length: int, n_bands: int) -> torch.Tensor:
     """[length, 1 + 2*n_bands]: normalised time t = i/length and cos/sin(2π k t) for k = 1..n_bands."""

@@ -69,6 +69,26 @@ class Config:
     dropout: float = 0.0
     tie_embeddings: bool = True
 
+    def __post_init__(self) -> None:
+        """Refuse a setting no model can be built from with a plain ValueError naming the field (the trainer and
+        ``subchar train --set``, which runs this class without torch, show it as the user's one-line error)."""
+        for name in ("vocab_size", "block_size", "n_layer", "d_model", "d_state", "d_conv", "expand"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:  # True and 2.0 are refused too
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        if self.dt_rank is not None and (type(self.dt_rank) is not int or self.dt_rank < 1):
+            raise ValueError(f"dt_rank must be a whole number >= 1 or null (ceil(d_model / 16)), got {self.dt_rank!r}")
+        for name in ("dt_min", "dt_max"):
+            value = getattr(self, name)
+            if type(value) not in (int, float) or not 0 < value < float("inf"):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if self.dt_min > self.dt_max:
+            raise ValueError(f"dt_min={self.dt_min} must not exceed dt_max={self.dt_max}")
+        if type(self.dropout) not in (int, float) or not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be a number >= 0 and < 1, got {self.dropout!r}")
+        if type(self.tie_embeddings) is not bool:
+            raise ValueError(f"tie_embeddings must be true or false, got {self.tie_embeddings!r}")
+
     @property
     def d_inner(self) -> int:
         return self.expand * self.d_model

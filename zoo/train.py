@@ -27,6 +27,7 @@ import logging
 import math
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 NGRAM_DEFAULT_ORDER = 5
 CPU_MAX_BLOCK_SIZE = 128  # CPU default context: long enough to learn, short enough to take many steps
 COMPILE_MIN_BUDGET_S = 120.0  # a cold torch.compile takes tens of seconds: it pays back only on longer runs
+PROBE_PAIRS = 2  # CPU: steps at 1 thread and at all of torch's threads, alternated, timed at the start (ThreadChoice)
+COLLAPSE_RATIO = 1.5  # all-thread steps this much slower than a 1-thread step: another process holds the cores
 
 
 def model_names() -> list[str]:
@@ -75,6 +78,7 @@ class TrainSettings:
     # the learning rate of each step, replayed as given (a recorded run's TrainResult.lrs); it sets the step count
     lr_schedule: Sequence[float] | None = None
     compile: bool | None = None  # torch.compile; default on CUDA for budgets >= COMPILE_MIN_BUDGET_S
+    threads: int | None = None  # torch threads for CPU training; None: chosen by timing the first steps (ThreadChoice)
     progress: bool = True
 
 
@@ -95,6 +99,9 @@ class TrainResult:
     energy: PhaseEnergy | None = None
     lrs: list[float] = field(default_factory=list)  # the learning rate each step used, in order (neural models)
     compiled: bool = False  # whether the steps ran through torch.compile (its kernels round differently from eager)
+    threads: int | None = None  # torch threads of the last CPU step (None: CUDA, no step, or the n-gram's counting)
+    thread_choice: dict[str, Any] | None = None  # how they were chosen (ThreadChoice.record)
+    ngrams: int | None = None  # the n-gram's stored n-grams, all orders: its size, as params are a network's
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready facts about the run (no model)."""
@@ -105,8 +112,12 @@ class TrainResult:
             "seconds": self.seconds,
             "steps": self.steps,
             "tokens_seen": self.tokens_seen,
+            "tokens_per_s": self.tokens_seen / self.seconds if self.seconds > 0 else None,
             "stop_reason": self.stop_reason,
             "compiled": self.compiled,
+            "threads": self.threads,
+            "thread_choice": self.thread_choice,
+            "ngrams": self.ngrams,
             "train_loss": self.train_loss,
             "val_losses": self.val_losses,
         }
@@ -207,6 +218,7 @@ def ngram_result(lm: KneserNeyLM, order: int, tokens: int, device: str, seconds:
         steps=1,
         tokens_seen=tokens,
         stop_reason="counted",
+        ngrams=sum(len(table.keys) for table in lm.tables),
     )
 
 
@@ -306,6 +318,84 @@ def next_token_loss(runner, x: torch.Tensor, y: torch.Tensor, autocast) -> torch
     return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
 
 
+class ThreadChoice:
+    """Torch's intra-op thread count for CPU training, chosen by timing the run's own first steps.
+
+    Why: on an idle 2-core machine the default transformer's step took 0.07 s on 2 threads and 0.12 s on 1, but
+    beside busy processes (load about 3) a 2-thread step took 0.2 to 4.5 s (each of a step's many small kernels ends
+    at a barrier where OpenMP threads spin while another process holds a core), against 0.12 to 0.4 s on 1. So no
+    fixed count is right: after a warm-up step on 1 thread, the run alternates ``PROBE_PAIRS`` steps on 1 and on
+    all threads (torch's setting, ``available``), stopping at the first pair whose all-thread step is slower than
+    ``COLLAPSE_RATIO`` times its 1-thread step, and keeps the faster. They are training steps, so the probe costs
+    only their speed. Should all-thread steps later slow past that ratio (the median of the last three), the run
+    drops to 1 thread for good: a collapsed step cost up to 35 times a 1-thread one, 1 thread on an idle machine
+    1.7 times 2 threads, so it does not probe its way back. As a context manager it restores torch's count on exit.
+    ``fixed`` (or one available thread) skips the probe; ``available=None`` (CUDA) leaves the threads alone.
+    ``threads`` is the count decided (None while probing), ``last`` the count of the last step taken.
+    """
+
+    def __init__(self, available: int | None, fixed: int | None = None) -> None:
+        self.available = available
+        self.times: dict[int, list[float]] = {}
+        self.recent: deque[float] = deque(maxlen=3)
+        self.steps = 0
+        self.last: int | None = None
+        self.collapsed_at_step: int | None = None
+        self.saved: int | None = None
+        if available is None:
+            self.how, self.threads = "cuda", None
+        elif fixed is not None:
+            self.how, self.threads = "fixed", fixed
+        elif available <= 1:
+            self.how, self.threads = "one thread available", 1
+        else:
+            self.how, self.threads = "probe", None
+            self.schedule = [1] + [1, available] * PROBE_PAIRS  # the warm-up step, then the timed pairs
+
+    def __enter__(self) -> ThreadChoice:
+        self.saved = torch.get_num_threads()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self.saved)
+
+    def current(self) -> int | None:
+        """The thread count of the next step (None: leave torch's setting)."""
+        return self.schedule[self.steps] if self.how == "probe" and self.threads is None else self.threads
+
+    def before_step(self) -> None:
+        threads = self.current()
+        if threads is not None and threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+
+    def after_step(self, seconds: float) -> None:
+        """Account one step of ``seconds``: decide once the probe has its pairs, watch for a collapse after."""
+        threads, self.steps = self.current(), self.steps + 1
+        self.last = threads
+        if self.how != "probe" or self.steps == 1:  # nothing to choose, or the warm-up step (first-call costs)
+            return
+        if self.threads is None:
+            self.times.setdefault(threads, []).append(seconds)
+            one, every = self.times.get(1, []), self.times.get(self.available, [])
+            if len(every) == len(one):  # a pair is complete
+                if every[-1] > COLLAPSE_RATIO * one[-1]:
+                    self.threads = 1
+                elif len(one) == PROBE_PAIRS:
+                    self.threads = self.available if sum(every) < sum(one) else 1
+        elif self.threads > 1:
+            self.recent.append(seconds)
+            one_thread_s = sum(self.times[1]) / len(self.times[1])
+            if len(self.recent) == self.recent.maxlen and sorted(self.recent)[1] > COLLAPSE_RATIO * one_thread_s:
+                self.threads, self.collapsed_at_step = 1, self.steps
+
+    def record(self) -> dict[str, Any]:
+        """How the count was chosen, for the run record: the probe's mean step seconds per thread count, and the
+        step after which a collapse sent the run to 1 thread (None if it never did)."""
+        probe = {str(threads): round(sum(times) / len(times), 4) for threads, times in sorted(self.times.items())}
+        return {"how": self.how, "available": self.available, "probe_step_s": probe,
+                "collapsed_at_step": self.collapsed_at_step}
+
+
 def train_neural(
     model: str | torch.nn.Module,
     ids: np.ndarray,
@@ -341,7 +431,8 @@ def train_neural(
     model.train()
     # a with-block closes the bar on any exit (a timeout, Ctrl-C), so the message that follows starts on its own line
     with tqdm(total=deadline - start, unit="s", desc=f"train {model_name}", disable=not settings.progress,
-              bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}") as bar:
+              bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}") as bar, \
+            ThreadChoice(None if cuda else torch.get_num_threads(), settings.threads) as threads:
         while True:
             now = time.monotonic()
             if planned is not None and steps >= planned:
@@ -354,6 +445,7 @@ def train_neural(
             lr = settings.lr_schedule[steps] if settings.lr_schedule is not None else lr_at(steps, progress, settings)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            threads.before_step()
             x, y = batches.train_batch()
             try:
                 loss = next_token_loss(runner, x, y, autocast)
@@ -375,15 +467,18 @@ def train_neural(
             loss_value = loss.item()  # syncs the GPU every step: that is what makes the step time below honest
             elapsed = time.monotonic() - now
             step_time = elapsed if steps <= 2 else 0.9 * step_time + 0.1 * elapsed
+            threads.after_step(elapsed)
             if val_set and eval_points and progress >= eval_points[0]:
                 eval_points.pop(0)
                 val_started = time.monotonic()
                 val_losses.append((steps, validation_loss(model, val_set, autocast)))
                 val_time = time.monotonic() - val_started
             bar.update(max(0.0, min(time.monotonic(), deadline) - start - bar.n))
-            bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens / (time.monotonic() - start):,.0f}", refresh=False)
-    if val_losses and val_losses[-1][0] != steps and time.monotonic() + val_time < start + budget_s - margin / 2:
-        val_losses.append((steps, validation_loss(model, val_set, autocast)))  # the final model, inside the margin
+            bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens / (time.monotonic() - start):,.0f}",
+                            threads=threads.current() or "-", refresh=False)
+        # the final model, inside the margin, on the steps' threads (torch's own count may be the collapsing one)
+        if val_losses and val_losses[-1][0] != steps and time.monotonic() + val_time < start + budget_s - margin / 2:
+            val_losses.append((steps, validation_loss(model, val_set, autocast)))
     model.eval()
     return TrainResult(
         model_name=model_name,
@@ -398,6 +493,8 @@ def train_neural(
         val_losses=val_losses,
         lrs=lrs,
         compiled=runner is not model,
+        threads=threads.last,
+        thread_choice=threads.record(),
     )
 
 

@@ -60,6 +60,18 @@ class Config:
     tie_embeddings: bool = True
 
     def __post_init__(self) -> None:
+        """Refuse a setting no model can be built from with a plain ValueError naming the field (the trainer and
+        ``subchar train --set``, which runs this class without torch, show it as the user's one-line error)."""
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "mlp_ratio"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:  # True and 2.0 are refused too
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        if type(self.dropout) not in (int, float) or not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be a number >= 0 and < 1, got {self.dropout!r}")
+        if type(self.rope_base) not in (int, float) or not 0 < self.rope_base < float("inf"):
+            raise ValueError(f"rope_base must be a finite number > 0, got {self.rope_base!r}")
+        if type(self.tie_embeddings) is not bool:
+            raise ValueError(f"tie_embeddings must be true or false, got {self.tie_embeddings!r}")
         if self.n_embd % (2 * self.n_head):
             raise ValueError(f"n_embd={self.n_embd} must be a multiple of 2*n_head={2 * self.n_head} "
                             "(RoPE needs an even head size): change n_embd or n_head")

@@ -6,9 +6,17 @@ This module stays light (no torch, no tokenizer libraries): ``lab.cli`` builds e
 
 from __future__ import annotations
 
+import __future__
 import argparse
+import ast
+import importlib.util
+import json
+import math
 import os
+from dataclasses import dataclass, fields
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 from eval.errors import UserError
 
@@ -21,7 +29,6 @@ MODE_HELP = ("adapter mode: exact sums every token spelling of the text (pruned 
 # spelled out because importing those modules costs seconds; tests/test_cli_startup.py keeps them equal.
 MODEL_CHOICES = ("ngram", "transformer", "mamba", "hyena")
 FAMILY_CHOICES = ("bpe", "bytebpe", "unigram", "wordpiece", "word")
-SAVED_MANIFEST = "manifest.json"  # what a saved tokenizer or checkpoint folder holds (it may be replaced)
 
 
 def add_data_args(parser: argparse.ArgumentParser, *, train_file: bool = False) -> None:
@@ -51,49 +58,58 @@ def tokenizer_spec(text: str) -> str:
 
 def add_engine_arg(parser: argparse.ArgumentParser) -> None:
     """``--prune`` and ``--engine``, the same in every command that scores."""
-    parser.add_argument("--prune", type=float, default=None, metavar="EPS",
+    parser.add_argument("--prune", type=FRACTION, default=None, metavar="EPS",
                         help="exact mode: also drop coverings and expansions lighter than EPS times the total (e.g. 1e-4)")
     parser.add_argument("--engine", choices=("batch", "stream"), default="batch",
                         help="batch (default): the stream's exact answers, many positions at a time; "
                              "stream: the benchmark's own predict/observe loop")
 
 
+@dataclass(frozen=True)
+class Number:
+    """The ``type=`` of a numeric flag: a finite whole (or real) number within its bounds, else the parser refuses it
+    in one line naming the flag, so ``nan``, ``inf``, ``abc`` or ``-1`` never reach a command's work."""
+
+    whole: bool
+    low: int | float
+    high: int | float = math.inf
+    low_open: bool = False  # ``low`` itself is refused
+    high_open: bool = False
+
+    def __call__(self, text: str) -> int | float:
+        try:
+            value = int(text) if self.whole else float(text)
+        except ValueError:
+            value = math.nan  # refused below, as nan itself is
+        above = self.low < value if self.low_open else self.low <= value
+        below = value < self.high if self.high_open or self.high == math.inf else value <= self.high
+        if not (above and below):  # nan fails both, inf the second
+            raise argparse.ArgumentTypeError(f"expected {self}, got {text}")
+        return value
+
+    def __str__(self) -> str:
+        style = "d" if self.whole else "g"
+        bounds = [f"{'>' if self.low_open else '>='} {self.low:{style}}"]
+        if self.high != math.inf:
+            bounds.append(f"{'<' if self.high_open else '<='} {self.high:{style}}")
+        kind = "a whole number" if self.whole else "a number" if len(bounds) > 1 else "a finite number"
+        return f"{kind} {' and '.join(bounds)}"
+
+
+# The numeric flags' types. A budget above a day is a typo (the benchmark caps training at 300 s, and the clock's
+# alarm cannot be set 1e12 s ahead); a seed must suit numpy, the narrowest of the three seeded generators.
+COUNT = Number(whole=True, low=1)
+COUNT_OR_ZERO = Number(whole=True, low=0)
+SEED = Number(whole=True, low=0, high=2**32 - 1)
+POSITIVE = Number(whole=False, low=0, low_open=True)
+SECONDS = Number(whole=False, low=0, low_open=True, high=86_400)
+FRACTION = Number(whole=False, low=0, high=1, high_open=True)
+PROPORTION = Number(whole=False, low=0, high=1)
+
+
 def beam_width(text: str) -> int | None:
     """``--beam K``: K coverings kept; 0 means none pruned (the exact sum, whose cost grows with the buffer)."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("the beam must be 0 (no pruning) or positive")
-    return value or None
-
-
-def check_positive(value: float | None, flag: str) -> None:
-    """``--budget must be positive`` (and the like), worded the same in every command; None means not given."""
-    if value is not None and value <= 0:
-        raise UserError(f"{flag} must be positive, got {value:g}")
-
-
-def check_output_folder(path: str, flag: str = "--out", what: str = "output") -> Path:
-    """Refuse an output folder that could not be written once the work is done: a file in its place or on its
-    way, no permission, or a folder holding something else than a saved ``what`` (only an empty folder or one
-    with a ``manifest.json`` is replaced). Creates nothing."""
-    target = Path(path).expanduser()
-    if target.exists():
-        if not target.is_dir():
-            raise UserError(f"{flag} {target} is a file; give a folder path")
-        if any(target.iterdir()) and not (target / SAVED_MANIFEST).is_file():
-            raise UserError(f"{flag} {target} exists and is not a saved {what}; choose another path")
-    check_writable_place(target, flag)
-    return target
-
-
-def check_results_folder(path: str, flag: str = "--out") -> Path:
-    """Refuse a results folder (one that comparisons add to) that is a file, lies below one or cannot be written.
-    Creates nothing."""
-    target = Path(path).expanduser()
-    if target.exists() and not target.is_dir():
-        raise UserError(f"{flag} {target} is a file; give a folder path")
-    check_writable_place(target / "results.jsonl", flag)
-    return target
+    return COUNT_OR_ZERO(text) or None
 
 
 def check_output_file(path: str | None, flag: str) -> None:
@@ -113,3 +129,70 @@ def check_writable_place(target: Path, flag: str) -> None:
         raise UserError(f"{flag} {target}: {anchor} is a file, not a folder; choose another path")
     if not os.access(anchor, os.W_OK | os.X_OK):
         raise UserError(f"{flag} {target}: no permission to write in {anchor}; choose another path")
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings to a dict; values are read as JSON (numbers, true/false, null), else kept as text."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set expects KEY=VALUE, got {pair!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
+
+
+class ModelSettings(argparse.Action):
+    """``--set KEY=VALUE`` (repeatable) for the model named by ``--model``: the pairs are kept as given (the command
+    reads them with :func:`parse_overrides`) and checked by :func:`check_settings` once the whole line is parsed,
+    whatever the order of ``--set`` and ``--model`` (the CLI's parser calls ``check_parsed``)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest) or ()), values])
+
+    def check_parsed(self, namespace: argparse.Namespace) -> None:
+        check_settings(namespace.model, parse_overrides(getattr(namespace, self.dest)))
+
+
+def check_settings(model: str, overrides: dict[str, Any]) -> None:
+    """Refuse ``--set`` values by the model's own rules before anything is loaded: the n-gram's one setting, order,
+    or a neural model's Config fields, types and ranges (its ``__post_init__``, run by :func:`zoo_config`)."""
+    if "vocab_size" in overrides:
+        raise UserError("--set vocab_size: the vocabulary is the tokenizer's; train a tokenizer of another size")
+    if model == "ngram":
+        unknown = sorted(set(overrides) - {"order"})
+        order = overrides.get("order", 1)
+        if unknown:
+            raise UserError(f"--set {unknown[0]}: the n-gram has no such setting; its one setting is order")
+        if type(order) is not int or order < 1:
+            raise UserError(f"--set order: the n-gram order must be a whole number >= 1, got {order!r}")
+        return
+    config = zoo_config(model)
+    names = [field.name for field in fields(config) if field.name != "vocab_size"]
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise UserError(f"--set {unknown[0]}: {model} has no such setting; choose from {', '.join(names)}")
+    try:
+        config(vocab_size=2, **overrides)  # a stand-in vocabulary: the tokenizer's is read later
+    except ValueError as err:
+        raise UserError(f"--set: {err}") from None
+
+
+@cache
+def zoo_config(model: str) -> type:
+    """``model``'s Config dataclass, compiled from its class statement in ``zoo/<model>.py`` alone: the file imports
+    torch (over a second), the class needs only builtins, so ``--set`` is checked while parsing by the model's own
+    fields and ``__post_init__``. ``tests/test_cli_values.py`` checks it against the imported class."""
+    package = importlib.util.find_spec("zoo")  # found without being imported (``import zoo`` is not light)
+    path = Path(package.submodule_search_locations[0]) / f"{model}.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    statement = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "Config")
+    code = compile(ast.Module([statement], type_ignores=[]), str(path), "exec",
+                   flags=__future__.annotations.compiler_flag, dont_inherit=True)
+    namespace = {"__name__": __name__, "dataclass": dataclass}  # dataclass reads the module the class names
+    exec(code, namespace)
+    return namespace["Config"]

@@ -1,27 +1,144 @@
-"""``subchar export RUN --out DIR``: a single-file benchmark submission from a run (see :mod:`lab.export.build`)."""
+"""``subchar export RUN --out DIR``: a single-file benchmark submission from a run (see :mod:`lab.export.build`).
+
+Everything that can refuse an export is decided here from the run's JSON files and checksums, before
+:mod:`lab.export` (torch, the tokenizer libraries) is imported: a refused export answers at once and writes nothing.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from lab.commands.common import add_mode_arg
+from eval.errors import UserError
+from lab.commands.common import COUNT, COUNT_OR_ZERO, MODEL_CHOICES, POSITIVE, SEED, add_mode_arg
+from lab.commands.folders import (
+    RUN_FILE,
+    SAVED_MANIFEST,
+    check_output_folder,
+    folder_kind,
+    read_saved,
+    verify_checkpoint,
+)
+
+# Spelled out because lab.export loads torch; tests/test_folders.py keeps them equal to lab.export's and zoo.train's.
+EXPORTABLE_FAMILY = "bytebpe"  # the benchmark image has tiktoken, not tokenizers or sentencepiece
+EXPORTABLE_MODELS = MODEL_CHOICES
+DEFAULT_LR = 3e-3  # zoo.train.TrainSettings.lr, as `subchar train` used it when --lr was not given
+NGRAM_MODEL = "ngram"
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("export", help="write a single-file benchmark submission (submission.py) from a run")
     parser.add_argument("run", help="a run folder of `subchar compare` (runs/<cell>) or a `subchar train --out` folder")
-    parser.add_argument("--out", required=True, help="folder to write submission.py into")
+    parser.add_argument("--out", required=True, help="folder to write submission.py into (missing, empty, or one "
+                        "written by `subchar export`)")
     add_mode_arg(parser, default=None, default_text="the run's; exact")
-    parser.add_argument("--beam", type=int, help="adapter beam width, 0 for none (default: the run's; 8 for a `subchar train` run)")
-    parser.add_argument("--seed", type=int, help="neural runs: the training seed used when the harness passes none "
+    parser.add_argument("--beam", type=COUNT_OR_ZERO, help="adapter beam width, 0 for none (default: the run's; 8 for a `subchar train` run)")
+    parser.add_argument("--seed", type=SEED, help="neural runs: the training seed used when the harness passes none "
                         "(its SEED variable, from `submit.py --seed`) (default: the run's; 0 as in `subchar train`)")
-    parser.add_argument("--batch-size", type=int, help="neural runs: sequences per step (default: the run's)")
-    parser.add_argument("--lr", type=float, help="neural runs: the --lr given to `subchar train` (default 3e-3)")
+    parser.add_argument("--batch-size", type=COUNT, help="neural runs: sequences per step (default: the run's)")
+    parser.add_argument("--lr", type=POSITIVE, help="neural runs: the --lr given to `subchar train` (default 3e-3)")
     parser.add_argument("--author", help='contributor shown on the leaderboard, e.g. "@you" (__author__)')
     parser.set_defaults(func=run_export, interrupted="nothing was written")
 
 
+@dataclass(frozen=True)
+class RunPlace:
+    """A run as its files describe it: its name, its checkpoint folder and manifest, and (a compare run) the cell's
+    options and record."""
+
+    name: str
+    checkpoint: Path
+    manifest: dict[str, Any]
+    options: dict[str, Any]
+    record: dict[str, Any] | None
+
+
+def find_run(run: str | Path) -> RunPlace:
+    """A run folder of ``subchar compare`` or a ``subchar train --out`` checkpoint, refused when it cannot be
+    exported, reading JSON files only (the checksums are the checkpoint loader's, or :func:`run_export`'s)."""
+    folder = Path(run).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"no run folder at {folder}; pass a run of `subchar compare` or a `subchar train --out` folder")
+    options: dict[str, Any] = {}
+    record = None
+    if folder_kind(folder) == "run":
+        cell_file = read_json(folder / RUN_FILE)
+        try:
+            cell, options = cell_file["cell"], cell_file["options"]
+            family, model, vocab_size = cell["family"], cell["model"], cell["vocab_size"]
+        except (KeyError, TypeError):
+            raise UserError(f"{folder / RUN_FILE} lacks the cell or its options; run the cell again") from None
+        if family is None:
+            raise UserError(f"{folder} is the {model} baseline, which has no tokenizer; export a subword run")
+        if (folder / "record.json").is_file():
+            record = read_json(folder / "record.json")
+        checkpoint = folder / "checkpoint"
+        if not (checkpoint / SAVED_MANIFEST).is_file():
+            reason = f" ({record['reason']})" if record and record.get("reason") else ""
+            raise UserError(f"{folder} has no checkpoint: its training did not finish{reason}; run the cell again")
+        name = f"{family}{vocab_size}-{model}"
+    elif (folder / SAVED_MANIFEST).is_file():
+        checkpoint, name = folder, folder.resolve().name
+    else:
+        raise UserError(f"{folder} is not a subchar run: it holds neither {RUN_FILE} (subchar compare) nor "
+                        f"{SAVED_MANIFEST} (subchar train --out)")
+    checkpoint, manifest = read_saved(checkpoint, "checkpoint")
+    family = read_saved(checkpoint / "tokenizer", "tokenizer")[1].get("family")
+    if family != EXPORTABLE_FAMILY:
+        raise UserError(f"only {EXPORTABLE_FAMILY} runs can be exported (the benchmark image has tiktoken, not "
+                        f"tokenizers or sentencepiece); this run's tokenizer is {family!r}")
+    if manifest.get("model") not in EXPORTABLE_MODELS:
+        raise UserError(f"cannot export model {manifest.get('model')!r}: choose a run of "
+                        f"{', '.join(EXPORTABLE_MODELS)}")
+    return RunPlace(name, checkpoint, manifest, options, record)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{path} is corrupt (not JSON); run the cell again") from None
+
+
+def replay_settings(checkpoint: Path, manifest: dict[str, Any], config: dict[str, Any], batch_size: int | None,
+                    lr: float | None) -> dict[str, Any]:
+    """The TrainSettings that replay a neural run: its batch size (from tokens seen = steps x batch x block), no
+    validation passes (they change no weight) and either its recorded learning rate of every step and its
+    torch.compile choice, or, for a checkpoint from before those were recorded, its step count with a step-based
+    schedule from ``lr`` (the same recipe, not the same weights when the run followed its clock)."""
+    steps = int(manifest["steps"])
+    if steps <= 0:
+        raise UserError(f"{checkpoint} took no training step; train the run longer before exporting it")
+    if batch_size is None:
+        batch_size, rest = divmod(int(manifest["tokens_seen"]), steps * int(config["block_size"]))
+        if rest or batch_size <= 0:
+            raise UserError(f"cannot tell the batch size {checkpoint} was trained with; pass --batch-size")
+    settings: dict[str, Any] = {"batch_size": batch_size, "evals": 0, "progress": False}
+    schedule = manifest.get("lr_schedule")
+    if schedule is None:
+        return {**settings, "lr": DEFAULT_LR if lr is None else lr, "max_steps": steps}
+    if lr is not None:
+        raise UserError(f"{checkpoint} recorded the learning rate of each of its steps, which the export "
+                        "replays; --lr applies only to checkpoints without one")
+    compiled = manifest.get("compiled")
+    if len(schedule) != steps or not all(isinstance(rate, float) for rate in schedule) \
+            or not isinstance(compiled, bool):
+        raise UserError(f"{checkpoint / SAVED_MANIFEST} has a damaged lr_schedule ({len(schedule)} rates for "
+                        f"{steps} steps, compiled {compiled!r}); train the run again")
+    return {**settings, "compile": compiled}
+
+
 def run_export(args: argparse.Namespace) -> int:
+    check_output_folder(args.out, "export")
+    place = find_run(args.run)
+    verify_checkpoint(place.checkpoint, place.manifest)
+    if place.manifest.get("model") != NGRAM_MODEL:
+        replay_settings(place.checkpoint, place.manifest, read_json(place.checkpoint / "config.json"),
+                        args.batch_size, args.lr)
     from lab.export.build import export_run  # deferred to the run: `subchar --help` must not load torch
 
     target = export_run(args.run, args.out, mode=args.mode, beam=args.beam, seed=args.seed,

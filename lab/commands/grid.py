@@ -11,18 +11,23 @@ from eval.data import fetch, has_split, load_split, resolve_data_dir, resolve_tr
 from eval.errors import UserError
 from eval.records import write_json_atomic
 from lab.commands.common import (
+    COUNT,
+    COUNT_OR_ZERO,
     DEFAULT_BEAM,
+    SECONDS,
+    SEED,
     MODEL_CHOICES,
     add_data_args,
     add_engine_arg,
     add_mode_arg,
     beam_width,
-    check_positive,
-    check_results_folder,
     tokenizer_spec,
 )
+from lab.commands.folders import check_results_folder
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from lab.cell import Cell, CellOptions
     from lab.compare import Backend
 
@@ -33,18 +38,18 @@ REMOTE_TRAIN = "remote:wikitext-103-raw-v1/train"  # what a Modal cell trains on
 
 def add_grid_args(parser: argparse.ArgumentParser, *, budget: float, eval_chars: int, test_chars: int) -> None:
     add_data_args(parser, train_file=True)
-    parser.add_argument("--budget", type=float, default=budget, help=f"training seconds per cell (default {budget:g})")
+    parser.add_argument("--budget", type=SECONDS, default=budget, help=f"training seconds per cell (default {budget:g})")
     add_mode_arg(parser)
     parser.add_argument("--beam", type=beam_width, default=DEFAULT_BEAM,
                         help=f"exact mode: keep the K coverings of most reach (default {DEFAULT_BEAM}; 0 = no pruning, can be very slow)")
-    parser.add_argument("--eval-chars", type=int, default=eval_chars, help=f"val chars scored (default {eval_chars})")
-    parser.add_argument("--test-chars", type=int, default=test_chars, help=f"test chars reported, 0 to skip (default {test_chars})")
-    parser.add_argument("--train-chars", type=int, help="use only the first N characters of the train text")
-    parser.add_argument("--char-order", type=int, default=6, help="order of the char Kneser-Ney baseline (default 6)")
+    parser.add_argument("--eval-chars", type=COUNT, default=eval_chars, help=f"val chars scored (default {eval_chars})")
+    parser.add_argument("--test-chars", type=COUNT_OR_ZERO, default=test_chars, help=f"test chars reported, 0 to skip (default {test_chars})")
+    parser.add_argument("--train-chars", type=COUNT, help="use only the first N characters of the train text")
+    parser.add_argument("--char-order", type=COUNT, default=6, help="order of the char Kneser-Ney baseline (default 6)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=SEED, default=0)
     add_engine_arg(parser)
-    parser.add_argument("--repeats", type=int, default=1,
+    parser.add_argument("--repeats", type=COUNT, default=1,
                         help="run each cell N times with seeds seed..seed+N-1; the table shows medians and ranges")
     parser.add_argument("--all", action="store_true", help="show every current run of the folder, not only this grid's")
 
@@ -119,9 +124,6 @@ def run_compare(args: argparse.Namespace) -> int:
     """Everything that can be refused is checked first, before the heavy imports (names by the parser, numbers,
     the output folder, flags the backend would ignore, the train text and its val-leak guard, the val split): a
     refused command fails in a second and leaves nothing behind."""
-    check_positive(args.budget, "--budget")
-    check_positive(args.eval_chars, "--eval-chars")
-    check_positive(args.repeats, "--repeats")
     out = check_results_folder(args.out)
     check_modal_args(args)
     remote = args.backend == "modal"
@@ -131,14 +133,15 @@ def run_compare(args: argparse.Namespace) -> int:
     if not remote:
         load_split("valid", args.data_dir)
     # deferred to the run: `subchar --help` must not load torch, matplotlib or modal
-    from lab.compare import compare, grid, save_grid
+    from lab.compare import compare, grid, local_backend, save_grid
     from lab.identity import modal_backend_identity
     from lab.modal_backend import GPU, modal_backend
 
     cells = grid(args.tokenizers, args.models)
     options = options_from(args)
     backend_name = modal_backend_identity(GPU, allow_no_energy_counter=False) if remote else args.backend
-    backend = modal_backend(out, dry_run=args.dry_run) if remote else None
+    backend = modal_backend(out, dry_run=args.dry_run) if remote else announced(
+        local_backend(out, args.data_dir, args.train_file, train), cells, args.repeats)
     if args.dry_run:
         return dry_run(backend, pending_runs(cells, options, args.repeats, out, backend_name))
     save_grid(out, cells, options, args.data_dir, args.train_file, args.repeats)
@@ -146,7 +149,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
     def finished(record: dict) -> None:
         ran.append(record["submission"])
-        print(f"done: {record['submission']}", flush=True)
+        print(done_line(record), flush=True)
 
     records, table, plot = compare(cells, options, out, backend, args.data_dir, args.train_file, on_record=finished,
                                    repeats=args.repeats, train_sha256=train_sha256,
@@ -156,6 +159,31 @@ def run_compare(args: argparse.Namespace) -> int:
     print(Path(table).read_text(encoding="utf-8"))
     print(f"table: {table}\nplot:  {plot}")
     return 0
+
+
+def announced(backend: Backend, cells: list[Cell], repeats: int) -> Backend:
+    """``backend`` (the local one) run a cell at a time, each named before it starts (``cell 2/3:
+    bytebpe2048-ngram``): a cell takes minutes of bars and lines, and the header says whose they are."""
+
+    def run(todo: list[Cell], options: CellOptions) -> Iterator[dict]:
+        for cell in todo:
+            repeat = f" (repeat {options.repeat + 1}/{repeats})" if repeats > 1 else ""
+            print(f"cell {cells.index(cell) + 1}/{len(cells)}: {cell.id}{repeat}", flush=True)
+            yield from backend([cell], options)
+
+    return run
+
+
+def done_line(record: dict) -> str:
+    """A finished cell in one line: val accuracy, bits/char and energy, and the reason when disqualified."""
+    from lab.report import bits_cell  # deferred with the rest of the run's imports
+
+    accuracy, energy = record.get("val_char_accuracy"), record.get("total_energy_J")
+    parts = [f"val acc {accuracy:.4f}" if accuracy is not None else "no score", f"{bits_cell(record)} bits/char",
+             f"{energy:,.0f} J" if energy is not None else "energy unmeasured"]
+    if record.get("disqualified"):
+        parts.append(f"DQ ({record.get('reason')})")
+    return f"done: {record['submission']}: {', '.join(parts)}"
 
 
 def quickstart_data(data_dir: str | None, train_file: str | None) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from eval.data import load_split, val_window
-from lab.commands.common import FAMILY_CHOICES, check_output_folder, check_positive
+from lab.commands.common import COUNT, FAMILY_CHOICES
+from lab.commands.folders import check_output_folder, read_saved, verify_tokenizer
 
 NOTHING_SAVED = "learning stopped and nothing was saved; run the command again to start over"
 
@@ -16,11 +17,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     train = actions.add_parser("train", help="learn a tokenizer on the train split and save it to a folder")
     train.add_argument("--family", required=True, choices=FAMILY_CHOICES)
-    train.add_argument("--vocab-size", type=int, required=True, help="ids in all, bytes and specials included")
+    train.add_argument("--vocab-size", type=COUNT, required=True, help="ids in all, bytes and specials included")
     train.add_argument("--data-dir", help="folder with wiki.train.raw or train parquet shards (or SUBCHAR_DATA)")
     train.add_argument("--train-file", help="proxy train text (recorded as a proxy), e.g. wiki.test.raw")
-    train.add_argument("--train-chars", type=int, help="learn from this many leading characters only (quick runs)")
-    train.add_argument("--out", required=True, help="folder to write (replaced if it holds a saved tokenizer)")
+    train.add_argument("--train-chars", type=COUNT, help="learn from this many leading characters only (quick runs)")
+    train.add_argument("--out", required=True, help="folder to write (replaced only if it holds a saved tokenizer)")
     train.set_defaults(func=run_train, interrupted=NOTHING_SAVED)
 
     stats = actions.add_parser("stats", help="chars/token, fallback, round trip and speed on the val split")
@@ -30,9 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    check_positive(args.vocab_size, "--vocab-size")
-    check_positive(args.train_chars, "--train-chars")
-    check_output_folder(args.out, what="tokenizer")
+    check_output_folder(args.out, "tokenizer")
     text = load_split("train", args.data_dir, args.train_file, progress=True)  # refuses val text
     text = text.prefix(args.train_chars)
     # deferred to the run: `subchar --help` must not load the tokenizer libraries
@@ -47,6 +46,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_stats(args: argparse.Namespace) -> int:
+    verify_tokenizer(*read_saved(args.path, "tokenizer"))  # a wrong or damaged folder: refused before the libraries
     # deferred to the run: `subchar --help` must not load the tokenizer libraries
     from tokenizers_local.stats import encode_throughput, measure
     from tokenizers_local.storage import load

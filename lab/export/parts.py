@@ -37,9 +37,9 @@ NEURAL_TRAINER = (
     Part("lab.export.templates.standins"),
     Part("zoo.streaming"),
     Part("zoo.train", (
-        "log", "CPU_MAX_BLOCK_SIZE", "COMPILE_MIN_BUDGET_S", "TrainSettings", "TrainResult", "resolve_device",
-        "seed_everything", "check_ids", "build_model", "own_model", "make_optimizer", "lr_at", "Batches", "next_token_loss",
-        "train_neural", "planned_steps", "validation_loss",
+        "log", "CPU_MAX_BLOCK_SIZE", "COMPILE_MIN_BUDGET_S", "PROBE_PAIRS", "COLLAPSE_RATIO", "TrainSettings",
+        "TrainResult", "resolve_device", "seed_everything", "check_ids", "build_model", "own_model", "make_optimizer",
+        "lr_at", "Batches", "next_token_loss", "ThreadChoice", "train_neural", "planned_steps", "validation_loss",
     )),
 )
 MODEL_PARTS = {
