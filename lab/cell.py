@@ -28,14 +28,17 @@ from eval.memory import peak_rss_gb, reset_peak_rss
 from eval.progress import phase
 from eval.records import RunRecord, write_json_atomic
 from lab.cell_phases import phase_table, prepare_char_ids, prepare_ids, train_budget
+from lab.report import ACC_MIN
+from lab.results import CELL_FILE, RECORD_FILE
 from subchar import CharAdapter
+from subchar.batch_engine import batch_adapter
 from zoo.char_baseline import CharKneserNey
 from zoo import mamba
 from zoo.checkpoint import save_checkpoint
+from zoo.kinds import CHAR_BASELINE, kind_of
 from zoo.registry import num_params
 from zoo.streaming import TorchTokenLM
 from zoo.train import (
-    NGRAM,
     NGRAM_DEFAULT_ORDER,
     TrainResult,
     TrainSettings,
@@ -45,9 +48,6 @@ from zoo.train import (
     seed_everything,
     train_neural,
 )
-
-CHAR_BASELINE = "char-kn"
-ACC_MIN = 0.70
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def run_cell(
     the train text when the caller has read it already (``train_chars`` applied)."""
     run_dir = Path(run_dir)
     reset_peak_rss()
-    write_json_atomic(run_dir / "cell.json", {"cell": asdict(cell), "options": options.to_dict()})
+    write_json_atomic(run_dir / CELL_FILE, {"cell": asdict(cell), "options": options.to_dict()})
     train = train or load_split("train", data_dir, train_file, progress=options.progress).prefix(options.train_chars)
     valid = load_split("valid", data_dir).text
     test = load_split("test", data_dir).text
@@ -118,7 +118,7 @@ def run_cell(
         record = base_record(cell, meter, train, facts={})
         record.disqualified, record.reason = True, err.reason
         record.extra["max_train_seconds"] = options.budget_s
-        record.save(run_dir / "record.json")
+        record.save(run_dir / RECORD_FILE)
         return record.to_dict()
     record = base_record(cell, meter, train, facts)
     val = evaluate(model, valid, options.eval_chars, progress=options.progress, engine=options.engine)
@@ -129,35 +129,37 @@ def run_cell(
     fill_scores(record, val, test_result, options)
     if test_seen:
         record.extra["test_skipped"] = "the proxy train text is the test split"
-    record.save(run_dir / "record.json")
+    record.save(run_dir / RECORD_FILE)
     return record.to_dict()
 
 
 def train_cell(cell: Cell, options: CellOptions, train: SplitText, run_dir: Path, meter: EnergyMeter):
     """The measured part: returns the trained CharModel and facts about tokenizer and model."""
-    if cell.model == CHAR_BASELINE:
+    kind = kind_of(cell.model)
+    if not kind.tokenized:
         return train_char_baseline(options, train, run_dir, meter)
 
     overrides = options.overrides.get(cell.model, {})
-    order = int(overrides.get("order", NGRAM_DEFAULT_ORDER)) if cell.model == NGRAM else None
+    order = int(overrides.get("order", NGRAM_DEFAULT_ORDER)) if kind.counted else None
     with meter.measure():  # one block, as the benchmark measures train(); saving below is not part of it
         prepared, started = prepare_ids(cell.family, cell.vocab_size, order, train, options.budget_s, meter,
                                         ids_cache_dir(run_dir, options), progress=options.progress)
         tokenizer, ids = prepared.tokenizer, prepared.id_file.ids()
-        remaining = train_budget(options.budget_s - (time.monotonic() - started), prepared.plan, cell.model == NGRAM)
+        remaining = train_budget(options.budget_s - (time.monotonic() - started), prepared.plan, kind.counted)
         if remaining <= 0:
             raise TrainingTimeoutError(f"the tokenizer took the whole {options.budget_s:g} s budget")
         with meter.phase("train"), wall_clock_guard(remaining):
-            if cell.model == NGRAM:
+            if kind.counted:
                 with phase(f"count {order}-grams", len(ids), "token", options.progress) as shown:
-                    adapter, result = ngram_char_model(ids, tokenizer.vocab_size, tokenizer, overrides, options.mode,
-                                                       options.beam, prune=options.prune,  # a GPU counts when present
-                                                       advanced=shown.update)
+                    adapter, result = ngram_char_model(ids, tokenizer.vocab_size, tokenizer, overrides=overrides,
+                                                       mode=options.mode, beam=options.beam, prune=options.prune,
+                                                       advanced=shown.update)  # a GPU counts when present
             else:
-                adapter, result = neural_char_model(cell.model, ids, tokenizer.vocab_size, tokenizer, remaining,
-                                                    overrides, options.device, options.seed,
-                                                    TrainSettings(progress=options.progress), options.mode,
-                                                    options.beam, prune=options.prune)
+                adapter, result = neural_char_model(cell.model, ids, tokenizer.vocab_size, tokenizer,
+                                                    budget_s=remaining, overrides=overrides, device=options.device,
+                                                    seed=options.seed,
+                                                    settings=TrainSettings(progress=options.progress),
+                                                    mode=options.mode, beam=options.beam, prune=options.prune)
     tokenizer_dir = tokenizer.save(run_dir / "tokenizer")
     save_checkpoint(run_dir / "checkpoint", result, tokenizer_dir, train)
     facts = {
@@ -173,12 +175,11 @@ def train_cell(cell: Cell, options: CellOptions, train: SplitText, run_dir: Path
         "model": {
             "name": cell.model,
             "config": result.config,
-            "params": None if cell.model == NGRAM else num_params(result.model),
+            "params": num_params(result.model) if kind.neural else None,
             "train": result.summary(),
+            **MODEL_FACTS.get(cell.model, no_facts)(result.model, result.device),
         },
     }
-    if isinstance(result.model, mamba.Model):
-        facts["model"]["scan"] = mamba_scan(result.model, result.device)
     return adapter, facts
 
 
@@ -212,19 +213,29 @@ def mamba_scan(model: mamba.Model, device: str) -> str:
     return "fused" if fused else "torch"
 
 
+def no_facts(model: Any, device: str) -> dict[str, Any]:
+    return {}
+
+
+# Facts a kind of model adds to its record's "model" entry, from the trained model and its device.
+MODEL_FACTS: dict[str, Callable[[Any, str], dict[str, Any]]] = {
+    "mamba": lambda model, device: {"scan": mamba_scan(model, device)},
+}
+
+
 def ngram_char_model(
-    ids: np.ndarray, vocab_size: int, tokenizer: Any, overrides: dict[str, Any], mode: str, beam: int | None,
+    ids: np.ndarray, vocab_size: int, tokenizer: Any, *, overrides: dict[str, Any], mode: str, beam: int | None,
     device: str = "auto", prune: float | None = None, advanced: Callable[[int], object] = lambda tokens: None,
 ) -> tuple[CharAdapter, TrainResult]:
     """Count the n-gram on the token ids (chunked, on the GPU when ``device`` finds one; ``advanced`` is told each
     chunk's length) and read it per character: a cell's model step, which an exported n-gram submission's
     ``train()`` runs too (``tokenizer`` may be a tiktoken Encoding there)."""
     result = count_ngram_chunked(check_ids(ids, vocab_size), vocab_size, overrides, device, advanced)
-    return CharAdapter(result.model, tokenizer, mode=mode, beam=beam, prune=prune), result
+    return batch_adapter(result.model, tokenizer, mode=mode, beam=beam, prune=prune), result
 
 
 def neural_char_model(
-    model_name: str, ids: np.ndarray, vocab_size: int, tokenizer: Any, budget_s: float, overrides: dict[str, Any],
+    model_name: str, ids: np.ndarray, vocab_size: int, tokenizer: Any, *, budget_s: float, overrides: dict[str, Any],
     device: str, seed: int, settings: TrainSettings, mode: str, beam: int | None, prune: float | None = None,
 ) -> tuple[CharAdapter, TrainResult]:
     """Train the neural model on the token ids within ``budget_s`` and read it per character: a cell's model step,
@@ -232,7 +243,7 @@ def neural_char_model(
     ids = check_ids(ids, vocab_size)
     seed_everything(seed)
     result = train_neural(model_name, ids, vocab_size, budget_s, overrides, device, settings)
-    return CharAdapter(TorchTokenLM(result.model, result.device), tokenizer, mode=mode, beam=beam, prune=prune), result
+    return batch_adapter(TorchTokenLM(result.model, result.device), tokenizer, mode=mode, beam=beam, prune=prune), result
 
 
 def base_record(cell: Cell, meter: EnergyMeter, train: SplitText, facts: dict[str, Any]) -> RunRecord:

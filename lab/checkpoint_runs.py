@@ -23,9 +23,10 @@ from eval.errors import UserError
 from eval.evaluate import evaluate
 from eval.guard import TrainingTimeoutError
 from eval.records import RunRecord
-from subchar import CharAdapter
+from subchar.batch_engine import batch_adapter
 from zoo.checkpoint import folder_digest, load_checkpoint, save_checkpoint
-from zoo.registry import NGRAM, num_params
+from zoo.kinds import kind_of
+from zoo.registry import num_params
 
 TRAIN_RECORD = "train_record.json"
 SEEN_LABEL = "TRAINED ON THIS TEXT (recall, not prediction)"  # starts the output of a score on seen text
@@ -34,7 +35,7 @@ SEEN_LABEL = "TRAINED ON THIS TEXT (recall, not prediction)"  # starts the outpu
 def train_checkpoint(args: argparse.Namespace, text: SplitText, overrides: dict[str, Any]) -> int:
     """`subchar train` once its arguments and train text are checked (lab.commands.train): train ``text``, then
     save the checkpoint."""
-    # imported here, before the budget's clock starts: zoo.train loads torch._dynamo (1.6 s), which scoring a
+    # imported here, before the budget's clock starts: zoo.train loads torch._dynamo (seconds), which scoring a
     # checkpoint (``eval_checkpoint``) never needs
     from zoo.train import TrainSettings, train
 
@@ -64,7 +65,7 @@ def train_checkpoint(args: argparse.Namespace, text: SplitText, overrides: dict[
 
 def model_facts(result) -> dict[str, Any]:
     facts: dict[str, Any] = {"name": result.model_name, "config": result.config}
-    if result.model_name != NGRAM:
+    if kind_of(result.model_name).neural:
         facts["params"] = num_params(result.model)
     return facts
 
@@ -94,7 +95,7 @@ def eval_checkpoint(args: argparse.Namespace, text: SplitText, target: Path, see
     (allowed by --allow-trained-split), which the output and the record say."""
     checkpoint = load_checkpoint(args.run, device=args.device)
     options = {"mode": args.mode, "beam": args.beam, "prune": args.prune}
-    adapter = CharAdapter(checkpoint.token_lm(args.device), checkpoint.tokenizer, **options)
+    adapter = batch_adapter(checkpoint.token_lm(args.device), checkpoint.tokenizer, **options)
     result = evaluate(adapter, text.text, max_chars=args.chars, bits=args.bits, engine=args.engine)
     record = eval_record(checkpoint, args, result, seen)
     record.save(target)

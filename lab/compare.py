@@ -22,7 +22,7 @@ from eval.records import utc_now, write_json_atomic, write_text_atomic
 from lab.cell import CHAR_BASELINE, Cell, CellOptions, run_cell
 from lab.identity import cell_identity, identity_key, reusable
 from lab.report import write_reports
-from lab.results import read_results
+from lab.results import CELL_FILE, read_results
 from tokenizers_local.families import family_class
 from zoo.train import model_names
 
@@ -167,7 +167,7 @@ def shown(records: list[dict[str, Any]], keys: dict[tuple[str, int], str], show_
 
 
 GRID = "grid.json"
-CELL = "cell.json"
+CELL = CELL_FILE
 
 
 def save_grid(out_dir: str | os.PathLike, cells: list[Cell], options: CellOptions,

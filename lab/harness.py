@@ -31,9 +31,9 @@ from eval.errors import UserError
 from eval.guard import MAX_TRAIN_SECONDS, TrainingTimeoutError, wall_clock_guard
 from eval.progress import phase
 from eval.records import RunRecord
+from lab.report import ACC_MIN
 
 MODULE_NAME = "user_submission"  # the name run_eval.py loads every submission under
-ACC_MIN = 0.70  # the floor the benchmark's runner passes to run_eval.py (task.ACC_MIN)
 BELOW_FLOOR = "val_accuracy_below_floor"
 
 

@@ -49,7 +49,7 @@ from lab.modal_container import (
 )
 from lab.modal_image import build_image, describe_image
 from lab.modal_sdk import MODAL_MIN_TEXT, import_modal
-from subchar.batch_engine import MAX_PROCESSES
+from subchar.forking import MAX_PROCESSES
 
 GPU = "A100-80GB"  # the benchmark's card (task.INSTANCE_TYPE)
 TIMEOUT_S = 50 * 60  # the benchmark's Modal limit for a whole run

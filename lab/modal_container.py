@@ -29,6 +29,7 @@ from eval.records import RunRecord, utc_now, write_json_atomic
 from lab.cell import Cell, CellOptions, run_cell
 from lab.compare import run_dir_name
 from lab.identity import UNFINISHED
+from lab.results import RECORD_FILE
 
 DATA_MOUNT = "/data"
 RESULTS_MOUNT = "/results"
@@ -144,7 +145,7 @@ def run_cell_in_container(
         record = failure_record(grid_cell.id, err, "cell_error")
     record["extra"].update(backend="modal", nvml=counter, modal_run=run_key)
     try:
-        write_json_atomic(run_dir / "record.json", record)
+        write_json_atomic(run_dir / RECORD_FILE, record)
         if results_volume:
             commit_volume(results_volume)
     except Exception as err:  # the record still reaches the client; only its folder is missing or partial

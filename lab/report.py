@@ -12,7 +12,7 @@ from eval.data import VAL_WINDOW_CHARS
 from eval.energy import FLOOR_WATTS
 from eval.records import write_bytes_atomic, write_text_atomic
 
-ACC_MIN = 0.70
+ACC_MIN = 0.70  # the benchmark's accuracy floor: what its runner passes to run_eval.py (task.ACC_MIN)
 NOTE_LINE_SHARE = 0.06  # of the accuracy axis, added above the points per line of the plot's note
 COLUMNS = ("run", "total J", "val acc", "val chars", "test acc", "bits/char", "chars/token", "params", "steps",
            "train s", "train tok/s", "threads", "eval chars/s", "DQ reason")
@@ -287,6 +287,8 @@ def pareto_png(records: list[dict[str, Any]], title: str = "energy to accuracy")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from zoo.kinds import kind_of  # light, but `subchar show` and the CLI import no zoo module
+
     shown = plot_inputs(records, title)
     points = shown.points
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
@@ -306,7 +308,7 @@ def pareto_png(records: list[dict[str, Any]], title: str = "energy to accuracy")
             if not group:
                 continue
             ax.scatter([r["total_energy_J"] for r in group], [r["val_char_accuracy"] for r in group], s=45,
-                       marker="s" if name == "char-kn" else "o", edgecolors=colours[name], linewidths=1.5,
+                       marker="o" if kind_of(name).tokenized else "s", edgecolors=colours[name], linewidths=1.5,
                        facecolors="none" if disqualified else colours[name], zorder=3,
                        label=name if not disqualified or not any(
                            not r.get("disqualified") and (r.get("model") or {}).get("name") == name for r in points

@@ -8,6 +8,9 @@ from typing import Any
 
 from eval.errors import UserError
 
+CELL_FILE = "cell.json"  # a grid cell's run folder: the cell and its options, written before it runs (lab.cell)
+RECORD_FILE = "record.json"  # and its run record, once it finished
+
 
 def read_results(path: Path) -> list[dict[str, Any]]:
     """The finished records (none when the file is missing); a torn last line (a crash mid-write) is skipped, and

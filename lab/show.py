@@ -24,13 +24,13 @@ from typing import Any
 from eval.errors import UserError
 from lab.commands.folders import COMPARE_FILES, NOUNS, RUN_FILE, SAVED_MANIFEST, folder_kind, read_saved
 from lab.report import ACC_MIN, table_markdown, winner
-from lab.results import read_results
+from lab.results import RECORD_FILE, read_results
 
 # Spelled out because importing their modules loads torch; tests/test_show.py keeps them equal to
 # lab.checkpoint_runs and zoo.checkpoint.
 TRAIN_RECORD = "train_record.json"
 CHECKPOINT_TOKENIZER = "tokenizer"
-RECORD, GRID, RESULTS = "record.json", *COMPARE_FILES
+RECORD, GRID, RESULTS = RECORD_FILE, *COMPARE_FILES
 WHAT = "a tokenizer, checkpoint, run (cell.json) or compare (grid.json) folder, or a run record file"
 NOT_RECORDED = "not recorded"
 

@@ -32,7 +32,7 @@ import torch
 
 from eval.data import VAL_WINDOW_CHARS, val_window
 from eval.evaluate import evaluate, scores
-from subchar import CharAdapter
+from subchar.batch_engine import batch_adapter
 from zoo.checkpoint import load_checkpoint
 
 
@@ -84,7 +84,7 @@ def main() -> int:
         ):
             if path.split("×")[0] not in args.paths:
                 continue
-            adapter = CharAdapter(model, checkpoint.tokenizer, mode="exact", beam=args.beam, prune=args.prune)
+            adapter = batch_adapter(model, checkpoint.tokenizer, mode="exact", beam=args.beam, prune=args.prune)
             if engine == "batch":  # what ``evaluate(engine="batch")`` does, with the process count
                 start = time.perf_counter()
                 guesses, probs = adapter.batch_scores(text[:chars], args.bits, processes=processes)

@@ -87,13 +87,13 @@ def run_one(spec: str, corpus: Path, order: int, budget: float, data_dir: str, e
             rows["numpy_count_s"] = time.monotonic() - numpy_started
         rows["torch_threads"] = torch.get_num_threads()
     if eval_chars:
-        from subchar import CharAdapter
+        from subchar.batch_engine import batch_adapter
         from zoo.streaming import TorchTokenLM
 
         torch.set_num_threads(1)
         lm = result.model if model == NGRAM else TorchTokenLM(result.model, result.device)
         valid = load_split("valid", data_dir).text
-        scored = evaluate(CharAdapter(lm, prepared.tokenizer, mode="exact", beam=4), valid, eval_chars, progress=False)
+        scored = evaluate(batch_adapter(lm, prepared.tokenizer, mode="exact", beam=4), valid, eval_chars, progress=False)
         rows["eval"] = {"chars": scored.chars, "accuracy": scored.accuracy, "chars_per_s": scored.chars_per_s}
     rows["peak_rss_gb"] = rss_gb()[1]
     return rows

@@ -23,7 +23,7 @@ import torch
 
 from eval.data import VAL_WINDOW_CHARS, val_window
 from subchar import CharAdapter
-from subchar.batch_engine import plan
+from subchar.replay_plan import plan
 from zoo.checkpoint import load_checkpoint
 
 

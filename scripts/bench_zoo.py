@@ -22,7 +22,7 @@ import tokenizers_local
 from eval.data import load_split, val_window
 from eval.energy import EnergyMeter
 from eval.evaluate import evaluate
-from subchar import CharAdapter
+from subchar.batch_engine import batch_adapter
 from zoo.registry import num_params
 from zoo.streaming import TorchTokenLM
 from zoo.train import NGRAM, TrainSettings, model_names, train
@@ -84,7 +84,7 @@ def main() -> None:
         else:
             lm, params = TorchTokenLM(result.model.float(), args.eval_device), num_params(result.model)
         stream = streaming_tokens_per_s(lm, val_ids)
-        adapter = CharAdapter(lm, tokenizer, mode=args.mode, beam=args.beam)
+        adapter = batch_adapter(lm, tokenizer, mode=args.mode, beam=args.beam)
         scores = evaluate(adapter, val, max_chars=args.eval_chars)
         val_loss = result.val_losses[-1][1] if result.val_losses else math.nan
         rows.append((name, params, result.device, result.seconds, result.steps, result.tokens_seen / result.seconds,

@@ -54,9 +54,8 @@ mode="exact" — every spelling of the buffer from the commit point:
     out the ones carrying the mass once few tokens spell on from it); it also follows at most K split-character
     expansions per position (heaviest first), and ``distribution`` none once what is left to expand weighs under
     ``EXPANSION_FLOOR`` (1e-3) of all the mass: each share is then within ~1e-3 of what following them all would
-    give. Those expansions only refine the shares (ASCII characters get nothing from them): on a Transformer over
-    the window's first 3,000 characters they were 8 per position, with a median of 1.2e-4 of the mass queued, moved
-    bits/char by 4e-5 and made an evaluation with bits 2.6 times as slow as one without. ``prune=eps`` (also an
+    give. Those expansions only refine the shares (ASCII characters get nothing from them), carry little of the mass
+    and cost much of an evaluation's time (the README has the figures). ``prune=eps`` (also an
     approximation) drops the coverings of reach below ``eps`` times the total and stops following expansions once
     the queued mass is below ``eps`` times all the mass (instead of ``EXPANSION_FLOOR``). Either way no spellable
     true character is left at p=0 by pruning alone (with ``beam >= 2``): the covering of most reach that ends at the
@@ -93,15 +92,13 @@ Tie rule: ``predict`` returns the most probable character; among equal masses th
 
 from __future__ import annotations
 
-import copy
 import math
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Optional
 
 import numpy as np
 
 from eval.contract import CharModel
 from eval.errors import UserError
-from subchar.batch_engine import score
 from subchar.commit_point import CommitPoints
 from subchar.coverings import Covering, covering_reach, extend_coverings, prefetch_coverings, prune_coverings
 from subchar.diagnostics import Diagnostics
@@ -115,13 +112,21 @@ Mode = Literal["spec", "exact"]
 ENCODE_CACHE = 1 << 16  # committed texts remembered with their encoding (words recur)
 LOOKAHEAD = 8  # split-character expansions stepped per batched LM call
 EXPANSION_FLOOR = 1e-3  # under a beam, distribution() leaves queued expansions lighter than this share of all mass
+# ``batch_scores``'s work, handed in by whoever builds the adapter for evaluation (``subchar.batch_engine``):
+# (adapter, text, bits, progress, processes) -> (predictions, P(true char) or None)
+BatchScorer = Callable[["CharAdapter", str, bool, Optional[Callable[[int], None]], Optional[int]],
+                       tuple[list[str], Optional[list[float]]]]
 
 
 class CharAdapter(CharModel):
-    """A token LM seen as a character model; the semantics are in the module docstring."""
+    """A token LM seen as a character model; the semantics are in the module docstring. ``batch``: the batch
+    engine's scorer, which ``batch_scores`` runs (``subchar.batch_engine.batch_adapter`` hands it in); without it
+    ``batch_scores`` returns None and ``eval.evaluate`` streams. ``like``: an adapter of the same tokenizer whose
+    read-only tables this one shares (``worker``)."""
 
     def __init__(
-        self, lm: TokenLM, tokenizer: Any, mode: Mode = "exact", beam: int | None = None, prune: float | None = None
+        self, lm: TokenLM, tokenizer: Any, mode: Mode = "exact", beam: int | None = None, prune: float | None = None,
+        batch: BatchScorer | None = None, *, like: CharAdapter | None = None,
     ) -> None:
         if mode not in ("spec", "exact"):
             raise UserError(f"mode must be 'spec' or 'exact', not {mode!r}")
@@ -129,15 +134,15 @@ class CharAdapter(CharModel):
             raise UserError(f"beam must be a positive int or None (no pruning), not {beam!r}")
         if prune is not None and not (isinstance(prune, (int, float)) and 0 <= prune < 1):
             raise UserError(f"prune must be a relative weight in [0, 1) or None (no pruning), not {prune!r}")
-        self.lm, self.mode, self.beam, self.prune = lm, mode, beam, prune or None
+        self.lm, self.mode, self.beam, self.prune, self.batch = lm, mode, beam, prune or None, batch
         self.view = view_of(tokenizer)
         if lm.vocab_size < len(self.view.surfaces):
             raise UserError(
                 f"LM vocab_size {lm.vocab_size} < tokenizer vocabulary {len(self.view.surfaces)}; "
                 "build the LM for this tokenizer"
             )
-        self.index = SurfaceIndex(self.view.surfaces)
-        self.commit_point = CommitPoints(self.view)
+        self.index = SurfaceIndex(self.view.surfaces) if like is None else like.index
+        self.commit_point = CommitPoints(self.view) if like is None else like.commit_point
         self._encodings: dict[str, tuple[list[int], bool]] = {}
         self._chars = CharTable()
         self.reset()
@@ -145,18 +150,22 @@ class CharAdapter(CharModel):
     # --- CharModel -----------------------------------------------------------------------------------------
     def reset(self) -> None:
         self.diagnostics = Diagnostics()
+        self._lm = LMAnswers(self.lm, self.index.order, self.diagnostics)
+        self._expander = Expander(self._lm, self.index, self._chars, self.diagnostics)
+        self._respell = True
+        self._kept_now = 1.0
+        self._restart(self.lm.start(), "")
+
+    def _restart(self, state: Any, seen: str) -> None:
+        """Nothing committed or buffered yet, the LM in ``state``; ``seen``: the text observed before."""
         self._committed: list[int] = []
         self._committed_text: list[str] = []
         self._buffer = ""
         self._bytes = b""
-        self._seen: dict[str, None] = {}
-        self._lm = LMAnswers(self.lm, self.index.order, self.diagnostics)
-        self._expander = Expander(self._lm, self.index, self._chars, self.diagnostics)
-        self._root = Covering(0, 1.0, self.lm.start())
+        self._seen: dict[str, None] = dict.fromkeys(seen)
+        self._root = Covering(0, 1.0, state)
         self._coverings = [self._root]
-        self._memo: Frontier | None = None
-        self._respell = True
-        self._kept_now = 1.0
+        self._current: Frontier | None = None  # the frontier of this position, once built
 
     def distribution(self) -> CharDistribution:
         frontier, found, unlisted = self._expanded()
@@ -167,7 +176,7 @@ class CharAdapter(CharModel):
 
     def probability(self, char: str) -> float:
         """``distribution().get(char, 0.0)``, the same float, without building the dict of every candidate: the batch
-        engine asks it at every position for bits (a KN n-gram's 10k characters took ~10% more CPU through the dict)."""
+        engine asks it at every position for bits, where building the dict is a noticeable share of an n-gram's CPU."""
         frontier, found, unlisted = self._expanded()
         totals = frontier.totals
         number = self._chars.number.get(char)
@@ -223,43 +232,36 @@ class CharAdapter(CharModel):
             raise UserError(f"observe() takes exactly one character, got {char!r}")
         self.diagnostics.chars_observed += 1
         self._seen[char] = None
-        self._memo = None
+        self._current = None
         if self.mode == "spec":
             self._observe_spec(char)
         else:
             self._observe_exact(char)
 
-    # --- the batch engine (``subchar.batch_engine``) ---------------------------------------------------------
+    # --- for the batch engine (``subchar.batch_engine``, which hands in ``batch``) ----------------------------
     def batch_scores(
         self, text: str, bits: bool = True, progress: Callable[[int], None] | None = None,
         processes: int | None = None,
     ) -> tuple[list[str], list[float] | None] | None:
         """Every prediction the streaming loop would make over ``text`` from a reset (and P(true char) with
         ``bits``), computed by the batch engine (``processes``: forked processes sharing the work, default one per
-        usable CPU core); None in spec mode (its loop is already one LM call per commit), so the caller streams
-        instead. The adapter is left reset."""
-        if self.mode != "exact":
+        usable CPU core); None in spec mode (its loop is already one LM call per commit) and without a ``batch``
+        scorer, so the caller streams instead. The adapter is left reset."""
+        if self.mode != "exact" or self.batch is None:
             return None
         self.reset()
-        return score(self, text, bits, processes=processes, progress=progress)
+        return self.batch(self, text, bits, progress, processes)
 
     def worker(self, lm: TokenLM) -> CharAdapter:
-        """A fresh adapter over ``lm`` sharing this one's read-only tables (one per batch-engine thread)."""
-        clone = copy.copy(self)
-        clone.lm, clone._chars, clone._encodings = lm, CharTable(), {}
-        clone.reset()
-        return clone
+        """A fresh adapter over ``lm`` sharing this one's read-only tables (one per batch-engine worker)."""
+        return CharAdapter(lm, self.view, self.mode, self.beam, self.prune, self.batch, like=self)
 
     def resume(self, state: Any, rest: str, seen: str = "") -> None:
         """Continue as right after a commit left the LM in ``state`` with ``rest`` still in the buffer (what
         ``_commit`` does); ``seen``: the text observed before, for the back-off distribution."""
         self.diagnostics = self._lm.diagnostics = self._expander.diagnostics = Diagnostics()
         self._lm.age()
-        self._committed, self._committed_text = [], []
-        self._seen = dict.fromkeys(seen)
-        self._root = Covering(0, 1.0, state)
-        self._coverings = [self._root]
-        self._buffer, self._bytes, self._memo = "", b"", None
+        self._restart(state, seen)
         for char in rest:
             self._seen[char] = None
             self._consume(char)
@@ -281,6 +283,10 @@ class CharAdapter(CharModel):
             return False
         return self._committed_text == [commit for commit in commits if commit is not None]
 
+    def canonical_ids(self, text: str) -> list[int]:
+        """The tokenizer's ids for ``text``: what committing ``text`` feeds the LM."""
+        return self._encoding(text)[0]
+
     # --- public state --------------------------------------------------------------------------------------
     @property
     def committed(self) -> tuple[int, ...]:
@@ -297,21 +303,21 @@ class CharAdapter(CharModel):
     # --- candidate masses ----------------------------------------------------------------------------------
     def _frontier(self) -> Frontier:
         """Candidate masses at the current position (cached until the next observe), after the fallbacks."""
-        while self._memo is None:
+        while self._current is None:
             frontier = self._complete_frontier()
             while frontier.heap and not frontier.has_mass():
                 self._expander.expand_next(frontier)
             if frontier.has_mass():
-                self._memo = frontier
+                self._current = frontier
             elif self._buffer:
                 self.diagnostics.eager_commits += 1
                 self._commit_all()
             else:
                 self.diagnostics.backoff_distributions += 1
                 chars = sorted(self._seen) or [" "]
-                self._memo = Frontier(self._chars, self.index.order)
-                self._memo.add(chars, self._chars.ids(chars), np.ones(len(chars)))
-        return self._memo
+                self._current = Frontier(self._chars, self.index.order)
+                self._current.add(chars, self._chars.ids(chars), np.ones(len(chars)))
+        return self._current
 
     def _complete_frontier(self) -> Frontier:
         """Masses of the characters one token completes, from every covering, plus (exact mode) the tokens
@@ -400,7 +406,7 @@ class CharAdapter(CharModel):
         self._coverings = [self._root]
         self._buffer = self._buffer[len(text) :] if self._buffer.startswith(text) else ""
         self._bytes = self._buffer.encode("utf-8")
-        self._memo = None
+        self._current = None
         if self._buffer and self.mode == "exact" and self._respell:  # respell what is left after the commit point
             rest, self._buffer, self._bytes = self._buffer, "", b""
             for char in rest:

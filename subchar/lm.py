@@ -23,6 +23,9 @@ call on one state (a neural network's forward pass), or that have the probabilit
   this many characters, which its workers take in order, so the branches of one ``step_many`` lie close together
   (a Transformer's then read one shared window of its trunk). Without it, one chunk per worker.
 
+Which of these an LM offers is read once, by ``LMCapabilities`` (``capabilities_of(lm)``): the rest of subchar asks
+it ("batched? probabilities? settle? chunk size?") and calls through it, and never looks at the LM's attributes.
+
 The adapter collects the LM work of one observed character level by level (the extensions of every covering
 through one more byte offset, the distributions of every live covering) and issues each level as one call of
 these methods when the LM has them, else one per-state call per question (``step_many`` / ``logprobs_many``
@@ -32,7 +35,7 @@ same function, and the batch-engine tests compare them.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -87,32 +90,96 @@ class BatchedTokenLM(TokenLM, Protocol):
         """``state`` as it is best kept once it is committed text (the same state: the same answers)."""
         ...
 
+    batch_chunk_chars: int | None
+
+
+class LMCapabilities:
+    """One ``TokenLM`` with its optional methods (``BatchedTokenLM``) read once: itself a ``TokenLM`` that offers
+    every batched method (answered per state where the LM has no batched form), and says which ones are the LM's
+    own: ``batched`` (``step_many``: one call on many states costs about one call on one), ``probs_many`` (None when
+    the LM has no probabilities at hand), ``settles`` and ``chunk_chars`` (``batch_chunk_chars``, or None).
+
+    ``capabilities_of`` reads them from an LM; a wrapper that forwards to another LM (the batch engine's cohort)
+    names them itself, through the keyword arguments."""
+
+    def __init__(
+        self, lm: TokenLM, *, batched: bool, probs_many: Callable[[Sequence[State]], Any] | None,
+        settle: Callable[[State], State] | None, chunk_chars: int | None,
+        step_many: Callable[[Sequence[State], Sequence[int]], Any] | None = None,
+        logprobs_many: Callable[[Sequence[State]], Any] | None = None,
+        states_along: Callable[[State, Sequence[int], Sequence[int]], Any] | None = None,
+    ) -> None:
+        self.lm, self.vocab_size = lm, lm.vocab_size
+        self.batched, self.probs_many, self.settles, self.chunk_chars = batched, probs_many, settle is not None, chunk_chars
+        self._settle, self._step_many, self._logprobs_many, self._states_along = (
+            settle, step_many, logprobs_many, states_along)
+
+    def start(self) -> State:
+        return self.lm.start()
+
+    def logprobs(self, state: State) -> np.ndarray:
+        return self.lm.logprobs(state)
+
+    def step(self, state: State, token: int) -> State:
+        return self.lm.step(state, token)
+
+    def step_many(self, states: Sequence[State], tokens: Sequence[int]) -> list[State]:
+        """The LM's ``step_many``, else one ``step`` per pair."""
+        if self._step_many is not None:
+            return list(self._step_many(states, tokens))
+        return [self.lm.step(state, token) for state, token in zip(states, tokens)]
+
+    def logprobs_many(self, states: Sequence[State]) -> list[np.ndarray]:
+        """The LM's ``logprobs_many``, else one ``logprobs`` per state."""
+        if self._logprobs_many is not None:
+            return list(self._logprobs_many(states))
+        return [self.lm.logprobs(state) for state in states]
+
+    @property
+    def teacher_forced(self) -> bool:
+        """The LM has its own ``states_along`` (committed text as one pass)."""
+        return self._states_along is not None
+
+    def states_along(self, state: State, tokens: Sequence[int], at: Sequence[int]) -> list[State]:
+        """The LM's ``states_along``, else one ``step`` per token."""
+        if self._states_along is not None:
+            return list(self._states_along(state, tokens, at))
+        wanted, last, found = set(at), max(at, default=0), {}
+        for i in range(last + 1):
+            if i in wanted:
+                found[i] = state
+            if i < last:
+                state = self.lm.step(state, tokens[i])
+        return [found[i] for i in at]
+
+    def settle(self, state: State) -> State:
+        """The LM's ``settle``, else ``state`` itself."""
+        return state if self._settle is None else self._settle(state)
+
+
+def capabilities_of(lm: TokenLM) -> LMCapabilities:
+    """``lm``'s optional methods, read once (``lm`` itself when it already is an ``LMCapabilities``)."""
+    if isinstance(lm, LMCapabilities):
+        return lm
+    step_many = getattr(lm, "step_many", None)
+    return LMCapabilities(
+        lm, batched=step_many is not None, probs_many=getattr(lm, "probs_many", None),
+        settle=getattr(lm, "settle", None), chunk_chars=getattr(lm, "batch_chunk_chars", None) or None,
+        step_many=step_many, logprobs_many=getattr(lm, "logprobs_many", None),
+        states_along=getattr(lm, "states_along", None),
+    )
+
 
 def step_many(lm: TokenLM, states: Sequence[State], tokens: Sequence[int]) -> list[State]:
     """``lm.step_many`` when the LM has it, else one ``lm.step`` per pair."""
-    batched = getattr(lm, "step_many", None)
-    if batched is not None:
-        return list(batched(states, tokens))
-    return [lm.step(state, token) for state, token in zip(states, tokens)]
+    return capabilities_of(lm).step_many(states, tokens)
 
 
 def logprobs_many(lm: TokenLM, states: Sequence[State]) -> list[np.ndarray]:
     """``lm.logprobs_many`` when the LM has it, else one ``lm.logprobs`` per state."""
-    batched = getattr(lm, "logprobs_many", None)
-    if batched is not None:
-        return list(batched(states))
-    return [lm.logprobs(state) for state in states]
+    return capabilities_of(lm).logprobs_many(states)
 
 
 def states_along(lm: TokenLM, state: State, tokens: Sequence[int], at: Sequence[int]) -> list[State]:
     """``lm.states_along`` when the LM has it, else one ``lm.step`` per token."""
-    batched = getattr(lm, "states_along", None)
-    if batched is not None:
-        return list(batched(state, tokens, at))
-    wanted, last, found = set(at), max(at, default=0), {}
-    for i in range(last + 1):
-        if i in wanted:
-            found[i] = state
-        if i < last:
-            state = lm.step(state, tokens[i])
-    return [found[i] for i in at]
+    return capabilities_of(lm).states_along(state, tokens, at)

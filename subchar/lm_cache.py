@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from subchar.lm import TokenLM, logprobs_many, step_many
+from subchar.lm import TokenLM, capabilities_of
 from subchar.surface_index import Groups
 
 PLAIN_TYPES = (int, str, bytes)
@@ -177,10 +177,9 @@ class LMAnswers:
     (an object with ``lm_logprobs_calls``, ``lm_step_calls`` and ``lm_batched_calls``)."""
 
     def __init__(self, lm: TokenLM, order: np.ndarray, diagnostics: Any) -> None:
-        self.lm, self.order, self.diagnostics = lm, order, diagnostics
+        self.lm, self.order, self.diagnostics = capabilities_of(lm), order, diagnostics
         self.memo = StateMemo(lm.vocab_size)
-        self.batched = hasattr(lm, "step_many")  # one call on many states costs about one call on one
-        self.probs_many = getattr(lm, "probs_many", None)  # probabilities straight from the LM, when it has them
+        self.batched = self.lm.batched  # one call on many states costs about one call on one
 
     def age(self) -> None:
         self.memo.age()
@@ -211,14 +210,13 @@ class LMAnswers:
             if reached is NOT_REMEMBERED:
                 break
         if reached is not NOT_REMEMBERED:
-            settle = getattr(self.lm, "settle", None)
-            if settle is None or value_key(reached) is not None:
+            if not self.lm.settles or value_key(reached) is not None:
                 return reached
-            settled = settle(reached)
+            settled = self.lm.settle(reached)
             if settled is not reached:
                 self.memo.alias(settled, reached)
             return settled
-        if not hasattr(self.lm, "states_along"):
+        if not self.lm.teacher_forced:
             for token in tokens:
                 state = self.step(state, token)
             return state
@@ -247,7 +245,7 @@ class LMAnswers:
             asked = list(missing.values())
             self.diagnostics.lm_step_calls += len(asked)
             self.diagnostics.lm_batched_calls += 1
-            answers = step_many(self.lm, [s for s, _ in asked], [t for _, t in asked])
+            answers = self.lm.step_many([s for s, _ in asked], [t for _, t in asked])
             for (state, token), after in zip(asked, answers):
                 self._store_step(state, token, after)
         results = []
@@ -271,10 +269,10 @@ class LMAnswers:
         asked = list(missing.values())
         self.diagnostics.lm_logprobs_calls += len(asked)
         self.diagnostics.lm_batched_calls += 1
-        if self.probs_many is not None:
-            dists = [TokenDistribution.of_probs(probs, self.order) for probs in self.probs_many(asked)]
+        if self.lm.probs_many is not None:  # probabilities straight from the LM, when it has them
+            dists = [TokenDistribution.of_probs(probs, self.order) for probs in self.lm.probs_many(asked)]
         else:
-            dists = [TokenDistribution(logprobs, self.order) for logprobs in logprobs_many(self.lm, asked)]
+            dists = [TokenDistribution(logprobs, self.order) for logprobs in self.lm.logprobs_many(asked)]
         for state, dist in zip(asked, dists):
             self._store_dist(state, dist)
 

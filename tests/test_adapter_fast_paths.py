@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from subchar import CharAdapter
+from subchar.batch_engine import batch_adapter
 from subchar.commit_point import CommitPoints, finished_boundary
 from subchar.frontier import TokenRun
 from subchar.lm_cache import NOT_REMEMBERED, CharMasses, LMAnswers, TokenDistribution
@@ -138,7 +139,7 @@ def use_reference_paths(monkeypatch: pytest.MonkeyPatch) -> None:
 def record(make_lm, tok, text: str, **options) -> tuple:
     """Everything the adapter says over ``text``: predictions, full distributions, shares of the true and of
     an unlisted character, diagnostics, commits; then the batch engine's answers (exact mode)."""
-    adapter = CharAdapter(make_lm(), tok, **options)
+    adapter = batch_adapter(make_lm(), tok, **options)
     rows = []
     for char in text:
         dist = adapter.distribution()

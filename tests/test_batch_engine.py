@@ -15,8 +15,10 @@ from eval import progress as eval_progress
 from eval.evaluate import evaluate
 from subchar import CharAdapter
 from eval.errors import UserError
-from subchar import batch_engine
-from subchar.batch_engine import CUT_SLACK_CHARS, Segment, chunks_of, forks, plan, score
+from subchar import replay_plan
+from subchar.batch_engine import batch_adapter, score
+from subchar.forking import process_count as forks
+from subchar.replay_plan import CUT_SLACK_CHARS, Segment, chunks_of, plan
 from subchar.commit_point import CommitPoints
 from test_adapter_exact import random_text, random_vocab
 from test_adapter_reference import RandomTrigramLM, ToyTokenizer
@@ -74,7 +76,7 @@ def test_chunks_cut_before_the_shortest_rest_near_each_mark():
 def test_a_plan_shared_with_a_forked_process_is_the_serial_plan(monkeypatch):
     """The second half planned in a forked process from an empty buffer, joined where the walk from the start reaches
     one of its states: the same segments and trunk as one walk, and the second half's commit points remembered."""
-    monkeypatch.setattr(batch_engine, "PLAN_SPLIT_CHARS", 200)
+    monkeypatch.setattr(replay_plan, "PLAN_SPLIT_CHARS", 200)
     tok = random_vocab(11, VOCAB - 9)
     text = random_text(3, 1200)
     serial = plan(CharAdapter(RandomTrigramLM(tok.vocab_size, 0), tok), text)
@@ -91,10 +93,12 @@ def test_a_plan_shared_with_a_forked_process_is_the_serial_plan(monkeypatch):
 def test_ngram_engines_agree(beam):
     tok = random_vocab(11, VOCAB - 9)
     ids = np.asarray(tok.encode(random_text(5, 400)), dtype=np.int64)
-    adapter = CharAdapter(KneserNeyLM.fit(ids, tok.vocab_size, order=3), tok, mode="exact", beam=beam)
+    adapter = batch_adapter(KneserNeyLM.fit(ids, tok.vocab_size, order=3), tok, mode="exact", beam=beam)
     stream, batch = both_engines(adapter, random_text(3, 120))
     assert_same(stream, batch)
-    assert adapter.batch_report["replayed_from_segment"] is None
+    adapter.reset()
+    report = score(adapter, random_text(3, 120), bits=True)[2]
+    assert report["replayed_from_segment"] is None
 
 
 @pytest.mark.parametrize("name", NEURAL)
@@ -103,12 +107,13 @@ def test_neural_engines_agree(name, monkeypatch):
     most, as on CI: on a many-core machine 8 processes share 60 chars, and each has too few chunks to batch."""
     monkeypatch.setenv("SUBCHAR_PROCESSES", "2")
     tok = random_vocab(11, VOCAB - 9)
-    adapter = CharAdapter(TorchTokenLM(sharpened(name, seed=2).double()), tok, mode="exact", beam=3)
+    adapter = batch_adapter(TorchTokenLM(sharpened(name, seed=2).double()), tok, mode="exact", beam=3)
     stream = evaluate(adapter, random_text(3, 60), None, progress=False, engine="stream")
     steps = adapter.diagnostics.lm_step_calls
     batch = evaluate(adapter, random_text(3, 60), None, progress=False, engine="batch")
     assert_same(stream, batch)
-    report = adapter.batch_report
+    adapter.reset()
+    report = score(adapter, random_text(3, 60), bits=True)[2]
     assert report["replayed_from_segment"] is None and report["chunks"] > 1
     assert report["forward_passes"] < steps / 2  # the segments' steps went to the model together
 
@@ -120,15 +125,16 @@ class BatchedTrigramLM(RandomTrigramLM):
         return [self.step(s, t) for s, t in zip(states, tokens)]
 
 
-FORKS = sys.platform.startswith("linux")  # the engine forks on Linux only (``batch_engine.forks``)
+FORKS = sys.platform.startswith("linux")  # the engine forks on Linux only (``forking.process_count``)
 
 
-def scored(adapter: CharAdapter, text: str, processes: int):
-    """The batch engine's (prediction, P(true char)) at each position of ``text`` with ``processes`` processes."""
+def scored(adapter: CharAdapter, text: str, processes: int, report: bool = False):
+    """The batch engine's (prediction, P(true char)) at each position of ``text`` with ``processes`` processes (and,
+    with ``report``, the engine's report)."""
     adapter.reset()
-    guesses, probs = score(adapter, text, bits=True, processes=processes)
-    assert adapter.batch_report["processes"] == (processes if FORKS else 1)
-    return list(zip(guesses, probs))
+    guesses, probs, found = score(adapter, text, bits=True, processes=processes)
+    assert found["processes"] == (processes if FORKS else 1)
+    return (list(zip(guesses, probs)), found) if report else list(zip(guesses, probs))
 
 
 def streamed(adapter: CharAdapter, text: str):
@@ -171,8 +177,7 @@ def test_workers_take_many_chunks_each_in_order(processes, monkeypatch):
         assert lm.batch_chunk_chars == 8
         adapter = CharAdapter(lm, tok, mode="exact", beam=3)
         adapter.reset()
-        guesses, probs = score(adapter, text, bits=True, workers=2, processes=processes)
-        report = adapter.batch_report
+        guesses, probs, report = score(adapter, text, bits=True, workers=2, processes=processes)
         assert report["chunks"] >= len(text) // 8 and report["replayed_from_segment"] is None
         want = streamed(adapter, text)
         assert guesses == [g for g, _ in want]
@@ -187,11 +192,11 @@ def test_a_fallback_replays_the_rest_as_a_stream(lm_class, processes):
     tok = ToyTokenizer([b"", b"a", b"b", b" ", b"ab"], {0})
     adapter = CharAdapter(lm_class(tok.vocab_size, 3), tok, mode="exact")
     text = "ab zab ba ab a ba b ab"
-    answers = scored(adapter, text, processes)
+    answers, report = scored(adapter, text, processes, report=True)
     assert answers == streamed(adapter, text) and [p for _, p in answers].count(0.0) == 1
     split = lm_class is BatchedTrigramLM or (processes > 1 and FORKS)
-    assert (adapter.batch_report["replayed_from_segment"] is not None) == split
-    assert (adapter.batch_report["chunks"] > 1) == split
+    assert (report["replayed_from_segment"] is not None) == split
+    assert (report["chunks"] > 1) == split
 
 
 @pytest.mark.parametrize("processes", [1, 2])
@@ -204,9 +209,8 @@ def test_a_fallback_among_many_small_chunks_replays_the_rest_as_a_stream(process
     adapter = CharAdapter(lm, tok, mode="exact")
     text = "ab ba ab ab a ba zab a ba b ab ba ab a"
     adapter.reset()
-    guesses, probs = score(adapter, text, bits=True, workers=2, processes=processes)
+    guesses, probs, report = score(adapter, text, bits=True, workers=2, processes=processes)
     assert list(zip(guesses, probs)) == streamed(adapter, text) and probs.count(0.0) == 1
-    report = adapter.batch_report
     assert report["chunks"] >= len(text) // 3 - 1 and 0 < report["replayed_from_segment"] < report["segments"] - 1
 
 
@@ -216,7 +220,7 @@ def test_progress_hears_the_trunk_then_every_position_once(processes, capsys, mo
     ``evaluate``'s bar ends at the whole text under its own name, and so does its line in a log."""
     tok = random_vocab(11, VOCAB - 9)
     text = random_text(3, 120)
-    adapter = CharAdapter(BatchedTrigramLM(tok.vocab_size, 0), tok, mode="exact", beam=3)
+    adapter = batch_adapter(BatchedTrigramLM(tok.vocab_size, 0), tok, mode="exact", beam=3)
     heard: list[int] = []
     adapter.reset()
     score(adapter, text, bits=False, processes=processes, progress=heard.append)
@@ -232,7 +236,7 @@ def test_progress_hears_the_trunk_then_every_position_once(processes, capsys, mo
 
 def test_spec_mode_and_other_models_stream():
     tok = random_vocab(1, 5)
-    adapter = CharAdapter(RandomTrigramLM(tok.vocab_size, 1), tok, mode="spec")
+    adapter = batch_adapter(RandomTrigramLM(tok.vocab_size, 1), tok, mode="spec")
     stream, batch = both_engines(adapter, random_text(1, 30))
     assert batch.engine == "stream" and batch.correct == stream.correct
 
@@ -288,8 +292,8 @@ def test_the_process_count_can_be_set_in_the_environment(monkeypatch):
     monkeypatch.setenv("SUBCHAR_PROCESSES", "1")
     assert forks(None, 50) == 1
     adapter.reset()
-    guesses, probs = score(adapter, text, bits=True)
-    assert adapter.batch_report["processes"] == 1 and list(zip(guesses, probs)) == streamed(adapter, text)
+    guesses, probs, report = score(adapter, text, bits=True)
+    assert report["processes"] == 1 and list(zip(guesses, probs)) == streamed(adapter, text)
     if FORKS:
         monkeypatch.setenv("SUBCHAR_PROCESSES", "2")
         assert forks(None, 50) == 2 and forks(None, 1) == 1
@@ -309,5 +313,5 @@ def test_without_greenlet_a_batched_lm_is_a_clear_error_and_an_unbatched_one_sti
     with pytest.raises(UserError, match="pip install greenlet"):
         score(batched, text, bits=False, processes=1)
     plain = CharAdapter(RandomTrigramLM(tok.vocab_size, 0), tok, mode="exact", beam=3)
-    guesses, probs = score(plain, text, bits=True, processes=1)
+    guesses, probs, _ = score(plain, text, bits=True, processes=1)
     assert list(zip(guesses, probs)) == streamed(plain, text)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from subchar import CharAdapter
+from subchar.batch_engine import batch_adapter
 from subchar.lm import states_along
 from test_adapter_exact import random_text, random_vocab
 from test_adapter_reference import RandomTrigramLM
@@ -184,7 +185,7 @@ def test_an_lm_with_probabilities_is_read_through_them_and_answers_the_same(beam
     fresh = lambda kind=KneserNeyLM: kind([(t.keys, t.counts) for t in tables.tables], tok.vocab_size)  # noqa: E731
     direct, batched = fresh(), fresh(BatchedNgram)
     text = random_text(3, 60) + "z €é a" + random_text(8, 40)  # z: no token spells it
-    a, b = CharAdapter(direct, tok, beam=beam), CharAdapter(LogprobsOnly(fresh()), tok, beam=beam)
+    a, b = batch_adapter(direct, tok, beam=beam), batch_adapter(LogprobsOnly(fresh()), tok, beam=beam)
     for char in text:
         assert a.predict() == b.predict()
         got, want = a.distribution(), b.distribution()
@@ -194,6 +195,6 @@ def test_an_lm_with_probabilities_is_read_through_them_and_answers_the_same(beam
     assert a.committed == b.committed and a.diagnostics.expansions > 0
     guesses = b.batch_scores(text, processes=1)[0]
     assert a.batch_scores(text, processes=1)[0] == guesses
-    assert CharAdapter(batched, tok, beam=beam).batch_scores(text, processes=1)[0] == guesses
+    assert batch_adapter(batched, tok, beam=beam).batch_scores(text, processes=1)[0] == guesses
     for lm in (direct, batched):
         assert lm._cache and all(logprobs is None for _, logprobs in lm._cache.values())

@@ -29,6 +29,7 @@ from eval.errors import UserError
 from eval.evaluate import evaluate
 from lab.cell import Cell, CellOptions, run_cell
 from subchar import CharAdapter
+from subchar.batch_engine import batch_adapter
 from lab.cli import main
 from zoo.checkpoint import load_checkpoint, save_checkpoint
 from zoo.streaming import TorchTokenLM
@@ -220,7 +221,7 @@ def test_transformer_export_replays_the_training(tmp_path, monkeypatch):
     result = train("transformer", ids, tokenizer.vocab_size, budget_s=120, overrides=TINY_TRANSFORMER, device="cpu",
                    settings=TrainSettings(max_steps=3, progress=False))
     save_checkpoint(tmp_path / "ckpt", result, tokenizer_dir, text)
-    expected = evaluate(CharAdapter(TorchTokenLM(result.model), tokenizer, mode="exact", beam=2), valid, None,
+    expected = evaluate(batch_adapter(TorchTokenLM(result.model), tokenizer, mode="exact", beam=2), valid, None,
                         progress=False)
 
     assert read_run(tmp_path / "ckpt").beam == 8  # a `subchar train` run records no beam: eval's default
@@ -249,10 +250,13 @@ def test_transformer_export_replays_the_training(tmp_path, monkeypatch):
     assert not torch.equal(harness_seeded["wte.weight"], trained["wte.weight"])
 
 
-def test_a_clock_stopped_transformer_run_replays_under_the_harness(tmp_path):
+def test_a_clock_stopped_transformer_run_replays_under_the_harness(tmp_path, monkeypatch):
     """The run stops on its clock, so its learning rate followed elapsed time. The file replays the rate of each
     step as the run recorded it: in the harness's loop, on the same device, its every prediction and its bits/char
     equal the run's checkpoint's exactly."""
+    from test_train import TickingClock
+
+    monkeypatch.setattr("zoo.train.time", TickingClock(0.01))  # about 0.04 s a step: some 35 steps, on any machine
     data, train_file = write_data(tmp_path)
     text = load_split("train", train_file=str(train_file))
     valid = load_split("valid", str(data)).text[:300]
@@ -287,7 +291,7 @@ def test_mamba_and_hyena_exports_train_the_same_weights(ngram_run, tmp_path, mod
     trained = model.lm.model.state_dict()
     assert all(torch.equal(trained[k], v) for k, v in result.model.state_dict().items())
     stream = train_text[:120]  # the inlined streaming path (hyena: its trunk) predicts what the project's does
-    expected = evaluate(CharAdapter(TorchTokenLM(result.model), tokenizer, mode="exact", beam=2), stream, None,
+    expected = evaluate(batch_adapter(TorchTokenLM(result.model), tokenizer, mode="exact", beam=2), stream, None,
                         progress=False)
     got = evaluate(model, stream, None, progress=False)
     assert (got.correct, got.bits_per_char) == (expected.correct, expected.bits_per_char)

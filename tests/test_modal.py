@@ -297,7 +297,7 @@ def test_modal_never_retries_a_cell(monkeypatch):
 
 
 def test_a_cell_gets_the_cores_and_memory_its_phases_plan_on(monkeypatch):
-    from subchar.batch_engine import MAX_PROCESSES
+    from subchar.forking import MAX_PROCESSES
 
     seen, _ = app_functions(monkeypatch)
     cell = seen["run_cell_in_container"]

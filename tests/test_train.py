@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -60,8 +62,25 @@ def test_each_model_trains_and_loss_drops(name):
     assert not result.model.training
 
 
-def test_trainer_stops_itself_before_a_tiny_budget():
+class TickingClock:
+    """zoo.train's ``time`` with a clock that each reading advances by ``tick`` seconds: a clock-stopped run takes
+    as many steps on any machine under any load (its steps and their learning rates are the same every time), while
+    the wall-clock guard still runs on real time."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 0.0, tick
+
+    def monotonic(self) -> float:
+        self.now += self.tick
+        return self.now
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+
+def test_trainer_stops_itself_before_a_tiny_budget(monkeypatch):
     name = neural_names()[0]
+    monkeypatch.setattr("zoo.train.time", TickingClock(0.05))  # about 0.2 s a step: a dozen steps fill the budget
     settings = TrainSettings(batch_size=4, progress=False, margin_s=0.5)
     result = train(name, patterned_ids(), 24, budget_s=3.0, overrides=tiny_overrides(name), device="cpu",
                    settings=settings, meter=quiet_meter())  # the guard would raise TrainingTimeoutError at 3 s

@@ -30,10 +30,11 @@ from eval.errors import UserError
 from eval.records import file_sha256, staged_folder, utc_now, write_json_atomic
 from eval.records import read_manifest as read_json_manifest
 from zoo.ngram import KneserNeyLM
-from zoo.registry import NGRAM, lookup
+from zoo.kinds import kind_of
+from zoo.registry import lookup
 from zoo.streaming import TorchTokenLM
 
-if TYPE_CHECKING:  # zoo.train imports torch._dynamo (1.6 s), which loading and scoring a checkpoint never need
+if TYPE_CHECKING:  # zoo.train imports torch._dynamo (seconds), which loading and scoring a checkpoint never need
     from zoo.train import TrainResult
 
 FORMAT = "subchar-checkpoint"
@@ -61,7 +62,7 @@ class Checkpoint:
 
     def token_lm(self, device: str | torch.device = "cpu"):
         """The model as a subchar TokenLM (the n-gram already is one)."""
-        if self.model_name == NGRAM:
+        if kind_of(self.model_name).counted:
             return self.model
         return TorchTokenLM(self.model, device)
 
@@ -102,12 +103,13 @@ def save_checkpoint(
     check_vocab(load_tokenizer(tokenizer_dir), vocab_size, tokenizer_dir)
     with staged_folder(target) as staging:
         write_json_atomic(staging / CONFIG, result.config)
-        if result.model_name == NGRAM:
-            weights = NGRAM_WEIGHTS
-            result.model.save(staging / weights)
-        else:
+        neural = kind_of(result.model_name).neural
+        if neural:
             weights = TORCH_WEIGHTS
             torch.save({k: v.detach().cpu() for k, v in result.model.state_dict().items()}, staging / weights)
+        else:
+            weights = NGRAM_WEIGHTS
+            result.model.save(staging / weights)
         shutil.copytree(tokenizer_dir, staging / TOKENIZER_DIR)
         for name, record in (records or {}).items():
             write_json_atomic(staging / name, record)
@@ -130,7 +132,7 @@ def save_checkpoint(
             "stop_reason": result.stop_reason,
             "device": result.device,
             # what replaying the training takes beyond config and seed (lab.export): each step's learning rate
-            **({} if result.model_name == NGRAM else {"lr_schedule": result.lrs, "compiled": result.compiled}),
+            **({"lr_schedule": result.lrs, "compiled": result.compiled} if neural else {}),
             "created_utc": utc_now(),
             "files": {name: file_sha256(staging / name) for name in (CONFIG, weights)},
         }
@@ -177,7 +179,7 @@ def load_checkpoint(
 def build_saved_model(folder: Path, name: str, config: dict[str, Any], vocab_size: int, device):
     if config.get("vocab_size") != vocab_size:
         raise UserError(f"{folder / CONFIG} says vocab_size {config.get('vocab_size')}, the manifest {vocab_size}; train again")
-    if name == NGRAM:
+    if kind_of(name).token_ngram:
         try:
             return KneserNeyLM.load(folder / NGRAM_WEIGHTS)
         except Exception as err:  # numpy raises many types for a damaged npz

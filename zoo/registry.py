@@ -1,4 +1,6 @@
-"""The model zoo by name: ``MODELS[name] = (Config class, Model class)``, shared by the trainer and the CLI."""
+"""The model zoo by name: ``MODELS[name] = (Config class, Model class)``, shared by the trainer and the CLI.
+
+Which names there are and what kind each is (neural, token n-gram, character baseline) is :mod:`zoo.kinds`'s."""
 
 from __future__ import annotations
 
@@ -6,16 +8,12 @@ import torch
 
 from eval.errors import UserError
 from zoo import hyena, mamba, transformer
+from zoo.kinds import NEURAL_MODELS, NGRAM  # noqa: F401 (NGRAM: zoo.train offers the n-gram beside these by name)
 
 # Neural models: Config(vocab_size, ...) and Model(cfg) with forward(idx), empty_cache() and step(cache, token).
-MODELS: dict[str, tuple[type, type]] = {
-    "transformer": (transformer.Config, transformer.Model),
-    "mamba": (mamba.Config, mamba.Model),
-    "hyena": (hyena.Config, hyena.Model),
-}
-# The count-based n-gram (zoo/ngram.py: no forward, no Config/Model pair) is not listed; zoo.train offers it
-# beside these by this name.
-NGRAM = "ngram"
+# The count-based n-gram (zoo/ngram.py: no forward, no Config/Model pair) is not listed.
+_MODULES = {module.__name__.rpartition(".")[2]: module for module in (transformer, mamba, hyena)}
+MODELS: dict[str, tuple[type, type]] = {name: (_MODULES[name].Config, _MODULES[name].Model) for name in NEURAL_MODELS}
 
 
 def lookup(name: str) -> tuple[type, type]:

@@ -27,14 +27,13 @@ import logging
 import math
 import random
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-# The first optimizer step imports torch._dynamo lazily; imported here, the 300 s alarm can never land mid-import
+# The first optimizer step imports torch._dynamo lazily; imported here, the budget's alarm can never land mid-import
 # and leave a half-initialised torch behind for the rest of the process.
 import torch._dynamo  # noqa: F401
 import torch.nn.functional as F
@@ -42,23 +41,25 @@ from tqdm import tqdm
 
 from eval.energy import EnergyMeter, PhaseEnergy
 from eval.errors import UserError
-from eval.guard import TrainingTimeoutError, wall_clock_guard
+from eval.guard import MAX_TRAIN_SECONDS, TrainingTimeoutError, wall_clock_guard
 from zoo.ngram import KneserNeyLM, check_counting_input
 from zoo.ngram_count import count_tables_chunked
-from zoo.registry import MODELS, NGRAM, lookup
+from zoo.kinds import NGRAM, kind_of, trainable_names
+from zoo.registry import lookup
+from zoo.threads import ThreadChoice  # noqa: F401 (zoo.train.ThreadChoice, as before it moved)
 
 log = logging.getLogger(__name__)
 
 NGRAM_DEFAULT_ORDER = 5
 CPU_MAX_BLOCK_SIZE = 128  # CPU default context: long enough to learn, short enough to take many steps
 COMPILE_MIN_BUDGET_S = 120.0  # a cold torch.compile takes tens of seconds: it pays back only on longer runs
-PROBE_PAIRS = 2  # CPU: steps at 1 thread and at all of torch's threads, alternated, timed at the start (ThreadChoice)
-COLLAPSE_RATIO = 1.5  # all-thread steps this much slower than a 1-thread step: another process holds the cores
+CPU_BATCH_SIZE = 8  # sequences per step when TrainSettings.batch_size is None: small steps, many of them, on CPU
+CUDA_BATCH_SIZE = 64  # and on a GPU, which runs a batch's rows in parallel
 
 
 def model_names() -> list[str]:
     """Every trainable model: the n-gram and the neural models of zoo.registry."""
-    return [NGRAM, *MODELS]
+    return trainable_names()
 
 
 @dataclass
@@ -157,7 +158,7 @@ def train(
     token_ids: np.ndarray,
     vocab_size: int,
     *,
-    budget_s: float = 300.0,
+    budget_s: float = MAX_TRAIN_SECONDS,
     overrides: dict[str, Any] | None = None,
     device: str | None = "auto",
     seed: int = 0,
@@ -177,7 +178,7 @@ def train(
     meter = meter or EnergyMeter()
     seed_everything(seed)
     with meter.phase("train") as phase, wall_clock_guard(budget_s):
-        if model == NGRAM:
+        if isinstance(model, str) and kind_of(model).token_ngram:
             result = count_ngram_chunked(ids, vocab_size, overrides or {}, device)
         else:
             result = train_neural(model, ids, vocab_size, budget_s, overrides or {}, device, settings)
@@ -318,84 +319,6 @@ def next_token_loss(runner, x: torch.Tensor, y: torch.Tensor, autocast) -> torch
     return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
 
 
-class ThreadChoice:
-    """Torch's intra-op thread count for CPU training, chosen by timing the run's own first steps.
-
-    Why: on an idle 2-core machine the default transformer's step took 0.07 s on 2 threads and 0.12 s on 1, but
-    beside busy processes (load about 3) a 2-thread step took 0.2 to 4.5 s (each of a step's many small kernels ends
-    at a barrier where OpenMP threads spin while another process holds a core), against 0.12 to 0.4 s on 1. So no
-    fixed count is right: after a warm-up step on 1 thread, the run alternates ``PROBE_PAIRS`` steps on 1 and on
-    all threads (torch's setting, ``available``), stopping at the first pair whose all-thread step is slower than
-    ``COLLAPSE_RATIO`` times its 1-thread step, and keeps the faster. They are training steps, so the probe costs
-    only their speed. Should all-thread steps later slow past that ratio (the median of the last three), the run
-    drops to 1 thread for good: a collapsed step cost up to 35 times a 1-thread one, 1 thread on an idle machine
-    1.7 times 2 threads, so it does not probe its way back. As a context manager it restores torch's count on exit.
-    ``fixed`` (or one available thread) skips the probe; ``available=None`` (CUDA) leaves the threads alone.
-    ``threads`` is the count decided (None while probing), ``last`` the count of the last step taken.
-    """
-
-    def __init__(self, available: int | None, fixed: int | None = None) -> None:
-        self.available = available
-        self.times: dict[int, list[float]] = {}
-        self.recent: deque[float] = deque(maxlen=3)
-        self.steps = 0
-        self.last: int | None = None
-        self.collapsed_at_step: int | None = None
-        self.saved: int | None = None
-        if available is None:
-            self.how, self.threads = "cuda", None
-        elif fixed is not None:
-            self.how, self.threads = "fixed", fixed
-        elif available <= 1:
-            self.how, self.threads = "one thread available", 1
-        else:
-            self.how, self.threads = "probe", None
-            self.schedule = [1] + [1, available] * PROBE_PAIRS  # the warm-up step, then the timed pairs
-
-    def __enter__(self) -> ThreadChoice:
-        self.saved = torch.get_num_threads()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        torch.set_num_threads(self.saved)
-
-    def current(self) -> int | None:
-        """The thread count of the next step (None: leave torch's setting)."""
-        return self.schedule[self.steps] if self.how == "probe" and self.threads is None else self.threads
-
-    def before_step(self) -> None:
-        threads = self.current()
-        if threads is not None and threads != torch.get_num_threads():
-            torch.set_num_threads(threads)
-
-    def after_step(self, seconds: float) -> None:
-        """Account one step of ``seconds``: decide once the probe has its pairs, watch for a collapse after."""
-        threads, self.steps = self.current(), self.steps + 1
-        self.last = threads
-        if self.how != "probe" or self.steps == 1:  # nothing to choose, or the warm-up step (first-call costs)
-            return
-        if self.threads is None:
-            self.times.setdefault(threads, []).append(seconds)
-            one, every = self.times.get(1, []), self.times.get(self.available, [])
-            if len(every) == len(one):  # a pair is complete
-                if every[-1] > COLLAPSE_RATIO * one[-1]:
-                    self.threads = 1
-                elif len(one) == PROBE_PAIRS:
-                    self.threads = self.available if sum(every) < sum(one) else 1
-        elif self.threads > 1:
-            self.recent.append(seconds)
-            one_thread_s = sum(self.times[1]) / len(self.times[1])
-            if len(self.recent) == self.recent.maxlen and sorted(self.recent)[1] > COLLAPSE_RATIO * one_thread_s:
-                self.threads, self.collapsed_at_step = 1, self.steps
-
-    def record(self) -> dict[str, Any]:
-        """How the count was chosen, for the run record: the probe's mean step seconds per thread count, and the
-        step after which a collapse sent the run to 1 thread (None if it never did)."""
-        probe = {str(threads): round(sum(times) / len(times), 4) for threads, times in sorted(self.times.items())}
-        return {"how": self.how, "available": self.available, "probe_step_s": probe,
-                "collapsed_at_step": self.collapsed_at_step}
-
-
 def train_neural(
     model: str | torch.nn.Module,
     ids: np.ndarray,
@@ -412,7 +335,7 @@ def train_neural(
     dev = resolve_device(device)
     cuda = dev.type == "cuda"
     model_name, config, block_size, model = build_model(model, vocab_size, overrides, dev)
-    batch_size = settings.batch_size or (64 if cuda else 8)
+    batch_size = settings.batch_size or (CUDA_BATCH_SIZE if cuda else CPU_BATCH_SIZE)
     batches = Batches(ids, block_size, batch_size, settings.val_fraction, dev, seed=torch.initial_seed())
     optimizer = make_optimizer(model, settings, fused=cuda)
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext

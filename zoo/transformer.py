@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -39,12 +40,13 @@ from zoo.kv_tree import MAX_TRUNK, TreeCache, Trunk, tree_attention
 from zoo.step_graphs import StepGraphs
 
 # Widest union of branch windows, in block_size units, read as one shared view: scoring a few hundred extra keys per
-# branch cost less than copying each branch's window (45 branches over ~600 keys: 13.6 against 18.4 ms a step).
+# branch costs less than copying each branch's window.
 SHARED_SPAN = 4
 # Batch-engine chunks (subchar.lm ``batch_chunk_chars``): workers taking short chunks in order keep each step's branches
-# within a few hundred trunk positions (block 128). 16 workers with 48-char chunks ran the window 13% faster than one
-# chunk per worker; 24 workers with 32-char chunks (the same span) 1-5% faster again, from larger passes (2 cores).
+# within a few hundred trunk positions, so they share one trunk read; more, shorter chunks also make larger passes.
 BATCH_CHUNK_CHARS = 32
+# The smallest ``RopeTable``: room for a thousand positions at once, so a stream's first steps don't regrow it often.
+ROPE_TABLE_MIN = 1024
 
 
 @dataclass
@@ -103,7 +105,7 @@ class RopeTable:
         cos, sin = self.table  # one read: another thread may grow the table meanwhile
         needed = max(positions) + 1
         if needed > len(cos) or cos.device != device:
-            size = max(1024, len(cos))
+            size = max(ROPE_TABLE_MIN, len(cos))
             while size < needed:
                 size *= 2
             cos, sin = self.table = self.angles(torch.arange(size, device=device))
@@ -145,18 +147,15 @@ class CausalSelfAttention(nn.Module):
         B, H, T, D = y.shape
         return self.c_proj(y.transpose(1, 2).reshape(B, T, H * D))
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.qkv(x, cos, sin)
-        T = x.size(1)
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced sliding-window attention of q, k, v [B, H, T, D] over one sequence: heads [B, H, T, D]."""
         dropout_p = self.dropout if self.training else 0.0
-        if T <= self.window:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
-        else:
-            i = torch.arange(T, device=x.device)
-            offset = i[:, None] - i[None, :]
-            band = (offset >= 0) & (offset < self.window)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=band, dropout_p=dropout_p)
-        return self.merge_heads(y)
+        if q.size(2) <= self.window:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
+        i = torch.arange(q.size(2), device=q.device)
+        offset = i[:, None] - i[None, :]
+        band = (offset >= 0) & (offset < self.window)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=band, dropout_p=dropout_p)
 
 
 class MLP(nn.Module):
@@ -181,8 +180,13 @@ class Block(nn.Module):
         self.mlp = MLP(cfg.n_embd, cfg.mlp_ratio, cfg.dropout)
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, cos, sin):
-        x = x + self.resid_dropout(self.attn(self.ln_1(x), cos, sin))
+    def forward(self, x: torch.Tensor, cos, sin, attend: Callable | None = None) -> torch.Tensor:
+        """The block's math, once for training, streaming steps and trunk extends: x [B, T, C] plus the attention of
+        ``ln_1(x)``, then plus the MLP of ``ln_2``. ``attend(q, k, v)`` gives the heads [B, H, T, D] from x's rotated
+        queries, keys and values, adding what a cache holds; None: training's window over x, with residual dropout."""
+        q, k, v = self.attn.qkv(self.ln_1(x), cos, sin)
+        y = self.attn.merge_heads(self.attn.attend(q, k, v) if attend is None else attend(q, k, v))
+        x = x + (self.resid_dropout(y) if attend is None else y)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -191,6 +195,7 @@ class Model(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.vocab_size, self.block_size = cfg.vocab_size, cfg.block_size  # zoo.interface.TokenModel
+        self.head_dim = cfg.n_embd // cfg.n_head
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
@@ -210,10 +215,6 @@ class Model(nn.Module):
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
-
-    @property
-    def head_dim(self) -> int:
-        return self.cfg.n_embd // self.cfg.n_head
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Logits [B, T, vocab] for the next token at every position of idx [B, T]."""
@@ -266,24 +267,22 @@ class Model(nn.Module):
 
     def forward_branches(self, tokens: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, chain: torch.Tensor | None,
                          attend: Callable) -> tuple[torch.Tensor, torch.Tensor]:
-        """One new token per branch: tokens [B], the rotation angles of their positions (``rope_angles``, [B,
-        head_dim/2] each), the chains' keys and values [n_layer, 2, B, H, M, D] (or None) and ``attend(layer, q,
-        own_k, own_v)``, which adds the trunk. Returns logits [B, vocab] and the new token's keys and values [B,
-        n_layer, 2, H, D]."""
+        """One new token per branch: tokens [B], their positions' rotation angles (``rope_angles``, [B, head_dim/2]
+        each), the chains' keys and values [n_layer, 2, B, H, M, D] (or None) and ``attend(layer, q, own_k, own_v)``,
+        which adds the trunk. Returns logits [B, vocab] and the new tokens' keys and values [B, n_layer, 2, H, D]."""
         x = self.wte(tokens[:, None])
         # per branch, broadcast over heads; in the model's dtype once, not at every layer
         cos, sin = cos.to(x.dtype)[:, None, None, :], sin.to(x.dtype)[:, None, None, :]
         nodes = []
+
+        def own(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            nodes.extend((k, v))  # [B, H, 1, D] each
+            if chain is not None:
+                k, v = torch.cat((chain[layer][0], k), dim=2), torch.cat((chain[layer][1], v), dim=2)
+            return attend(layer, q, k, v)
+
         for layer, block in enumerate(self.blocks):
-            q, k, v = block.attn.qkv(block.ln_1(x), cos, sin)
-            if chain is None:
-                own_k, own_v = k, v
-            else:
-                chain_k, chain_v = chain[layer]
-                own_k, own_v = torch.cat((chain_k, k), dim=2), torch.cat((chain_v, v), dim=2)
-            x = x + block.attn.merge_heads(attend(layer, q, own_k, own_v))
-            x = x + block.mlp(block.ln_2(x))
-            nodes += (k, v)  # [B, H, 1, D] each
+            x = block(x, cos, sin, partial(own, layer))
         new = torch.stack(nodes, dim=1).view(len(tokens), self.cfg.n_layer, 2, self.cfg.n_head, self.head_dim)
         return self.lm_head(self.ln_f(x))[:, 0], new
 
@@ -426,15 +425,15 @@ class Model(nn.Module):
             offset = positions[:, None] - torch.arange(lo, first + count, device=device)[None, :]
             band = (offset >= 0) & (offset < window)
             cos, sin = rope_angles(positions, self.head_dim, self.cfg.rope_base)
+
+            def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+                trunk.kv[layer, 0, :, a : a + count], trunk.kv[layer, 1, :, a : a + count] = k[0], v[0]
+                keys, values = trunk.window(lo, first + count)[layer]
+                return F.scaled_dot_product_attention(q, keys[None], values[None], attn_mask=band)
+
             x = self.wte(torch.tensor([chunk], device=device))
             for layer, block in enumerate(self.blocks):
-                q, k, v = block.attn.qkv(block.ln_1(x), cos, sin)
-                trunk.kv[layer, 0, :, a : a + count] = k[0]
-                trunk.kv[layer, 1, :, a : a + count] = v[0]
-                keys, values = trunk.window(lo, first + count)[layer]
-                y = F.scaled_dot_product_attention(q, keys[None], values[None], attn_mask=band)
-                x = x + block.attn.merge_heads(y)
-                x = x + block.mlp(block.ln_2(x))
+                x = block(x, cos, sin, partial(attend, layer))
             trunk.features[a : a + count] = self.ln_f(x)[0]
             trunk.tokens.extend(chunk)
             trunk.featured.extend([True] * count)

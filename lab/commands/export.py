@@ -22,6 +22,7 @@ from lab.commands.folders import (
     read_saved,
     verify_checkpoint,
 )
+from lab.results import RECORD_FILE
 
 # Spelled out because lab.export loads torch; tests/test_folders.py keeps them equal to lab.export's and zoo.train's.
 EXPORTABLE_FAMILY = "bytebpe"  # the benchmark image has tiktoken, not tokenizers or sentencepiece
@@ -74,8 +75,8 @@ def find_run(run: str | Path) -> RunPlace:
             raise UserError(f"{folder / RUN_FILE} lacks the cell or its options; run the cell again") from None
         if family is None:
             raise UserError(f"{folder} is the {model} baseline, which has no tokenizer; export a subword run")
-        if (folder / "record.json").is_file():
-            record = read_json(folder / "record.json")
+        if (folder / RECORD_FILE).is_file():
+            record = read_json(folder / RECORD_FILE)
         checkpoint = folder / "checkpoint"
         if not (checkpoint / SAVED_MANIFEST).is_file():
             reason = f" ({record['reason']})" if record and record.get("reason") else ""

@@ -19,12 +19,13 @@ from typing import Any
 from eval.errors import UserError
 from eval.records import file_sha256, read_manifest
 from lab.commands.common import check_writable_place
+from lab.results import CELL_FILE
 
 SAVED_MANIFEST = "manifest.json"  # a saved tokenizer's or checkpoint's; its "format" says which
 # the kinds read through their manifest: (format, format version, the command that writes one)
 SAVED = {"tokenizer": ("subchar-tokenizer", 1, "subchar tokenizer train"),
          "checkpoint": ("subchar-checkpoint", 1, "subchar train")}
-RUN_FILE = "cell.json"
+RUN_FILE = CELL_FILE
 COMPARE_FILES = ("grid.json", "results.jsonl")
 COMPARE_RUNS = "runs"
 SUBMISSION_FILE = "submission.py"

@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from eval.data import fetch, has_split, load_split, resolve_data_dir, resolve_train_file
+from eval.data import VAL_WINDOW_CHARS, fetch, has_split, load_split, resolve_data_dir, resolve_train_file
 from eval.errors import UserError
+from eval.guard import MAX_TRAIN_SECONDS
 from eval.records import write_json_atomic
 from lab.commands.common import (
     COUNT,
@@ -64,13 +65,14 @@ def register(subparsers) -> None:
     compare_parser.add_argument("--backend", choices=("local", "modal"), default="local")
     compare_parser.add_argument("--dry-run", action="store_true",
                                 help="with --backend modal: print the plan, run and write nothing")
-    add_grid_args(compare_parser, budget=300.0, eval_chars=60_000, test_chars=60_000)
+    add_grid_args(compare_parser, budget=MAX_TRAIN_SECONDS, eval_chars=VAL_WINDOW_CHARS,
+                  test_chars=VAL_WINDOW_CHARS)
     compare_parser.set_defaults(func=run_compare)
 
     quick = subparsers.add_parser("quickstart", help="the main job on a small grid that finishes in minutes on a CPU")
     quick.add_argument("--out", default="runs/quickstart", help="output folder (default runs/quickstart)")
     quick.add_argument("--json", help="also write the best run's record here")
-    add_grid_args(quick, budget=60.0, eval_chars=60_000, test_chars=0)
+    add_grid_args(quick, budget=60.0, eval_chars=VAL_WINDOW_CHARS, test_chars=0)
     quick.set_defaults(func=run_quickstart, tokenizers=QUICKSTART_TOKENIZERS, models=QUICKSTART_MODELS,
                        backend="local", dry_run=False)
 

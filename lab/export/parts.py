@@ -7,8 +7,8 @@ what earlier parts define. A stale list shows up as a failed check on the genera
 from __future__ import annotations
 
 from lab.export.inline import Part
-
-NGRAM_MODEL = "ngram"
+from zoo.kinds import NGRAM as NGRAM_MODEL
+from zoo.kinds import exportable_names
 
 HEAD = (Part("lab.export.templates.register"),)
 CONTRACT = (Part("eval.contract"), Part("eval.errors"), Part("lab.export.templates.base_class"))
@@ -17,18 +17,21 @@ ADAPTER = (
     Part("subchar.tokenizer_view"),
     Part("subchar.surface_index"),
     Part("subchar.commit_point"),
-    Part("subchar.lm", ("step_many", "logprobs_many", "states_along")),
+    Part("subchar.lm", ("LMCapabilities", "capabilities_of", "step_many", "logprobs_many", "states_along")),
     Part("subchar.lm_cache"),
     Part("subchar.frontier"),
     Part("subchar.coverings"),
     Part("subchar.diagnostics"),
-    Part("subchar.batch_engine"),
     Part("subchar.adapter"),
+    Part("subchar.forking"),
+    Part("subchar.replay_plan"),
+    Part("subchar.cohort"),
+    Part("subchar.batch_engine"),
 )
 NGRAM_TRAINER = (
     Part("zoo.ngram"),
     Part("zoo.ngram_count"),
-    Part("zoo.registry", ("NGRAM",)),
+    Part("zoo.kinds", ("NGRAM",)),
     Part("zoo.train", ("NGRAM_DEFAULT_ORDER", "TrainResult", "resolve_device", "check_ids", "ngram_order",
                        "count_ngram_chunked", "ngram_result")),
 )
@@ -36,10 +39,11 @@ NEURAL_TRAINER = (
     Part("eval.guard", ("TIMEOUT_REASON", "TrainingTimeoutError")),
     Part("lab.export.templates.standins"),
     Part("zoo.streaming"),
+    Part("zoo.threads"),
     Part("zoo.train", (
-        "log", "CPU_MAX_BLOCK_SIZE", "COMPILE_MIN_BUDGET_S", "PROBE_PAIRS", "COLLAPSE_RATIO", "TrainSettings",
+        "log", "CPU_MAX_BLOCK_SIZE", "COMPILE_MIN_BUDGET_S", "CPU_BATCH_SIZE", "CUDA_BATCH_SIZE", "TrainSettings",
         "TrainResult", "resolve_device", "seed_everything", "check_ids", "build_model", "own_model", "make_optimizer",
-        "lr_at", "Batches", "next_token_loss", "ThreadChoice", "train_neural", "planned_steps", "validation_loss",
+        "lr_at", "Batches", "next_token_loss", "train_neural", "planned_steps", "validation_loss",
     )),
 )
 MODEL_PARTS = {
@@ -52,4 +56,4 @@ TOKENIZER = (Part("lab.export.templates.tokenizer"),)
 # train(): the grid cell's own step from token ids to the character model, then the template that calls it
 NGRAM_ENTRY = (Part("lab.cell", ("ngram_char_model",)), Part("lab.export.templates.ngram_entry"))
 NEURAL_ENTRY = (Part("lab.cell", ("neural_char_model",)), Part("lab.export.templates.neural_entry"))
-EXPORTABLE_MODELS = (NGRAM_MODEL, *MODEL_PARTS)
+EXPORTABLE_MODELS = exportable_names()  # the n-gram (NGRAM_TRAINER) and every model of MODEL_PARTS

@@ -31,6 +31,7 @@ def train(train_text: str, valid_text: str | None = None) -> CharModel:
     encoding = build_encoding()
     ids = encode(encoding, train_text)
     budget_s = TRAIN_BUDGET_S - (time.monotonic() - started)
-    model, _ = neural_char_model(MODEL_NAME, ids, VOCAB_SIZE, encoding, budget_s, CONFIG, "auto", training_seed(),
-                                 TrainSettings(**SETTINGS, lr_schedule=LR_SCHEDULE), MODE, BEAM)
+    model, _ = neural_char_model(MODEL_NAME, ids, VOCAB_SIZE, encoding, budget_s=budget_s, overrides=CONFIG,
+                                 device="auto", seed=training_seed(),
+                                 settings=TrainSettings(**SETTINGS, lr_schedule=LR_SCHEDULE), mode=MODE, beam=BEAM)
     return model

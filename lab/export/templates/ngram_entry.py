@@ -12,5 +12,6 @@ def train(train_text: str, valid_text: str | None = None) -> CharModel:
     """Encode ``train_text``, count its n-grams exactly as the run did (lab.cell.ngram_char_model) and return the
     character model. ``valid_text`` is not used: training sees only the train split."""
     encoding = build_encoding()
-    model, _ = ngram_char_model(encode(encoding, train_text), VOCAB_SIZE, encoding, {"order": ORDER}, MODE, BEAM)
+    model, _ = ngram_char_model(encode(encoding, train_text), VOCAB_SIZE, encoding, overrides={"order": ORDER},
+                                mode=MODE, beam=BEAM)
     return model
