@@ -10,7 +10,8 @@ The adapter never looks at a tokenizer object directly; it needs four facts, der
   words with spaces; a stream that does not start with a space therefore cannot spell its first word exactly.
 - ``special_ids``: ids that stand for no text; they never take part in a spelling.
 - ``encode(text)``: the tokenizer's own (canonical) ids for ``text``, no special tokens added.
-- ``pretokenize(text)``: character offsets where a pre-token starts (tokens never cross them).
+- ``span_starts(text)``: character offsets where a pre-token starts (tokens never cross them), from the
+  tokenizer's ``pretokenize`` spans or the library's own pre-tokenizer.
 """
 
 from __future__ import annotations
