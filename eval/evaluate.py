@@ -45,7 +45,7 @@ class EvalResult:
 ENGINES = ("batch", "stream")
 
 
-def scores(stream: str, guesses: list[str], probs: list[float] | None, wall: float, engine: str) -> EvalResult:
+def eval_result(stream: str, guesses: list[str], probs: list[float] | None, wall: float, engine: str) -> EvalResult:
     """The result of a batch engine's per-position answers, summed in the streaming loop's order."""
     correct = sum(guess == char for guess, char in zip(guesses, stream))
     bit_total, zero_prob = 0.0, 0
@@ -97,7 +97,7 @@ def evaluate(
 
             scored = model.batch_scores(stream, bits, progress=advance)
         if scored is not None:
-            return scores(stream, *scored, time.perf_counter() - start, "batch")
+            return eval_result(stream, *scored, time.perf_counter() - start, "batch")
     model.reset()
     guesses: list[str] = []
     probs: list[float] | None = [] if bits else None
@@ -119,4 +119,4 @@ def evaluate(
                     probs.append(dist.get(true_char, 0.0))
             model.observe(true_char)
             shown.update(1)
-    return scores(stream, guesses, probs, time.perf_counter() - start, "stream")
+    return eval_result(stream, guesses, probs, time.perf_counter() - start, "stream")

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from eval.data import VAL_WINDOW_CHARS, val_window
-from eval.evaluate import evaluate, scores
+from eval.evaluate import eval_result, evaluate
 from subchar.batch_engine import batch_adapter
 from zoo.checkpoint import load_checkpoint
 
@@ -88,7 +88,7 @@ def main() -> int:
             if engine == "batch":  # what ``evaluate(engine="batch")`` does, with the process count
                 start = time.perf_counter()
                 guesses, probs = adapter.batch_scores(text[:chars], args.bits, processes=processes)
-                result = scores(text[:chars], guesses, probs, time.perf_counter() - start, engine)
+                result = eval_result(text[:chars], guesses, probs, time.perf_counter() - start, engine)
             else:
                 result = evaluate(adapter, text[:chars], chars, bits=args.bits, progress=False, engine=engine)
             results[path] = result

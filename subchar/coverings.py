@@ -36,7 +36,7 @@ def prefetch_coverings(answers: LMAnswers, coverings: list[Covering]) -> None:
     """Give every covering its distribution: pending steps in one LM call, then distributions in one."""
     lazy = [cover for cover in coverings if cover.dist is None and cover.token >= 0]
     if lazy:
-        for cover, state in zip(lazy, answers.step_many([(c.state, c.token) for c in lazy])):
+        for cover, state in zip(lazy, answers.step_pairs([(c.state, c.token) for c in lazy])):
             cover.state, cover.token = state, -1
     todo = [cover for cover in coverings if cover.dist is None]
     if todo:
@@ -65,7 +65,7 @@ def extend_coverings(answers: LMAnswers, index: SurfaceIndex, diagnostics: Any, 
                 weight = cover.weight * cover.dist.prob(token)  # type: ignore[union-attr]
                 if weight > 0:
                     moves.append((weight, cover.state, token, plain))
-        stepped = iter(answers.step_many([(state, token) for _, state, token, plain in moves if plain]))
+        stepped = iter(answers.step_pairs([(state, token) for _, state, token, plain in moves if plain]))
         arrived: dict[Any, Covering] = {}  # plain state -> the covering ending at ``end`` in it
         for weight, state, token, plain in moves:
             if not plain:

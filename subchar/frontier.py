@@ -235,7 +235,7 @@ class Expander:
             return
         self.diagnostics.expansions += 1
         if ahead and self.answers.batched:
-            self.answers.step_many([(entry.state, entry.token), *frontier.next_tokens(ahead)])
+            self.answers.step_pairs([(entry.state, entry.token), *frontier.next_tokens(ahead)])
         after = self.answers.step(entry.state, entry.token)
         groups = self.index.groups(b"", entry.pending)
         if groups.hi == groups.lo:

@@ -28,9 +28,9 @@ it ("batched? probabilities? settle? chunk size?") and calls through it, and nev
 
 The adapter collects the LM work of one observed character level by level (the extensions of every covering
 through one more byte offset, the distributions of every live covering) and issues each level as one call of
-these methods when the LM has them, else one per-state call per question (``step_many`` / ``logprobs_many``
-below). A batched method must answer exactly what the per-state method would: the adapter treats them as the
-same function, and the batch-engine tests compare them.
+these methods when the LM has them, else one per-state call per question (``LMCapabilities.step_many`` /
+``logprobs_many``). A batched method must answer exactly what the per-state method would: the adapter treats them
+as the same function, and the batch-engine tests compare them.
 """
 
 from __future__ import annotations
@@ -168,11 +168,6 @@ def capabilities_of(lm: TokenLM) -> LMCapabilities:
         step_many=step_many, logprobs_many=getattr(lm, "logprobs_many", None),
         states_along=getattr(lm, "states_along", None),
     )
-
-
-def step_many(lm: TokenLM, states: Sequence[State], tokens: Sequence[int]) -> list[State]:
-    """``lm.step_many`` when the LM has it, else one ``lm.step`` per pair."""
-    return capabilities_of(lm).step_many(states, tokens)
 
 
 def logprobs_many(lm: TokenLM, states: Sequence[State]) -> list[np.ndarray]:

@@ -196,7 +196,7 @@ class LMAnswers:
     def step(self, state: Any, token: int) -> Any:
         """The state after ``token``."""
         known = self._remembered(state, token)
-        return self.step_many([(state, token)])[0] if known is NOT_REMEMBERED else known
+        return self.step_pairs([(state, token)])[0] if known is NOT_REMEMBERED else known
 
     def along(self, state: Any, tokens: Sequence[int]) -> Any:
         """The state after ``tokens`` (committed text). When every step is remembered (the canonical spelling was
@@ -225,7 +225,7 @@ class LMAnswers:
         return self.lm.states_along(state, tokens, [len(tokens)])[0]
 
     # --- many states, one LM call --------------------------------------------------------------------------
-    def step_many(self, pairs: Sequence[tuple[Any, int]]) -> list[Any]:
+    def step_pairs(self, pairs: Sequence[tuple[Any, int]]) -> list[Any]:
         """The state after each (state, token); the pairs not yet answered go to the LM in one call."""
         results = []
         for state, token in pairs:  # fast path: every answer is remembered
@@ -311,7 +311,7 @@ class LMAnswers:
         return known
 
     def _remembered(self, state: Any, token: int) -> Any:
-        """The remembered state after ``token`` (LRU touched and entry kept as in ``step_many``), else
+        """The remembered state after ``token`` (LRU touched and entry kept as in ``step_pairs``), else
         NOT_REMEMBERED."""
         known = self._step_answer(state, self._step_key(state, token), token)
         if known is None:

@@ -1,7 +1,7 @@
 """The adapter's fast paths give exactly what their reference paths give.
 
 Each remembered or pre-ranked answer (split-token runs ranked once per distribution, commit points and prefix
-lookups remembered per text, plain step answers without ``step_many``'s bookkeeping, split-run masses and
+lookups remembered per text, plain step answers without ``step_pairs``'s bookkeeping, split-run masses and
 n-gram rows computed once) is checked here two ways: directly against its reference on inputs that hit its
 edge cases, and end to end, where an adapter with every fast path replaced by its reference must give
 bit-identical predictions, distributions and diagnostics over streams with commit points, split UTF-8
@@ -109,7 +109,7 @@ def test_plain_step_answers_equal_the_lm_and_each_pair_is_asked_once():
     rng = np.random.default_rng(5)
     pairs = [((int(a), int(b)), int(t)) for a, b, t in rng.integers(0, 4, size=(60, 3))]
     for chunk in (pairs[:10], pairs[5:30], pairs[:1], pairs[20:60], pairs):
-        assert answers.step_many(chunk) == [lm.step(s, t) for s, t in chunk]
+        assert answers.step_pairs(chunk) == [lm.step(s, t) for s, t in chunk]
     for state, token in pairs:
         assert answers.step(state, token) == lm.step(state, token)
     assert len(Counted.asked) == len(set(Counted.asked)) == len(set(pairs)) == diagnostics.lm_step_calls

@@ -49,15 +49,16 @@ def test_step_many_equals_step_on_a_tree_of_branches(name):
 
 def test_threads_are_set_around_each_call_and_restored():
     torch.set_num_threads(2)
-    lm = TorchTokenLM(sharpened("transformer"), threads=1)
+    model = sharpened("transformer")
     seen = []
-    step = lm.model.step_many
+    step = model.step_batch
 
     def spy(caches, tokens):
         seen.append(torch.get_num_threads())
         return step(caches, tokens)
 
-    lm.model.step_many = spy
+    model.step_batch = spy  # before the LM reads the network's parts
+    lm = TorchTokenLM(model, threads=1)
     lm.step_many([lm.start()], [1])
     assert seen == [1] and torch.get_num_threads() == 2
 

@@ -1,6 +1,6 @@
-"""``extend`` (``zoo.interface.FastStreamingModel``) in chunks: a long run of committed tokens (the batch engine's
-trunk of a whole window) goes through a model's teacher-forced pass a chunk at a time, so the pass's activations
-stay bounded; each chunk starts from the cache the previous one ended with."""
+"""``extend`` (``zoo.interface.BatchedStreamingNetwork``) in chunks: a long run of committed tokens (the batch
+engine's trunk of a whole window) goes through a model's teacher-forced pass a chunk at a time, so the pass's
+activations stay bounded; each chunk starts from the cache the previous one ended with."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ Long context: the filters are finite (length ``block_size``), so at any length p
 positions i-block_size+1 .. i in each long convolution; ``forward`` (FFT with the same truncated filter) and
 ``step`` agree at every length.
 
-``extend`` (``zoo.interface.FastStreamingModel``) runs committed tokens teacher-forced, in chunks of
+``extend`` (``zoo.interface.BatchedStreamingNetwork``) runs committed tokens teacher-forced, in chunks of
 ``EXTEND_CHUNK`` tokens, writing their inputs onto the trunk; each convolution reads its window there, in place.
 The caches it returns are trunk positions.
 """
@@ -216,7 +216,7 @@ class Model(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg
-        self.vocab_size, self.block_size = cfg.vocab_size, cfg.block_size  # zoo.interface.TokenModel
+        self.vocab_size, self.block_size = cfg.vocab_size, cfg.block_size  # zoo.interface.StreamingNetwork
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.RMSNorm(cfg.n_embd)
@@ -252,11 +252,11 @@ class Model(nn.Module):
     @torch.inference_mode()
     def step(self, cache: HyenaCache, token: int) -> tuple[torch.Tensor, HyenaCache]:
         """Append one token: logits [vocab] for the next one and a new cache (``cache`` is left untouched)."""
-        logits, caches = self.step_many([cache], [token])
+        logits, caches = self.step_batch([cache], [token])
         return logits[0], caches[0]
 
     @torch.inference_mode()
-    def step_many(self, caches: list[HyenaCache], tokens: list[int]) -> tuple[torch.Tensor, list[HyenaCache]]:
+    def step_batch(self, caches: list[HyenaCache], tokens: list[int]) -> tuple[torch.Tensor, list[HyenaCache]]:
         """``step`` for many branches in one pass: logits [B, vocab] and one new cache per branch, whose chain gains
         the new token's inputs (a view of this batch's [B, inputs] tensor) and whose ``Ahead`` (its own copy) is the
         parent's shifted by one position plus the new inputs times the filters' taps (``zoo.hyena_trunk``)."""

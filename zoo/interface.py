@@ -13,7 +13,7 @@ import torch
 
 
 @runtime_checkable
-class TokenModel(Protocol):
+class StreamingNetwork(Protocol):
     """A next-token model over ids ``0 .. vocab_size-1``.
 
     Training needs ``forward`` and ``block_size`` (the length of the windows it is trained on); streaming needs
@@ -37,17 +37,17 @@ class TokenModel(Protocol):
         ...
 
 
-class FastStreamingModel(TokenModel, Protocol):
+class BatchedStreamingNetwork(StreamingNetwork, Protocol):
     """Optional methods ``zoo.streaming.TorchTokenLM`` uses when a model has them (the zoo's models do):
 
-    - ``step_many(caches, tokens) -> (logits [B, vocab_size], caches)``: ``step`` of many branches in one pass;
+    - ``step_batch(caches, tokens) -> (logits [B, vocab_size], caches)``: ``step`` of many branches in one pass;
     - ``extend(cache, tokens, at) -> (features [len(at), F], caches)``: the caches after ``tokens[:i]`` for each
       ``i`` in ``at`` (sorted, all >= 1), from one teacher-forced pass, with the features ``head`` maps to the
       logits at those positions (kept small until asked: one per commit of a whole window);
     - ``head(features [n, F]) -> logits [n, vocab_size]``.
     """
 
-    def step_many(self, caches: list[Any], tokens: list[int]) -> tuple[torch.Tensor, list[Any]]: ...
+    def step_batch(self, caches: list[Any], tokens: list[int]) -> tuple[torch.Tensor, list[Any]]: ...
 
     def extend(self, cache: Any, tokens: list[int], at: list[int]) -> tuple[torch.Tensor, list[Any]]: ...
 

@@ -19,7 +19,7 @@ the same weights; ``tests/test_models_cuda.py`` checks that they agree (forward,
 Streaming state per layer: the last ``d_conv`` conv inputs and the SSM state h, [d_inner, d_state]. The
 recurrence has no context limit: ``block_size`` is only the training context.
 
-``extend`` (``zoo.interface.FastStreamingModel``) runs committed tokens teacher-forced from a cache: the
+``extend`` (``zoo.interface.BatchedStreamingNetwork``) runs committed tokens teacher-forced from a cache: the
 projections and the conv of ``EXTEND_CHUNK`` tokens at once, then only the state update stepped in time, keeping
 the states at the asked positions (a cache's conv state is a view of the chunk's conv inputs).
 """
@@ -255,7 +255,7 @@ class Model(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg
-        self.vocab_size, self.block_size = cfg.vocab_size, cfg.block_size  # zoo.interface.TokenModel
+        self.vocab_size, self.block_size = cfg.vocab_size, cfg.block_size  # zoo.interface.StreamingNetwork
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.RMSNorm(cfg.d_model)
@@ -302,7 +302,7 @@ class Model(nn.Module):
         return self.lm_head(self.ln_f(x))[0], MambaCache(tuple(conv_states), tuple(ssm_states))
 
     @torch.inference_mode()
-    def step_many(self, caches: list[MambaCache], tokens: list[int]) -> tuple[torch.Tensor, list[MambaCache]]:
+    def step_batch(self, caches: list[MambaCache], tokens: list[int]) -> tuple[torch.Tensor, list[MambaCache]]:
         """``step`` for many branches in one pass (the recurrent states stacked on the batch axis): logits
         [B, vocab] and one new cache per branch (views of the batch's states, no per-branch copy)."""
         x = self.wte(torch.tensor(tokens, device=self.wte.weight.device))

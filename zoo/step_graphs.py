@@ -54,7 +54,7 @@ class Bucket:
 
 
 class StepGraphs:
-    """``Model.step_many`` through padded static buffers, replayed as one CUDA graph per shape bucket."""
+    """``Model.step_batch`` through padded static buffers, replayed as one CUDA graph per shape bucket."""
 
     def __init__(self, model: Any, capture: bool = True) -> None:  # model: zoo.transformer.Model
         self.model, self.capture = model, capture

@@ -16,7 +16,7 @@ begin-of-text token), so ``start()`` carries the uniform distribution. Context l
 ``block_size`` follows each model's policy: sliding-window attention (Transformer), unbounded recurrence
 (Mamba), finite long filters of ``block_size`` taps (Hyena) — in each case ``step`` equals ``forward``.
 
-``step_many`` (``subchar.lm.BatchedTokenLM``) steps many branches in one forward pass (``Model.step_many``):
+``step_many`` (``subchar.lm.BatchedTokenLM``) steps many branches in one forward pass (``Model.step_batch``):
 the adapter asks one batch per expansion level, so the per-call overhead of a small network is paid once per
 level, not once per covering. ``states_along`` runs committed tokens through the model's teacher-forced
 ``extend`` when it has one (the Transformer appends them to the trunk its branches share, ``zoo.kv_tree``); the
@@ -103,13 +103,13 @@ class TorchTokenLM:
         self.vocab_size: int = model.vocab_size
         kind = torch.device(device).type
         self.threads = threads if kind == "cpu" else None
-        if kind == "cuda" and hasattr(model, "use_step_graphs"):
-            model.use_step_graphs(cuda_graphs)
-
-    @property
-    def batch_chunk_chars(self) -> int | None:
-        """The model's wish for the batch engine's chunk size (``subchar.lm``), if it has one."""
-        return getattr(self.model, "batch_chunk_chars", None)
+        # the network's optional parts (zoo.interface.BatchedStreamingNetwork), read once: None where it has none
+        self._step_batch = getattr(model, "step_batch", None)
+        self._extend, self._settle = getattr(model, "extend", None), getattr(model, "settle", None)
+        self.batch_chunk_chars: int | None = getattr(model, "batch_chunk_chars", None)  # for subchar.lm's engine
+        use_step_graphs = getattr(model, "use_step_graphs", None)
+        if kind == "cuda" and use_step_graphs is not None:
+            use_step_graphs(cuda_graphs)
 
     def start(self) -> TokenState:
         with torch.inference_mode():
@@ -142,9 +142,9 @@ class TorchTokenLM:
             self._check(token)
         after = sorted({i for i in at if i > 0})
         made = {0: state}
-        if hasattr(self.model, "extend"):
+        if self._extend is not None:
             with torch.inference_mode(), torch_threads(self.threads):
-                features, caches = self.model.extend(state.cache, [int(t) for t in tokens], after)
+                features, caches = self._extend(state.cache, [int(t) for t in tokens], after)
             made.update((i, TokenState(cache, state.length + i, features=row))
                         for i, cache, row in zip(after, caches, features))
         else:
@@ -155,11 +155,10 @@ class TorchTokenLM:
     def settle(self, state: TokenState) -> TokenState:
         """The same state, kept cheaply for long use (the model's ``settle``: a Transformer moves a branch's own
         keys and values into its shared trunk); ``state`` itself for a model without one."""
-        settle = getattr(self.model, "settle", None)
-        if settle is None:
+        if self._settle is None:
             return state
         with torch.inference_mode():
-            cache = settle(state.cache)
+            cache = self._settle(state.cache)
         return state if cache is state.cache else TokenState(cache, state.length, state.probs, state.features)
 
     def step(self, state: TokenState, token: int) -> TokenState:
@@ -170,15 +169,15 @@ class TorchTokenLM:
         return TokenState(cache=cache, probs=_frozen(probs), length=state.length + 1)
 
     def step_many(self, states: Sequence[TokenState], tokens: Sequence[int]) -> list[TokenState]:
-        """``step`` of every (state, token) pair, in one forward pass when the model has ``step_many``."""
-        if not hasattr(self.model, "step_many"):
+        """``step`` of every (state, token) pair, in one forward pass when the model has ``step_batch``."""
+        if self._step_batch is None:
             return [self.step(state, token) for state, token in zip(states, tokens)]
         for token in tokens:
             self._check(token)
         if not states:
             return []
         with torch.inference_mode(), torch_threads(self.threads):
-            logits, caches = self.model.step_many([state.cache for state in states], [int(t) for t in tokens])
+            logits, caches = self._step_batch([state.cache for state in states], [int(t) for t in tokens])
             rows = next_token_probs(logits)
         return [
             TokenState(cache=cache, probs=_frozen(row), length=state.length + 1)

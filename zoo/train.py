@@ -16,8 +16,8 @@ Muon would need a split between matrix and non-matrix parameters that differs pe
 The n-gram "trains" by counting, under the same guard and meter.
 
 ``train`` takes a zoo model's name (``model_names()``) or a model of your own: any ``torch.nn.Module`` that follows
-:class:`zoo.interface.TokenModel` (``vocab_size``, ``block_size``, ``forward`` over token ids; ``empty_cache`` and
-``step`` for streaming through ``zoo.streaming.TorchTokenLM``).
+:class:`zoo.interface.StreamingNetwork` (``vocab_size``, ``block_size``, ``forward`` over token ids;
+``empty_cache`` and ``step`` for streaming through ``zoo.streaming.TorchTokenLM``).
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def train(
     settings: TrainSettings | None = None,
     meter: EnergyMeter | None = None,
 ) -> TrainResult:
-    """Train ``model`` (a zoo model's name, or a module following :class:`zoo.interface.TokenModel`, trained in
+    """Train ``model`` (a zoo model's name, or a module following :class:`zoo.interface.StreamingNetwork`, trained in
     place) on ``token_ids`` within ``budget_s`` seconds, measured as the meter's "train" phase.
 
     ``overrides`` set fields of a zoo model's Config (or ``order`` for the n-gram). Raises
@@ -249,15 +249,16 @@ def build_model(
 def own_model(
     model: torch.nn.Module, vocab_size: int, overrides: dict[str, Any], device: torch.device
 ) -> tuple[str, dict[str, Any], int, torch.nn.Module]:
-    """A module following :class:`zoo.interface.TokenModel`, checked before any step is taken."""
+    """A module following :class:`zoo.interface.StreamingNetwork`, checked before any step is taken."""
     name = type(model).__name__
     if not isinstance(model, torch.nn.Module) or not callable(getattr(model, "forward", None)):
-        raise UserError(f"cannot train {name}: pass a zoo model's name or an nn.Module (zoo.interface.TokenModel)")
+        raise UserError(f"cannot train {name}: pass a zoo model's name or an nn.Module "
+                        "(zoo.interface.StreamingNetwork)")
     if overrides:
         raise UserError(f"settings ({', '.join(sorted(overrides))}) apply to zoo models only; configure {name} itself")
     for attribute in ("vocab_size", "block_size"):
         if not isinstance(getattr(model, attribute, None), int):
-            raise UserError(f"{name} needs an int attribute {attribute} (see zoo.interface.TokenModel)")
+            raise UserError(f"{name} needs an int attribute {attribute} (see zoo.interface.StreamingNetwork)")
     if model.vocab_size != vocab_size:
         raise UserError(f"{name} has vocab_size {model.vocab_size} but the token ids need {vocab_size}")
     return name, {"vocab_size": vocab_size, "block_size": model.block_size}, model.block_size, model.to(device)

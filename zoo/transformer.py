@@ -19,8 +19,8 @@ attention (SDPA ``is_causal``, flash on GPU); beyond, ``forward`` builds the ban
 keys out of the window, so streaming equals teacher forcing at any length and costs O(block_size) per token.
 
 Streaming state: a shared-prefix KV cache (``zoo.kv_tree``). ``extend`` runs committed tokens teacher-forced and
-appends their keys and values to a trunk; ``step_many`` steps a batch of branches off it, each attending to the
-trunk's window (one view, masked per branch) and to its own few tokens. ``step`` is ``step_many`` of one. On CUDA
+appends their keys and values to a trunk; ``step_batch`` steps a batch of branches off it, each attending to the
+trunk's window (one view, masked per branch) and to its own few tokens. ``step`` is ``step_batch`` of one. On CUDA
 ``use_step_graphs`` replays those passes as CUDA graphs of padded shapes (``zoo.step_graphs``).
 """
 
@@ -194,7 +194,7 @@ class Model(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg
-        self.vocab_size, self.block_size = cfg.vocab_size, cfg.block_size  # zoo.interface.TokenModel
+        self.vocab_size, self.block_size = cfg.vocab_size, cfg.block_size  # zoo.interface.StreamingNetwork
         self.head_dim = cfg.n_embd // cfg.n_head
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
@@ -235,11 +235,11 @@ class Model(nn.Module):
     @torch.inference_mode()
     def step(self, cache: TreeCache, token: int) -> tuple[torch.Tensor, TreeCache]:
         """Append one token: logits [vocab] for the next one and a new cache (``cache`` is left untouched)."""
-        logits, caches = self.step_many([cache], [token])
+        logits, caches = self.step_batch([cache], [token])
         return logits[0], caches[0]
 
     @torch.inference_mode()
-    def step_many(self, caches: list[TreeCache], tokens: list[int]) -> tuple[torch.Tensor, list[TreeCache]]:
+    def step_batch(self, caches: list[TreeCache], tokens: list[int]) -> tuple[torch.Tensor, list[TreeCache]]:
         """``step`` for many branches in one forward pass: logits [B, vocab] and one new cache per branch, whose
         chain gains the new token's keys and values (a view of this batch's [B, n_layer, 2, H, D] tensor). With
         ``use_step_graphs`` the pass of one trunk's branches is a CUDA graph replay (``zoo.step_graphs``)."""

@@ -17,7 +17,7 @@ ADAPTER = (
     Part("subchar.tokenizer_view"),
     Part("subchar.surface_index"),
     Part("subchar.commit_point"),
-    Part("subchar.lm", ("LMCapabilities", "capabilities_of", "step_many", "logprobs_many", "states_along")),
+    Part("subchar.lm", ("LMCapabilities", "capabilities_of", "logprobs_many", "states_along")),
     Part("subchar.lm_cache"),
     Part("subchar.frontier"),
     Part("subchar.coverings"),
