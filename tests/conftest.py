@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,19 @@ def write_data(folder: Path) -> tuple[Path, Path]:
     train_file = folder / "train.raw"
     train_file.write_text(raw_from_rows(varied_rows(1, 250)), encoding="utf-8")
     return data, train_file
+
+
+class TickingClock:
+    """zoo.train's ``time`` with a clock that each reading advances by ``tick`` seconds: a clock-stopped run takes
+    as many steps on any machine under any load (its steps and their learning rates are the same every time), while
+    the wall-clock guard still runs on real time."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 0.0, tick
+
+    def monotonic(self) -> float:
+        self.now += self.tick
+        return self.now
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)

@@ -23,7 +23,7 @@ from lab.export import parts
 from lab.export.run import read_run
 from lab.export.inline import PROJECT_PACKAGES
 from eval.contract import CharModel
-from conftest import write_data
+from conftest import TickingClock, write_data
 from eval.data import SplitText, load_split
 from eval.errors import UserError
 from eval.evaluate import evaluate
@@ -254,7 +254,6 @@ def test_a_clock_stopped_transformer_run_replays_under_the_harness(tmp_path, mon
     """The run stops on its clock, so its learning rate followed elapsed time. The file replays the rate of each
     step as the run recorded it: in the harness's loop, on the same device, its every prediction and its bits/char
     equal the run's checkpoint's exactly."""
-    from test_train import TickingClock
 
     monkeypatch.setattr("zoo.train.time", TickingClock(0.01))  # about 0.04 s a step: some 35 steps, on any machine
     data, train_file = write_data(tmp_path)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
 
+from conftest import TickingClock
 from eval.energy import EnergyMeter
 from eval.errors import UserError
 from test_ngram import BruteForceKN
@@ -62,22 +61,6 @@ def test_each_model_trains_and_loss_drops(name):
     assert not result.model.training
 
 
-class TickingClock:
-    """zoo.train's ``time`` with a clock that each reading advances by ``tick`` seconds: a clock-stopped run takes
-    as many steps on any machine under any load (its steps and their learning rates are the same every time), while
-    the wall-clock guard still runs on real time."""
-
-    def __init__(self, tick: float) -> None:
-        self.now, self.tick = 0.0, tick
-
-    def monotonic(self) -> float:
-        self.now += self.tick
-        return self.now
-
-    def __getattr__(self, name: str):
-        return getattr(time, name)
-
-
 def test_trainer_stops_itself_before_a_tiny_budget(monkeypatch):
     name = neural_names()[0]
     monkeypatch.setattr("zoo.train.time", TickingClock(0.05))  # about 0.2 s a step: a dozen steps fill the budget
@@ -112,11 +95,12 @@ def test_same_seed_same_weights():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_each_steps_learning_rate_is_recorded_and_a_replay_gives_the_same_weights():
+def test_each_steps_learning_rate_is_recorded_and_a_replay_gives_the_same_weights(monkeypatch):
     """A clock-stopped run's rates depend on how fast its steps ran; replaying them (``lr_schedule``) with the
     same seed and ids on the same device trains the same weights, bit for bit."""
     name = neural_names()[0]
-    settings = TrainSettings(batch_size=4, progress=False, margin_s=1.5)  # stops itself long before the guard
+    monkeypatch.setattr("zoo.train.time", TickingClock(0.01))  # the same clock-stopped run on any machine
+    settings = TrainSettings(batch_size=4, progress=False, margin_s=1.5)
     run = train(name, patterned_ids(), 24, budget_s=2.0, overrides=tiny_overrides(name), device="cpu", seed=3,
                 settings=settings, meter=quiet_meter())
     assert run.stop_reason == "budget" and len(run.lrs) == run.steps > 2 and run.compiled is False

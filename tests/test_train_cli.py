@@ -9,6 +9,7 @@ import pytest
 import lab.checkpoint_runs as train_command
 import tokenizers_local
 import zoo.train
+from conftest import TickingClock
 from eval.data import load_split
 from eval.energy import EnergyMeter
 import lab.commands.train as train_cli
@@ -44,7 +45,10 @@ def test_train_ngram_writes_checkpoint_and_partial_record(workspace, capsys):
     assert json.loads((run / "manifest.json").read_text())["tokens_seen"] == record["extra"]["train"]["tokens_seen"]
 
 
-def test_train_neural_respects_budget(workspace):
+def test_train_neural_respects_budget(workspace, monkeypatch):
+    """The trainer stops itself inside the budget; its clock ticks (conftest.TickingClock), so no step of a busy
+    machine can outlast the margin and trip the wall-clock guard."""
+    monkeypatch.setattr("zoo.train.time", TickingClock(0.05))
     run = workspace / "run"
     code = main(["train", "--model", "transformer", "--tokenizer", str(workspace / "tok"), "--train-file",
                  str(workspace / "train.txt"), "--budget", "4", "--set", "n_layer=1", "--set", "n_embd=32", "--set", "block_size=16",
