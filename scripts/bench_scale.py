@@ -44,9 +44,11 @@ def run_one(spec: str, corpus: Path, order: int, budget: float, data_dir: str, e
     from eval.data import load_split
     from eval.energy import EnergyMeter
     from eval.evaluate import evaluate
-    from zoo.train import NGRAM, train as train_model
+    from zoo.kinds import kind_of
+    from zoo.train import train as train_model
 
     family, vocab, model = spec.split(":")
+    counted = kind_of(model).counted
     rows: dict = {"cell": spec, "phases": {}}
     started = time.monotonic()
     train = load_split("train", train_file=str(corpus))
@@ -54,12 +56,12 @@ def run_one(spec: str, corpus: Path, order: int, budget: float, data_dir: str, e
     rows["load"] = {"s": time.monotonic() - started, "rss": rss_gb(), "mb": mb, "chars": len(train.text)}
     meter = EnergyMeter(gpu=True, cpu=False)
     rss_after: dict[str, tuple[float, float]] = {}
-    prepared, cell_start = prepare_ids(family, int(vocab), order if model == NGRAM else None, train, budget, meter,
+    prepared, cell_start = prepare_ids(family, int(vocab), order if counted else None, train, budget, meter,
                                        work / "ids-cache")
     rss_after["tokenize"] = rss_gb()
     ids = prepared.id_file.ids()
-    remaining = train_budget(budget - (time.monotonic() - cell_start), prepared.plan, model == NGRAM)
-    overrides = {"order": order} if model == NGRAM else {}
+    remaining = train_budget(budget - (time.monotonic() - cell_start), prepared.plan, counted)
+    overrides = {"order": order} if counted else {}
     result = train_model(model, ids, prepared.tokenizer.vocab_size, budget_s=remaining, overrides=overrides,
                          meter=meter)
     rss_after["train"] = rss_gb()
@@ -72,7 +74,7 @@ def run_one(spec: str, corpus: Path, order: int, budget: float, data_dir: str, e
     for name, phase in meter.report.phases.items():
         rows["phases"][name] = {"s": phase.duration_s, "rss": rss_after.get(name)}
     rows["train"] = {k: v for k, v in result.summary().items() if k not in ("config", "val_losses")}
-    if model == NGRAM:
+    if counted:
         rows["ngrams"] = [len(table.keys) for table in result.model.tables]
         from zoo.ngram import KneserNeyLM
 
@@ -91,7 +93,7 @@ def run_one(spec: str, corpus: Path, order: int, budget: float, data_dir: str, e
         from zoo.streaming import TorchTokenLM
 
         torch.set_num_threads(1)
-        lm = result.model if model == NGRAM else TorchTokenLM(result.model, result.device)
+        lm = result.model if counted else TorchTokenLM(result.model, result.device)
         valid = load_split("valid", data_dir).text
         scored = evaluate(batch_adapter(lm, prepared.tokenizer, mode="exact", beam=4), valid, eval_chars, progress=False)
         rows["eval"] = {"chars": scored.chars, "accuracy": scored.accuracy, "chars_per_s": scored.chars_per_s}

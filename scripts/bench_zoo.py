@@ -25,7 +25,8 @@ from eval.evaluate import evaluate
 from subchar.batch_engine import batch_adapter
 from zoo.registry import num_params
 from zoo.streaming import TorchTokenLM
-from zoo.train import NGRAM, TrainSettings, model_names, train
+from zoo.kinds import kind_of
+from zoo.train import TrainSettings, model_names, train
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "wikitext"
 
@@ -76,10 +77,10 @@ def main() -> None:
           f"-> {len(ids):,} tokens ({len(train_text.text) / len(ids):.2f} chars/token); proxy={train_text.proxy}")
     rows = []
     for name in args.models or model_names():
-        overrides = {"order": args.ngram_order} if name == NGRAM else {}
+        overrides = {"order": args.ngram_order} if kind_of(name).counted else {}
         result = train(name, ids, tokenizer.vocab_size, budget_s=args.budget, overrides=overrides, device=args.device,
                        settings=TrainSettings(progress=True), meter=EnergyMeter())
-        if name == NGRAM:
+        if kind_of(name).counted:
             lm, params = result.model, sum(len(t.keys) for t in result.model.tables)
         else:
             lm, params = TorchTokenLM(result.model.float(), args.eval_device), num_params(result.model)
