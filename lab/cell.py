@@ -5,15 +5,26 @@ split by :mod:`lab.phase_plan`: ``probe`` (measuring rates), ``tokenizer`` (lear
 the train split), ``tokenize`` (encoding it into a cached memory-mapped id file, :mod:`lab.cell_phases`) and
 ``train`` (the model). Evaluation is not charged, as in the benchmark. The character-level Kneser–Ney baseline (the
 benchmark's leading family) runs through the same pipeline as the cell ``char-kn``. The step from token ids to the
-character model (:func:`ngram_char_model`, :func:`neural_char_model`) is what an exported submission's ``train()``
-runs as well (``lab.export``).
+character model (:func:`ngram_char_model`, :func:`neural_char_model`, :func:`mixture_char_model`) is what an exported
+submission's ``train()`` runs as well (``lab.export``).
+
+The mixture cell ``ngram+char-kn`` trains as the ``ngram`` cell does (same phases, one measured block) and, in its
+``train`` phase, also learns the character vocabulary of the text it encoded and counts the char n-gram on it
+(``CellOptions.char_order``); it reads both per character, mixed with weight ``CellOptions.char_weight`` on the char
+model (:class:`subchar.mixture.Mixture`). That default weight was chosen on held-out *train* text, never val
+(``scripts/select_on_heldout.py``).
+
+Online adaptation (``CellOptions.adapt``, on by default): the counted models (the token n-gram and ``char-kn``) also
+learn from the text they are scored on, position by position after it was observed (``zoo.online_ngram``): the
+benchmark calls ``predict()`` for a position strictly before ``observe()`` of it, and evaluation is not charged. The
+neural models ignore the option. Every record says whether its model adapted (``extra.adapt``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +43,13 @@ from lab.report import ACC_MIN
 from lab.results import CELL_FILE, RECORD_FILE
 from subchar import CharAdapter
 from subchar.batch_engine import batch_adapter
-from zoo.char_baseline import CharKneserNey
+from subchar.mixture import Mixture
+from zoo.char_baseline import DEFAULT_ORDER as CHAR_DEFAULT_ORDER
+from zoo.char_baseline import CharKneserNey, CharVocabulary
 from zoo import mamba
 from zoo.checkpoint import save_checkpoint
-from zoo.kinds import CHAR_BASELINE, kind_of
+from zoo.kinds import CHAR_BASELINE, MIXTURE, kind_of
+from zoo.online_ngram import OnlineKneserNey
 from zoo.registry import num_params
 from zoo.streaming import TorchTokenLM
 from zoo.train import (
@@ -48,6 +62,12 @@ from zoo.train import (
     seed_everything,
     train_neural,
 )
+
+# The char model's weight in the ngram+char-kn mixture (the token n-gram gets the rest). Chosen on held-out train
+# text by scripts/select_on_heldout.py (the README's selection table), never on val: with char-kn at order 10 and
+# bytebpe2048 at order 4, both adapting, the grid's best (0.6633 against 0.6568 and 0.6567 alone; flat over
+# 0.30-0.55). The CLI reads this line (lab.commands.common.char_weight_default).
+DEFAULT_CHAR_WEIGHT = 0.4
 
 
 @dataclass(frozen=True)
@@ -81,7 +101,7 @@ class CellOptions:
     eval_chars: int = VAL_WINDOW_CHARS
     test_chars: int = VAL_WINDOW_CHARS
     train_chars: int | None = None
-    char_order: int = 6
+    char_order: int = CHAR_DEFAULT_ORDER
     device: str = "auto"
     engine: str = "batch"
     prune: float | None = None
@@ -90,9 +110,22 @@ class CellOptions:
     progress: bool = True
     repeat: int = 0  # which run of `compare --repeats N` (compare gives run k the seed --seed + k)
     ids_cache: str | None = None  # folder of encoded id files (lab.cell_phases); None: beside the run folder
+    adapt: bool = True  # the counted models also learn from the text they are scored on (zoo.online_ngram)
+    char_weight: float = DEFAULT_CHAR_WEIGHT  # ngram+char-kn: the char model's weight in the mixture
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any]) -> CellOptions:
+        """Options as a cell.json or grid.json holds them; one written before ``adapt`` existed ran without it."""
+        return cls(**{"adapt": False, **saved})
+
+
+def adapts(cell: Cell, options: CellOptions) -> bool:
+    """Whether ``cell``'s model learns while it is scored: ``options.adapt`` for a counted model, never for a
+    neural one (which ignores the option)."""
+    return options.adapt and kind_of(cell.model).counted
 
 
 def run_cell(
@@ -115,12 +148,12 @@ def run_cell(
     try:
         model, facts = train_cell(cell, options, train, run_dir, meter)
     except TrainingTimeoutError as err:
-        record = base_record(cell, meter, train, facts={})
+        record = base_record(cell, meter, train, facts={}, adapt=adapts(cell, options))
         record.disqualified, record.reason = True, err.reason
         record.extra["max_train_seconds"] = options.budget_s
         record.save(run_dir / RECORD_FILE)
         return record.to_dict()
-    record = base_record(cell, meter, train, facts)
+    record = base_record(cell, meter, train, facts, adapt=adapts(cell, options))
     val = evaluate(model, valid, options.eval_chars, progress=options.progress, engine=options.engine)
     test_seen = test.startswith(train.text)  # the usual proxy is the test split itself: scoring it would flatter
     test_result = None
@@ -143,16 +176,25 @@ def train_cell(cell: Cell, options: CellOptions, train: SplitText, run_dir: Path
     order = int(overrides.get("order", NGRAM_DEFAULT_ORDER)) if kind.counted else None
     with meter.measure():  # one block, as the benchmark measures train(); saving below is not part of it
         prepared, started = prepare_ids(cell.family, cell.vocab_size, order, train, options.budget_s, meter,
-                                        ids_cache_dir(run_dir, options), progress=options.progress)
+                                        ids_cache_dir(run_dir, options), progress=options.progress,
+                                        char_order=options.char_order if kind.mixture else None)
         tokenizer, ids = prepared.tokenizer, prepared.id_file.ids()
         remaining = train_budget(options.budget_s - (time.monotonic() - started), prepared.plan, kind.counted)
         if remaining <= 0:
             raise TrainingTimeoutError(f"the tokenizer took the whole {options.budget_s:g} s budget")
         with meter.phase("train"), wall_clock_guard(remaining):
-            if kind.counted:
+            if kind.mixture:  # the n-gram's step, then the char n-gram on the text it encoded
+                with phase(f"count {order}-grams", len(ids), "token", options.progress) as shown:
+                    adapter, result = mixture_char_model(
+                        ids, tokenizer.vocab_size, tokenizer, train.text[: prepared.encoded_chars],
+                        overrides=overrides, mode=options.mode, beam=options.beam, prune=options.prune,
+                        char_order=options.char_order, char_weight=options.char_weight, adapt=options.adapt,
+                        device=options.device, advanced=shown.update, progress=options.progress)
+            elif kind.counted:
                 with phase(f"count {order}-grams", len(ids), "token", options.progress) as shown:
                     adapter, result = ngram_char_model(ids, tokenizer.vocab_size, tokenizer, overrides=overrides,
                                                        mode=options.mode, beam=options.beam, prune=options.prune,
+                                                       adapt=options.adapt,
                                                        advanced=shown.update)  # a GPU counts when present
             else:
                 adapter, result = neural_char_model(cell.model, ids, tokenizer.vocab_size, tokenizer,
@@ -161,7 +203,8 @@ def train_cell(cell: Cell, options: CellOptions, train: SplitText, run_dir: Path
                                                     settings=TrainSettings(progress=options.progress),
                                                     mode=options.mode, beam=options.beam, prune=options.prune)
     tokenizer_dir = tokenizer.save(run_dir / "tokenizer")
-    save_checkpoint(run_dir / "checkpoint", result, tokenizer_dir, train)
+    char_model = adapter.components[0] if kind.mixture else None
+    save_checkpoint(run_dir / "checkpoint", result, tokenizer_dir, train, char_model=char_model)
     facts = {
         "tokenizer": {
             "family": tokenizer.family,
@@ -178,6 +221,7 @@ def train_cell(cell: Cell, options: CellOptions, train: SplitText, run_dir: Path
             "params": num_params(result.model) if kind.neural else None,
             "train": result.summary(),
             **MODEL_FACTS.get(cell.model, no_facts)(result.model, result.device),
+            **(mixture_facts(adapter, result) if kind.mixture else {}),
         },
     }
     return adapter, facts
@@ -195,16 +239,26 @@ def train_char_baseline(options: CellOptions, train: SplitText, run_dir: Path, m
             raise TrainingTimeoutError(f"the data phases took the whole {options.budget_s:g} s budget")
         with meter.phase("train"), wall_clock_guard(remaining):
             counting_started = time.monotonic()
-            model = CharKneserNey.count(ids, vocabulary, order, device, progress=options.progress)
+            model = CharKneserNey.count(ids, vocabulary, order, device, progress=options.progress,
+                                        adapt=options.adapt)
             counting_s = time.monotonic() - counting_started
     model_facts = {
         "name": CHAR_BASELINE,
         "config": {"order": order},
         "vocabulary": vocabulary.facts(),
         "train": {"device": device, "seconds": counting_s, "tokens_seen": len(ids), "stop_reason": "counted",
-                  "ngrams": sum(len(table.keys) for table in model.lm.tables)},
+                  "ngrams": sum(len(table.keys) for table in model.counts.tables)},
     }
     return model, {"data": prepared.facts(), "plan": prepared.plan, "model": model_facts}
+
+
+def mixture_facts(mixture: Mixture, result: TrainResult) -> dict[str, Any]:
+    """What a mixture cell's record adds: the char model's vocabulary and each component's stored n-grams (the
+    ``ngrams`` of its ``train`` summary is their sum)."""
+    char_model = mixture.components[0]
+    char_ngrams = sum(len(table.keys) for table in char_model.counts.tables)
+    return {"vocabulary": {"chars": len(char_model.chars)},
+            "components": {"ngram": result.ngrams - char_ngrams, CHAR_BASELINE: char_ngrams}}
 
 
 def mamba_scan(model: mamba.Model, device: str) -> str:
@@ -226,12 +280,41 @@ MODEL_FACTS: dict[str, Callable[[Any, str], dict[str, Any]]] = {
 def ngram_char_model(
     ids: np.ndarray, vocab_size: int, tokenizer: Any, *, overrides: dict[str, Any], mode: str, beam: int | None,
     device: str = "auto", prune: float | None = None, advanced: Callable[[int], object] = lambda tokens: None,
+    adapt: bool = False,
 ) -> tuple[CharAdapter, TrainResult]:
     """Count the n-gram on the token ids (chunked, on the GPU when ``device`` finds one; ``advanced`` is told each
     chunk's length) and read it per character: a cell's model step, which an exported n-gram submission's
-    ``train()`` runs too (``tokenizer`` may be a tiktoken Encoding there)."""
+    ``train()`` runs too (``tokenizer`` may be a tiktoken Encoding there). ``adapt``: the model also learns every
+    token the adapter commits (``OnlineKneserNey``); the result holds the train counts either way."""
     result = count_ngram_chunked(check_ids(ids, vocab_size), vocab_size, overrides, device, advanced)
-    return batch_adapter(result.model, tokenizer, mode=mode, beam=beam, prune=prune), result
+    lm = OnlineKneserNey(result.model) if adapt else result.model
+    return batch_adapter(lm, tokenizer, mode=mode, beam=beam, prune=prune), result
+
+
+def mixture_char_model(
+    ids: np.ndarray, vocab_size: int, tokenizer: Any, text: str, *, overrides: dict[str, Any], mode: str,
+    beam: int | None, prune: float | None = None, char_order: int, char_weight: float, adapt: bool = False,
+    device: str = "auto", advanced: Callable[[int], object] = lambda tokens: None, progress: bool = False,
+) -> tuple[Mixture, TrainResult]:
+    """The token n-gram of :func:`ngram_char_model` on ``ids``, and the char baseline counted on ``text`` (the text
+    ``ids`` encode: its characters are the char model's vocabulary) at ``char_order``, read together per character
+    with weight ``char_weight`` on the char model: a mixture cell's model step, which an exported mixture
+    submission's ``train()`` runs too. ``adapt``: both models also learn the text they are scored on. The mixture's
+    components are [char model, adapter]; the result holds the token counts, named ``ngram+char-kn`` with the char
+    order and weight in its config and the two models' n-grams in its ``ngrams``."""
+    if not 0.0 <= char_weight <= 1.0:
+        raise UserError(f"the mixture's char weight must lie in [0, 1], got {char_weight}")
+    adapter, result = ngram_char_model(ids, vocab_size, tokenizer, overrides=overrides, mode=mode, beam=beam,
+                                       device=device, prune=prune, advanced=advanced, adapt=adapt)
+    started = time.monotonic()
+    vocabulary = CharVocabulary.learn(text)
+    char_model = CharKneserNey.count(vocabulary.encode(text), vocabulary, char_order, str(resolve_device(device)),
+                                     progress=progress, adapt=adapt)
+    mixture = Mixture([char_model, adapter], [char_weight, 1.0 - char_weight])
+    ngrams = result.ngrams + sum(len(table.keys) for table in char_model.counts.tables)
+    config = {**result.config, "char_order": char_order, "char_weight": char_weight}
+    return mixture, replace(result, model_name=MIXTURE, config=config, ngrams=ngrams,
+                            seconds=result.seconds + time.monotonic() - started)
 
 
 def neural_char_model(
@@ -246,8 +329,10 @@ def neural_char_model(
     return batch_adapter(TorchTokenLM(result.model, result.device), tokenizer, mode=mode, beam=beam, prune=prune), result
 
 
-def base_record(cell: Cell, meter: EnergyMeter, train: SplitText, facts: dict[str, Any]) -> RunRecord:
-    extra = {"train_source": train.source, "train_chars": len(train.text), "train_peak_rss_gb": peak_rss_gb()}
+def base_record(cell: Cell, meter: EnergyMeter, train: SplitText, facts: dict[str, Any],
+                adapt: bool = False) -> RunRecord:
+    extra = {"train_source": train.source, "train_chars": len(train.text), "train_peak_rss_gb": peak_rss_gb(),
+             "adapt": adapt}
     if "plan" in facts:
         extra.update(data=facts["data"], plan=facts["plan"].to_dict(), phases=phase_table(facts["plan"], meter.report))
     return RunRecord.after_training(

@@ -14,7 +14,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ from lab.phase_plan import PhasePlan, Throughputs, encode_chars_that_fit, plan_p
 import tokenizers_local
 from tokenizers_local.encode_ids import IdFile, batch_encoder, encode_to_file, id_file_of
 from tokenizers_local.text_stream import chunks
-from zoo.char_baseline import CharVocabulary, packed_chars
+from zoo.char_baseline import CharVocabulary
 from zoo.ngram_count import count_tables_chunked
 
 PROBE_TOKENIZER_CHARS = 1 << 18
@@ -75,14 +75,19 @@ def sample_text(text: str, chars: int, slices: int = SAMPLE_SLICES) -> str:
     return "".join(parts)
 
 
-def count_rate_for(ids: np.ndarray, order: int, vocab_size: int, expected_tokens: float) -> float:
-    """Tokens per second that counting ``expected_tokens`` will reach, timed on half and all of ``ids``."""
-    seconds = []
+def count_probe(ids: np.ndarray, order: int, vocab_size: int,
+                expected_tokens: float) -> tuple[float, tuple[float, float, float]]:
+    """Counting half and all of ``ids``: the tokens per second that counting ``expected_tokens`` will reach, and
+    (tokens, table rows, growth exponent of the rows) for the memory plan (``phase_plan.chars_that_fit_memory``)."""
+    seconds, rows = [], []
     for size in (len(ids) // 2, len(ids)):
         started = time.monotonic()
-        count_tables_chunked(ids[:size], order, vocab_size)
+        tables = count_tables_chunked(ids[:size], order, vocab_size)
         seconds.append(time.monotonic() - started)
-    return extrapolated_count_rate(len(ids), seconds[0], seconds[1], expected_tokens)
+        rows.append(sum(len(keys) for keys, _ in tables))
+    exponent = math.log(rows[1] / max(1, rows[0])) / math.log(len(ids) / max(1, len(ids) // 2))
+    rate = extrapolated_count_rate(len(ids), seconds[0], seconds[1], expected_tokens)
+    return rate, (float(len(ids)), float(rows[1]), exponent)
 
 
 def extrapolated_count_rate(tokens: int, half_s: float, whole_s: float, expected_tokens: float) -> float:
@@ -116,10 +121,10 @@ def probe_rates(train: SplitText, family: str, vocab_size: int, order: int | Non
         rate = len(probe_text) / max(1e-3, time.monotonic() - encoder_started)
         if rate > best_rate:
             best_rate, best_threads = rate, count
-    count_rate = None
+    count_rate = table_rows = None
     if order is not None and len(ids) >= 2 * order:
-        count_rate = count_rate_for(np.asarray(ids, dtype=np.int64), order, tokenizer.vocab_size,
-                                    expected_tokens=len(train.text) * len(ids) / len(probe_text))
+        count_rate, table_rows = count_probe(np.asarray(ids, dtype=np.int64), order, tokenizer.vocab_size,
+                                             expected_tokens=len(train.text) * len(ids) / len(probe_text))
     return Throughputs(
         probe_s=time.monotonic() - started,
         tokenizer_chars_per_s=tokenizer_rate,
@@ -127,6 +132,7 @@ def probe_rates(train: SplitText, family: str, vocab_size: int, order: int | Non
         encode_threads=best_threads,
         chars_per_token=len(probe_text) / max(1, len(ids)),
         count_tokens_per_s=count_rate,
+        table_rows=table_rows,
     )
 
 
@@ -134,15 +140,15 @@ def probe_char_rates(train: SplitText, order: int) -> Throughputs:
     """The char baseline's probes on a slice of the text: learning the alphabet, encoding, counting."""
     started = time.monotonic()
     sample = sample_text(train.text, PROBE_ENCODE_CHARS)
-    vocabulary = CharVocabulary.learn(sample, packed_chars(order))
+    vocabulary = CharVocabulary.learn(sample)
     learned = time.monotonic()
     text_sha256(sample)  # the encode phase hashes its text and writes the ids out too
     ids = vocabulary.encode(sample)
     ids.tobytes()
     encoded = time.monotonic()
-    count_rate = None
+    count_rate = table_rows = None
     if len(ids) >= 2 * order:
-        count_rate = count_rate_for(ids, order, vocabulary.size, expected_tokens=len(train.text))
+        count_rate, table_rows = count_probe(ids, order, vocabulary.size, expected_tokens=len(train.text))
     return Throughputs(
         probe_s=time.monotonic() - started,
         tokenizer_chars_per_s=len(sample) / max(1e-3, learned - started),
@@ -150,7 +156,31 @@ def probe_char_rates(train: SplitText, order: int) -> Throughputs:
         encode_threads=1,
         chars_per_token=1.0,
         count_tokens_per_s=count_rate,
+        table_rows=table_rows,
     )
+
+
+def with_char_model(rates: Throughputs, train: SplitText, char_order: int) -> Throughputs:
+    """A mixture cell's rates (``ngram+char-kn``): counting a token also pays for its characters, whose vocabulary
+    is learned, encoded and counted at ``char_order`` in the same phase (the char baseline's probes,
+    :func:`probe_char_rates`), so the plan's count rate is the two together."""
+    if rates.count_tokens_per_s is None:
+        return rates
+    chars = probe_char_rates(train, char_order)
+    per_char = sum(1.0 / rate for rate in (chars.tokenizer_chars_per_s, chars.encode_chars_per_s,
+                                           chars.count_tokens_per_s or 1e-9))
+    per_token = 1.0 / rates.count_tokens_per_s + rates.chars_per_token * per_char
+    return replace(rates, probe_s=rates.probe_s + chars.probe_s, count_tokens_per_s=1.0 / per_token,
+                   table_rows=combined_rows(rates.table_rows, chars.table_rows))
+
+
+def combined_rows(tokens: tuple[float, float, float] | None,
+                  chars: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
+    """Both models' table rows over the same probe text (both probes read ``sample_text(train, PROBE_ENCODE_CHARS)``),
+    in the token model's units, growing as the faster of the two."""
+    if tokens is None or chars is None:
+        return tokens
+    return (tokens[0], tokens[1] + chars[1], max(tokens[2], chars[2]))
 
 
 def prepare_ids(
@@ -162,11 +192,13 @@ def prepare_ids(
     meter: EnergyMeter,
     cache_dir: str | os.PathLike,
     progress: bool = False,
+    char_order: int | None = None,
 ) -> tuple[PreparedIds, float]:
     """Probe, plan, learn the tokenizer on the planned sample and encode into the cache; returns (result, start).
 
-    ``order`` is the n-gram order (None for a neural model). Raises TrainingTimeoutError when the plan leaves no
-    room (probing alone took the budget) or a phase outlives the budget.
+    ``order`` is the n-gram order (None for a neural model); ``char_order``, a mixture's char model, which its
+    ``train`` phase counts beside the n-gram (:func:`with_char_model`). Raises TrainingTimeoutError when the plan
+    leaves no room (probing alone took the budget) or a phase outlives the budget.
     """
     threads = sorted({1, os.cpu_count() or 1})
 
@@ -176,8 +208,11 @@ def prepare_ids(
     def encode(tokenizer: Any, text: str, plan: PhasePlan) -> tuple[IdFile, bool]:
         return encode_to_file(tokenizer, text, cache_dir, threads=plan.encode_threads, progress=progress)
 
-    return prepare(train, budget_s, meter, lambda: probe_rates(train, family, vocab_size, order, threads), learn,
-                   encode, neural=order is None)
+    def probe() -> Throughputs:
+        rates = probe_rates(train, family, vocab_size, order, threads)
+        return rates if char_order is None else with_char_model(rates, train, char_order)
+
+    return prepare(train, budget_s, meter, probe, learn, encode, neural=order is None)
 
 
 def prepare_char_ids(
@@ -189,7 +224,7 @@ def prepare_char_ids(
     :class:`CharVocabulary`."""
 
     def learn(sample: SplitText) -> CharVocabulary:
-        return CharVocabulary.learn(sample.text, packed_chars(order))
+        return CharVocabulary.learn(sample.text)
 
     def encode(vocabulary: CharVocabulary, text: str, plan: PhasePlan) -> tuple[IdFile, bool]:
         def groups() -> tuple[str, Iterator[np.ndarray]]:

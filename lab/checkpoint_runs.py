@@ -2,8 +2,11 @@
 
 ``train`` counts everything the benchmark's ``train()`` would: encoding the train text is the "tokenize" phase and
 comes out of the same wall-clock budget as the "train" phase. The tokenizer itself is trained beforehand by
-``subchar tokenizer train`` and its learning time is recorded from its manifest. The commands' parsers and
-argument checks live in :mod:`lab.commands.train`, which imports this module only when a command runs.
+``subchar tokenizer train`` and its learning time is recorded from its manifest. ``train --adapt`` (the default) is
+recorded with the checkpoint (``extra.adapt`` of its train record, for an n-gram), and ``eval`` scores the model as
+it was recorded (``--adapt`` / ``--no-adapt`` override it): learning from the scored text as it goes, or not. The
+commands' parsers and argument checks live in :mod:`lab.commands.train`, which imports this module only when a
+command runs.
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ import numpy as np
 
 import tokenizers_local
 from eval.data import SplitText
+from eval.contract import CharModel
 from eval.energy import EnergyMeter
 from eval.errors import UserError
 from eval.evaluate import evaluate
 from eval.guard import TrainingTimeoutError
 from eval.records import RunRecord
 from subchar.batch_engine import batch_adapter
-from zoo.checkpoint import folder_digest, load_checkpoint, save_checkpoint
+from subchar.mixture import Mixture
+from zoo.checkpoint import Checkpoint, folder_digest, load_checkpoint, save_checkpoint
 from zoo.kinds import kind_of
 from zoo.registry import num_params
 
@@ -85,7 +90,7 @@ def train_record(args: argparse.Namespace, tokenizer, text, meter: EnergyMeter, 
         },
         model=model_facts(result),
         extra={"train": result.summary(), "train_source": text.source, "train_chars": len(text.text),
-               "budget_s": args.budget},
+               "budget_s": args.budget, "adapt": bool(args.adapt) and kind_of(result.model_name).counted},
     )
 
 
@@ -95,8 +100,8 @@ def eval_checkpoint(args: argparse.Namespace, text: SplitText, target: Path, see
     (allowed by --allow-trained-split), which the output and the record say."""
     checkpoint = load_checkpoint(args.run, device=args.device)
     options = {"mode": args.mode, "beam": args.beam, "prune": args.prune}
-    adapter = batch_adapter(checkpoint.token_lm(args.device), checkpoint.tokenizer, **options)
-    result = evaluate(adapter, text.text, max_chars=args.chars, bits=args.bits, engine=args.engine)
+    model = char_model_of(checkpoint, args.device, bool(args.adapt), **options)
+    result = evaluate(model, text.text, max_chars=args.chars, bits=args.bits, engine=args.engine)
     record = eval_record(checkpoint, args, result, seen)
     record.save(target)
     if result.bits_per_char is None:
@@ -110,6 +115,17 @@ def eval_checkpoint(args: argparse.Namespace, text: SplitText, target: Path, see
     print(f"{label}{args.split} char accuracy {result.accuracy:.4f} over {result.chars:,} chars, {bpc}, "
           f"{result.chars_per_s:,.0f} chars/s ({result.engine} engine){proxy}; record {target}")
     return 0
+
+
+def char_model_of(checkpoint: Checkpoint, device: str, adapt: bool, **options: Any) -> CharModel:
+    """The checkpoint's model read per character, as its run read it: the adapter over the token LM (``options``:
+    mode, beam, prune), and for the mixture ``ngram+char-kn`` that adapter mixed with its char model, the char model
+    weighted by the run's ``char_weight``. ``adapt``: the counted models also learn the text they are scored on."""
+    adapter = batch_adapter(checkpoint.token_lm(device, adapt=adapt), checkpoint.tokenizer, **options)
+    if not kind_of(checkpoint.model_name).mixture:
+        return adapter
+    weight = float(checkpoint.config["char_weight"])
+    return Mixture([checkpoint.char_model(adapt), adapter], [weight, 1.0 - weight])
 
 
 def eval_record(checkpoint, args: argparse.Namespace, result, seen: bool) -> RunRecord:
@@ -131,9 +147,9 @@ def eval_record(checkpoint, args: argparse.Namespace, result, seen: bool) -> Run
         proxy_train=bool(checkpoint.manifest.get("proxy_train")),
         extra={**fields.get("extra", {}), f"{args.split}_char_accuracy": result.accuracy,
                f"{args.split}_chars": result.chars, f"{args.split}_bits_per_char": result.bits_per_char,
-               "trained_on_scored_text": seen, "eval": {
+               "trained_on_scored_text": seen, "adapt": args.adapt, "eval": {
             "split": args.split, "mode": args.mode, "beam": args.beam, "prune": args.prune, "engine": result.engine,
-            "device": args.device,
+            "device": args.device, "adapt": args.adapt,
             "zero_prob_chars": result.zero_prob_chars, "covered_bits_per_char": result.covered_bits_per_char,
             "wall_s": result.wall_s, "checkpoint": str(checkpoint.path),
         }},

@@ -24,7 +24,7 @@ from lab.identity import cell_identity, identity_key, reusable
 from lab.report import write_reports
 from lab.results import CELL_FILE, read_results
 from tokenizers_local.families import family_class
-from zoo.train import model_names
+from zoo.kinds import grid_names
 
 RESULTS = "results.jsonl"
 
@@ -38,7 +38,7 @@ def grid(tokenizer_specs: Iterable[str], models: Iterable[str], baseline: bool =
     models = list(models)
     for family, _ in parsed:
         family_class(family)
-    choices = [CHAR_BASELINE, *model_names()]
+    choices = [CHAR_BASELINE, *grid_names()]
     for model in models:
         if model not in choices:
             raise UserError(f"unknown model {model!r}; choose from {', '.join(choices)}")
@@ -201,7 +201,7 @@ def load_grid(target: str | os.PathLike) -> tuple[list[Cell], CellOptions, Path]
             try:
                 saved = json.loads(path.read_text(encoding="utf-8"))
                 cells = [Cell(**c) for c in saved[key]] if key == "cells" else [Cell(**saved[key])]
-                return cells, CellOptions(**saved["options"]), folder
+                return cells, CellOptions.from_saved(saved["options"]), folder
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise UserError(f"{path} is corrupt; run `subchar compare` again to rewrite it") from None
     raise UserError(f"{folder} holds neither {GRID} (a compare folder) nor {CELL} (a run folder)")

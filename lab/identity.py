@@ -2,11 +2,11 @@
 
 A comparison folder resumes by reusing a finished record only when its identity matches the one asked for now:
 the tokenizer spec and model, that model's overrides, every cell option that reaches the result (budget, mode,
-beam, engine, eval/test chars, seed, device, …), the digest of the train text, the subchar version and the
-backend, which for Modal names the GPU (the energy is the card's) and whether a cell may run without the energy
-counter (then it is scored on the 50 W floor instead of refused). A record marked unfinished (``extra.unfinished``:
-Modal lost the call, or the cell was refused for want of an energy counter) is kept but never reused, so a rerun
-runs its cell again.
+beam, engine, eval/test chars, seed, device, whether a counted model adapts, the char weight of a mixture, …), the
+digest of the train text, the subchar version and the backend, which for Modal names the GPU (the energy is the
+card's) and whether a cell may run without the energy counter (then it is scored on the 50 W floor instead of
+refused). A record marked unfinished (``extra.unfinished``: Modal lost the call, or the cell was refused for want
+of an energy counter) is kept but never reused, so a rerun runs its cell again.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from dataclasses import asdict
 from importlib import metadata
 from typing import Any
 
-from lab.cell import Cell, CellOptions
+from lab.cell import Cell, CellOptions, adapts
+from zoo.kinds import kind_of
 
 # The options that cannot change a result, so they stay out of the identity:
 NOT_IDENTITY = (
@@ -43,6 +44,16 @@ def cell_identity(cell: Cell, options: CellOptions, train_sha256: str, backend: 
     """The JSON-ready identity of ``cell`` run with ``options`` on the train text with digest ``train_sha256``."""
     chosen = {key: value for key, value in options.to_dict().items() if key not in NOT_IDENTITY}
     chosen["overrides"] = options.overrides.get(cell.model, {})  # another model's settings do not touch this cell
+    # adapt names a run only where it is on: a neural model ignores it, and a record from before the option (which
+    # never adapted) holds no such key, so it stays the same run as one asked for with --no-adapt
+    del chosen["adapt"]
+    if adapts(cell, options):
+        chosen["adapt"] = True
+    # the char weight reaches only a mixture's result; left out of every other cell's identity, so their records
+    # (from before the option, or of another weight) stay the same runs
+    del chosen["char_weight"]
+    if kind_of(cell.model).mixture:
+        chosen["char_weight"] = options.char_weight
     return {
         "cell": asdict(cell),
         "options": chosen,

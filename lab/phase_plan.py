@@ -20,6 +20,9 @@ TOKENIZER_SHARE = 0.15  # of the time left after probing and margin, at most, fo
 MIN_SAMPLE_CHARS = 1 << 20  # sizes are planned on a grid of this times powers of two (see on_grid)
 MAX_SAMPLE_CHARS = 1 << 25  # ~34M chars: beyond this the merges barely change (see scripts/bench_scale.py)
 NEURAL_TRAIN_SHARE = 0.5  # a neural model keeps at least this share of the time after probing for training
+# n-gram table rows a cell may build: a KneserNeyLM took ~54 bytes of resident memory per row (char 11-grams, 100 MB
+# of text), plus 16 per row for the count tables it is made from: ~8.4 GB, leaving room within 12 GB for the text
+MAX_TABLE_ROWS = 120_000_000
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,8 @@ class Throughputs:
     encode_threads: int
     chars_per_token: float
     count_tokens_per_s: float | None = None  # n-gram counting; None for a neural model
+    # (tokens counted by the probe, the table rows they made, how rows grow: rows ∝ tokens ** exponent); n-gram only
+    table_rows: tuple[float, float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class PhasePlan:
     encode_chars: int
     encode_s: float
     train_s: float
+    memory_chars: int | None = None  # the most text whose n-gram tables fit MAX_TABLE_ROWS (None: no n-gram)
 
     @property
     def planned_s(self) -> dict[str, float]:
@@ -78,6 +84,18 @@ def encode_chars_that_fit(seconds: float, rates: Throughputs, text_chars: int, n
     return int(min(text_chars, seconds / per_char))
 
 
+def chars_that_fit_memory(rates: Throughputs) -> int | None:
+    """How much text an n-gram can count without its tables passing MAX_TABLE_ROWS, from the probe's rows and their
+    growth (n-gram types grow slower than the text: ``rows(N) = rows(n) (N/n) ** exponent``); None without a probe."""
+    if rates.table_rows is None:
+        return None
+    tokens, rows, exponent = rates.table_rows
+    if tokens <= 0 or rows <= 0:
+        return None
+    fit_tokens = tokens * (MAX_TABLE_ROWS / rows) ** (1.0 / min(1.0, max(0.5, exponent)))
+    return int(min(fit_tokens * rates.chars_per_token, 1e15))
+
+
 def on_grid(chars: int) -> int:
     """``chars`` rounded down to MIN_SAMPLE_CHARS times a power of two (below that, kept as is).
 
@@ -97,7 +115,10 @@ def plan_phases(budget_s: float, text_chars: int, rates: Throughputs, neural: bo
     sample = min(text_chars, on_grid(min(MAX_SAMPLE_CHARS, affordable)))
     tokenizer_s = min(left, sample / rates.tokenizer_chars_per_s)
     left -= tokenizer_s
+    memory_chars = None if neural else chars_that_fit_memory(rates)
     encode_chars = encode_chars_that_fit(left, rates, text_chars, neural)
+    if memory_chars is not None:
+        encode_chars = min(encode_chars, memory_chars)
     if encode_chars < text_chars:
         encode_chars = on_grid(encode_chars)
     encode_s = min(left, encode_chars / rates.encode_chars_per_s)
@@ -111,4 +132,5 @@ def plan_phases(budget_s: float, text_chars: int, rates: Throughputs, neural: bo
         encode_chars=encode_chars,
         encode_s=encode_s,
         train_s=max(0.0, left - encode_s),
+        memory_chars=memory_chars,
     )

@@ -15,7 +15,7 @@ from eval.records import write_bytes_atomic, write_text_atomic
 ACC_MIN = 0.70  # the benchmark's accuracy floor: what its runner passes to run_eval.py (task.ACC_MIN)
 NOTE_LINE_SHARE = 0.06  # of the accuracy axis, added above the points per line of the plot's note
 COLUMNS = ("run", "total J", "val acc", "val chars", "test acc", "bits/char", "chars/token", "params", "steps",
-           "train s", "train tok/s", "threads", "eval chars/s", "DQ reason")
+           "online", "train s", "train tok/s", "threads", "eval chars/s", "DQ reason")
 
 
 def run_label(record: dict[str, Any]) -> str:
@@ -151,6 +151,12 @@ def steps_cell(record: dict[str, Any]) -> str:
     return "—" if train.get("stop_reason") == "counted" else _fmt(train.get("steps"), ",")
 
 
+def online_cell(record: dict[str, Any]) -> str:
+    """Whether the model learned from the text it was scored on (``extra.adapt``); '—' for a record without it."""
+    adapt = (record.get("extra") or {}).get("adapt")
+    return "—" if adapt is None else "yes" if adapt else "no"
+
+
 def tokens_per_s(record: dict[str, Any]) -> float | None:
     """Training throughput: tokens (characters for the char baseline) seen or counted per training second."""
     train = train_facts(record)
@@ -192,6 +198,7 @@ def table_markdown(records: list[dict[str, Any]]) -> str:
             _fmt(tokenizer.get("chars_per_token"), ".2f"),
             size_cell(r),
             steps_cell(r),
+            online_cell(r),
             _fmt(r.get("training_duration_s"), ".1f"),
             _fmt(tokens_per_s(r), ",.0f"),
             threads_cell(r),
@@ -209,6 +216,10 @@ def table_markdown(records: list[dict[str, Any]]) -> str:
     if any(on_energy_floor(r) for r in records):
         notes.append(f"No GPU energy counter on this host: the totals sit on the {FLOOR_WATTS:g} W × "
                      "training seconds floor, so they rank training time, not measured energy; use --repeats to see the noise.")
+    if any((r.get("extra") or {}).get("adapt") for r in rows):
+        notes.append("online yes: the n-grams also learned from the text they were scored on, only once it was observed "
+                     "(a char n-gram each character, a token n-gram the tokens it committed; predict() comes strictly "
+                     "before observe(), as in the benchmark); --no-adapt turns it off.")
     if any(train_facts(r).get("threads") is not None for r in rows):
         notes.append("threads: torch threads of the CPU training steps, unless set chosen by timing the first steps "
                      "on 1 and on all threads (zoo.train.ThreadChoice); 2→1: all-thread steps slowed mid-run, so it "

@@ -22,13 +22,21 @@ from pathlib import Path
 from typing import Any
 
 from eval.errors import UserError
-from lab.commands.folders import COMPARE_FILES, NOUNS, RUN_FILE, SAVED_MANIFEST, folder_kind, read_saved
+from lab.commands.folders import (
+    COMPARE_FILES,
+    NOUNS,
+    RUN_FILE,
+    SAVED_MANIFEST,
+    TRAIN_RECORD,
+    folder_kind,
+    read_saved,
+    saved_adapt,
+)
 from lab.report import ACC_MIN, table_markdown, winner
 from lab.results import RECORD_FILE, read_results
 
-# Spelled out because importing their modules loads torch; tests/test_show.py keeps them equal to
-# lab.checkpoint_runs and zoo.checkpoint.
-TRAIN_RECORD = "train_record.json"
+# Spelled out because importing their modules loads torch (as TRAIN_RECORD is, in lab.commands.folders);
+# tests/test_show.py keeps them equal to lab.checkpoint_runs and zoo.checkpoint.
 CHECKPOINT_TOKENIZER = "tokenizer"
 RECORD, GRID, RESULTS = RECORD_FILE, *COMPARE_FILES
 WHAT = "a tokenizer, checkpoint, run (cell.json) or compare (grid.json) folder, or a run record file"
@@ -135,13 +143,14 @@ def checkpoint_view(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         scores[path.stem] = {
             "split": split, "mode": evaluation.get("mode"), "beam": evaluation.get("beam"),
             "char_accuracy": extra.get(f"{split}_char_accuracy"), "chars": extra.get(f"{split}_chars"),
-            "bits_per_char": extra.get(f"{split}_bits_per_char"),
+            "bits_per_char": extra.get(f"{split}_bits_per_char"), "adapt": bool(evaluation.get("adapt")),
             "date_utc": scored.get("date_utc"),
         }
     return {
         "settings": {"model": manifest["model"], "vocab_size": manifest["vocab_size"], "config": config,
                      "tokenizer": {"family": tokenizer.get("family"), "vocab_size": tokenizer.get("vocab_size")},
-                     "device": manifest["device"], **steps, "weights": manifest["weights"]},
+                     "device": manifest["device"], **steps, "weights": manifest["weights"],
+                     "adapt": saved_adapt(folder, manifest)},  # what `subchar eval` and `export` rebuild by default
         "scores": scores,
         "energy": energy_of(record) if record else {"train_seconds": manifest["train_seconds"], "note": (
             f"a grid cell's checkpoint: its energy is in {folder.parent / RECORD}"
@@ -199,6 +208,7 @@ def record_view(record: dict[str, Any]) -> dict[str, Any]:
         "test_char_accuracy": extra.get("test_char_accuracy"), "test_chars": extra.get("test_chars"),
         "test_bits_per_char": extra.get("test_bits_per_char"), "chars_per_token": tokenizer.get("chars_per_token"),
         "eval_chars_per_s": record.get("eval_chars_per_s"), "eval_engine": record.get("eval_engine"),
+        "adapted": extra.get("adapt"),  # the model learned from the text as it was scored (absent: from before)
     }
     train_sha = identity.get("train_sha256") or extra.get("train_sha256")
     provenance = {
@@ -266,6 +276,7 @@ def grid_parts(folder: Path, saved: dict[str, Any] | None) -> dict[str, Any]:
         "bits_per_char": r.get("bits_per_char"), "test_char_accuracy": (r.get("extra") or {}).get("test_char_accuracy"),
         "total_energy_J": r.get("total_energy_J"), "training_duration_s": r.get("training_duration_s"),
         "disqualified": bool(r.get("disqualified")), "reason": r.get("reason"), "proxy_train": r.get("proxy_train"),
+        "adapt": (r.get("extra") or {}).get("adapt"),
     } for r in current]
     return {
         "settings": settings,

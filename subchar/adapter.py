@@ -66,6 +66,23 @@ mode="exact" — every spelling of the buffer from the commit point:
     dropped, ``diagnostics.pruned_expansion_mass`` per distribution the fraction of mass left unexpanded (both bound
     the error). ``beam=None, prune=None`` is exact.
 
+    ``canonical=True`` (exact mode only) — prefix-canonical coverings, counting only spellings the tokenizer
+    itself produces (in the spirit of canonical-BPE marginals). At each character offset ``o`` of the buffer
+    (``o = 0`` the commit point) it keeps exactly one covering: the tokenizer's own encoding of ``buffer[:o]``
+    (skipped where that encoding does not spell ``buffer[:o]`` back), with weight ``P(enc(buffer[:o]) | T)`` and
+    the LM state after it; no covering ends inside a character. The next token and the split-character
+    expansions are read from these coverings exactly as above:
+
+    M(b + x) = Σ_o P(enc(b[:o]) | T) · Σ_{t : surface(t) starts with b[o:] + x} P(t | T, enc(b[:o]))
+             + (the split-character terms, from the same coverings)
+
+    A covering's weight never changes as the buffer grows (it depends on ``b[:o]`` only); it is dropped once no
+    token starts with ``b[o:]``. The commit rule is unchanged (commit points depend on the text only), so the
+    batch engine's plan holds. Not checked: whether the completing token ``t`` (or the tokens of a split
+    character) would itself be canonical after ``enc(b[:o])``, e.g. that ``enc(b[:o] + surface(t))`` ends in
+    ``t``: that needs a per-pair test only BPE has. ``beam`` and ``prune`` apply to these coverings as above.
+    ``zero_mass_chars`` counts a character no covering's token could start (a surface test, not the LM's).
+
     Batched LM calls. The LM work of one observed character is issued level by level: the distributions of
     all live coverings at once, and the extensions through each byte offset at once (``subchar.lm_cache``), so
     an LM with ``step_many`` / ``logprobs_many`` (``subchar.lm``) runs one forward pass per level.
@@ -126,7 +143,7 @@ class CharAdapter(CharModel):
 
     def __init__(
         self, lm: TokenLM, tokenizer: Any, mode: Mode = "exact", beam: int | None = None, prune: float | None = None,
-        batch: BatchScorer | None = None, *, like: CharAdapter | None = None,
+        batch: BatchScorer | None = None, *, like: CharAdapter | None = None, canonical: bool = False,
     ) -> None:
         if mode not in ("spec", "exact"):
             raise UserError(f"mode must be 'spec' or 'exact', not {mode!r}")
@@ -134,7 +151,11 @@ class CharAdapter(CharModel):
             raise UserError(f"beam must be a positive int or None (no pruning), not {beam!r}")
         if prune is not None and not (isinstance(prune, (int, float)) and 0 <= prune < 1):
             raise UserError(f"prune must be a relative weight in [0, 1) or None (no pruning), not {prune!r}")
+        if not isinstance(canonical, bool) or (canonical and mode != "exact"):
+            raise UserError(f"canonical must be True or False, and True only with mode='exact' (got {canonical!r}, "
+                            f"mode {mode!r})")
         self.lm, self.mode, self.beam, self.prune, self.batch = lm, mode, beam, prune or None, batch
+        self.canonical = canonical
         self.view = view_of(tokenizer)
         if lm.vocab_size < len(self.view.surfaces):
             raise UserError(
@@ -165,6 +186,7 @@ class CharAdapter(CharModel):
         self._seen: dict[str, None] = dict.fromkeys(seen)
         self._root = Covering(0, 1.0, state)
         self._coverings = [self._root]
+        self._log_scale = 0.0  # canonical: log of what the covering weights were divided by since the commit
         self._current: Frontier | None = None  # the frontier of this position, once built
 
     def distribution(self) -> CharDistribution:
@@ -254,7 +276,8 @@ class CharAdapter(CharModel):
 
     def worker(self, lm: TokenLM) -> CharAdapter:
         """A fresh adapter over ``lm`` sharing this one's read-only tables (one per batch-engine worker)."""
-        return CharAdapter(lm, self.view, self.mode, self.beam, self.prune, self.batch, like=self)
+        return CharAdapter(lm, self.view, self.mode, self.beam, self.prune, self.batch, like=self,
+                           canonical=self.canonical)
 
     def resume(self, state: Any, rest: str, seen: str = "") -> None:
         """Continue as right after a commit left the LM in ``state`` with ``rest`` still in the buffer (what
@@ -369,22 +392,58 @@ class CharAdapter(CharModel):
     def _consume(self, char: str) -> bool:
         """Extend the coverings by ``char``; False when none could (then commit and respell from scratch)."""
         data = char.encode("utf-8")
-        coverings = extend_coverings(self._lm, self.index, self.diagnostics, self._coverings, self._bytes, data)
-        spelled = bool(coverings)
-        if not spelled:
+        coverings, spelled = self._extended(char, data)
+        if not coverings:
             self.diagnostics.forced_commits += 1
             if self._buffer:
                 self._commit_all()
-                coverings = extend_coverings(self._lm, self.index, self.diagnostics, self._coverings, b"", data)
+                coverings, _ = self._extended(char, data)
             if not coverings:
                 self._commit(char)
                 return False
         self._buffer += char
         self._bytes += data
+        if self.canonical:  # new coverings are weighed from the commit state: keep what the weights were divided by
+            self._log_scale += math.log(max(c.weight for c in coverings))  # (``prune_coverings`` divides by the top)
         self._coverings, kept = prune_coverings(coverings, len(self._bytes), self.beam, self.prune, self.diagnostics,
                                                 lambda c: covering_reach(c, self._bytes, self.index))
         self._kept_now *= kept
         return spelled
+
+    def _extended(self, char: str, data: bytes) -> tuple[list[Covering], bool]:
+        """The coverings of the buffer + ``char`` (not yet pruned) and whether ``char`` was spelled from the old
+        ones: every spelling in exact mode, one per character offset with ``canonical``."""
+        if not self.canonical:
+            coverings = extend_coverings(self._lm, self.index, self.diagnostics, self._coverings, self._bytes, data)
+            return coverings, bool(coverings)
+        old, index = len(self._bytes), self.index
+        text = self._bytes + data
+        # a surface test: some token from an old covering starts with its rest + char, or ends inside char
+        spelled = any(index.extends(text[c.offset :]) or any(text[c.offset : end] in index.exact
+                                                               for end in range(old + 1, len(text)))
+                      for c in self._coverings)
+        coverings = [c for c in self._coverings if index.extends(text[c.offset :])]
+        end = self._canonical_covering(self._buffer + char, len(text))
+        if end is not None:
+            coverings.append(end)
+        return coverings, spelled
+
+    def _canonical_covering(self, text: str, offset: int) -> Covering | None:
+        """The covering of ``text`` (the buffer's first ``offset`` bytes) by the tokenizer's own encoding, weighted
+        by its probability from the commit state (over the weights' current scale); None when that encoding does
+        not spell ``text`` back or has no probability left."""
+        ids, lossless = self._encoding(text)
+        if not lossless:
+            return None
+        state, logp = self._root.state, 0.0
+        for token in ids:
+            p = self._lm.dist(state).prob(token)
+            if not p > 0:
+                return None
+            logp += math.log(p)
+            state = self._lm.step(state, token)
+        weight = math.exp(logp - self._log_scale)
+        return Covering(offset, weight, state) if weight > 0 else None
 
     # --- commits and LM access -----------------------------------------------------------------------------
     def _commit_all(self) -> None:
@@ -404,6 +463,7 @@ class CharAdapter(CharModel):
         self.diagnostics.committed_tokens += len(ids)
         self._root = Covering(0, 1.0, state)
         self._coverings = [self._root]
+        self._log_scale = 0.0
         self._buffer = self._buffer[len(text) :] if self._buffer.startswith(text) else ""
         self._bytes = self._buffer.encode("utf-8")
         self._current = None

@@ -28,7 +28,9 @@ holds the committed tokens' LM state and respells the rest of the buffer from it
 The answers are the streaming loop's: the same adapter code runs on the same states. Only floating-point
 rounding can differ, where the model's batched forward pass rounds differently from a smaller batch (float32
 networks: ~1e-7 relative; the engine tests run float64 models, where the two engines agree to 1e-12).
-LMs without ``step_many`` (the n-gram) gain nothing from more workers: one chunk per process.
+LMs without ``step_many`` (the n-gram) gain nothing from more workers: one chunk per process. An LM that learns
+from what is committed (``commit``, ``subchar.lm``: ``zoo.online_ngram``) answers according to everything committed
+before, so its window is streamed in order by one adapter (``in_order``).
 
 This module sits above the adapter: ``batch_adapter`` builds a ``CharAdapter`` whose ``batch_scores`` (the hook
 ``eval.evaluate`` calls for ``engine="batch"``) is ``batch_scores`` here.
@@ -58,9 +60,9 @@ Scores = tuple[list[str], list[float] | None]
 
 
 def batch_adapter(lm: TokenLM, tokenizer: Any, mode: Mode = "exact", beam: int | None = None,
-                  prune: float | None = None) -> CharAdapter:
+                  prune: float | None = None, canonical: bool = False) -> CharAdapter:
     """A ``CharAdapter`` for evaluation: ``evaluate(..., engine="batch")`` runs it through this engine."""
-    return CharAdapter(lm, tokenizer, mode=mode, beam=beam, prune=prune, batch=batch_scores)
+    return CharAdapter(lm, tokenizer, mode=mode, beam=beam, prune=prune, batch=batch_scores, canonical=canonical)
 
 
 def batch_scores(adapter: CharAdapter, text: str, bits: bool, progress: Callable[[int], None] | None,
@@ -77,9 +79,11 @@ def score(adapter: Replayer, text: str, bits: bool, workers: int = WORKERS, proc
     passes); ``progress`` hears 0 once the commit states are ready, then how many positions were scored, every
     ``PROGRESS_EVERY`` or so. ``processes`` (default: the usable CPU cores, ``process_count``) share the chunks,
     ``workers`` workers each when the LM is batched."""
+    lm = capabilities_of(adapter.lm)
+    if lm.learns:
+        return in_order(adapter, text, bits, progress)
     most = process_count(processes, len(text))
     segments, ids = plan(adapter, text, most)
-    lm = capabilities_of(adapter.lm)
     count = min(most, len(segments))
     if not lm.batched:
         wanted = count  # more workers gain nothing: one chunk per process
@@ -106,6 +110,18 @@ def score(adapter: Replayer, text: str, bits: bool, workers: int = WORKERS, proc
         worker = adapter.worker(adapter.lm)
         worker.resume(states[segment.ids_before], segment.rest, seen=text[: segment.start])
         replay(worker, text, segment.start, len(text), guesses, probs, check=False, progress=lambda _: None)
+    return guesses, probs, report
+
+
+def in_order(adapter: Replayer, text: str, bits: bool,
+             progress: Callable[[int], None] | None) -> tuple[list[str], list[float] | None, dict[str, Any]]:
+    """``score`` for an LM that learns from what is committed: the window streamed in order by one adapter."""
+    guesses: list[str] = [""] * len(text)
+    probs: list[float] | None = [0.0] * len(text) if bits else None
+    tell = progress or (lambda _: None)
+    tell(0)
+    replay(adapter.worker(adapter.lm), text, 0, len(text), guesses, probs, check=False, progress=tell)
+    report = {"segments": None, "chunks": 1, "processes": 1, "replayed_from_segment": None, "forward_passes": None}
     return guesses, probs, report
 
 

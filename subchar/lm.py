@@ -19,6 +19,10 @@ call on one state (a neural network's forward pass), or that have the probabilit
   stepped as one of the coverings, the adapter takes that covering's state as the new commit point and settles it
   (a Transformer copies the branch's keys and values into its trunk), and the answers it remembers for the old
   object hold for the new one;
+- ``commit(state, tokens) -> state``: the state after ``tokens``, which are now committed text: an LM that learns
+  while it is evaluated (``zoo.online_ngram``) counts them, and the state it returns is of its new version (its
+  earlier states are stale from then on). The adapter calls it on every commit instead of stepping, and the batch
+  engine replays the window in order, as one chunk (what the LM answers depends on everything committed before);
 - ``batch_chunk_chars: int``: the batch engine (``subchar.batch_engine``) cuts the window into chunks of about
   this many characters, which its workers take in order, so the branches of one ``step_many`` lie close together
   (a Transformer's then read one shared window of its trunk). Without it, one chunk per worker.
@@ -90,6 +94,10 @@ class BatchedTokenLM(TokenLM, Protocol):
         """``state`` as it is best kept once it is committed text (the same state: the same answers)."""
         ...
 
+    def commit(self, state: State, tokens: Sequence[int]) -> State:
+        """The state after ``tokens``, now committed text the LM may learn from (its earlier states go stale)."""
+        ...
+
     batch_chunk_chars: int | None
 
 
@@ -97,7 +105,8 @@ class LMCapabilities:
     """One ``TokenLM`` with its optional methods (``BatchedTokenLM``) read once: itself a ``TokenLM`` that offers
     every batched method (answered per state where the LM has no batched form), and says which ones are the LM's
     own: ``batched`` (``step_many``: one call on many states costs about one call on one), ``probs_many`` (None when
-    the LM has no probabilities at hand), ``settles`` and ``chunk_chars`` (``batch_chunk_chars``, or None).
+    the LM has no probabilities at hand), ``settles``, ``learns`` (``commit``) and ``chunk_chars`` (``batch_chunk_chars``,
+    or None).
 
     ``capabilities_of`` reads them from an LM; a wrapper that forwards to another LM (the batch engine's cohort)
     names them itself, through the keyword arguments."""
@@ -108,11 +117,13 @@ class LMCapabilities:
         step_many: Callable[[Sequence[State], Sequence[int]], Any] | None = None,
         logprobs_many: Callable[[Sequence[State]], Any] | None = None,
         states_along: Callable[[State, Sequence[int], Sequence[int]], Any] | None = None,
+        commit: Callable[[State, Sequence[int]], State] | None = None,
     ) -> None:
         self.lm, self.vocab_size = lm, lm.vocab_size
         self.batched, self.probs_many, self.settles, self.chunk_chars = batched, probs_many, settle is not None, chunk_chars
         self._settle, self._step_many, self._logprobs_many, self._states_along = (
             settle, step_many, logprobs_many, states_along)
+        self.learns, self._commit = commit is not None, commit
 
     def start(self) -> State:
         return self.lm.start()
@@ -156,6 +167,10 @@ class LMCapabilities:
         """The LM's ``settle``, else ``state`` itself."""
         return state if self._settle is None else self._settle(state)
 
+    def commit(self, state: State, tokens: Sequence[int]) -> State:
+        """The LM's ``commit`` (only for an LM that ``learns``)."""
+        return self._commit(state, tokens)  # type: ignore[misc]
+
 
 def capabilities_of(lm: TokenLM) -> LMCapabilities:
     """``lm``'s optional methods, read once (``lm`` itself when it already is an ``LMCapabilities``)."""
@@ -166,7 +181,7 @@ def capabilities_of(lm: TokenLM) -> LMCapabilities:
         lm, batched=step_many is not None, probs_many=getattr(lm, "probs_many", None),
         settle=getattr(lm, "settle", None), chunk_chars=getattr(lm, "batch_chunk_chars", None) or None,
         step_many=step_many, logprobs_many=getattr(lm, "logprobs_many", None),
-        states_along=getattr(lm, "states_along", None),
+        states_along=getattr(lm, "states_along", None), commit=getattr(lm, "commit", None),
     )
 
 

@@ -203,7 +203,11 @@ class LMAnswers:
         one of the coverings) it is the state reached, ``settle``d by the LM when it can (a Transformer moves the
         branch's keys and values into its shared trunk) and remembered as that same state, so respelling the buffer
         after the commit finds its steps remembered too. Else one ``states_along`` call when the LM has it (a model
-        runs them as one teacher-forced pass), else steps."""
+        runs them as one teacher-forced pass), else steps. An LM that learns (``commit``, ``subchar.lm``) is told
+        the tokens instead: its answers change with them, so no remembered step applies."""
+        if self.lm.learns:
+            self.diagnostics.lm_step_calls += len(tokens)
+            return self.lm.commit(state, tokens)
         reached = state
         for token in tokens:
             reached = self._remembered(reached, token)

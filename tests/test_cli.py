@@ -15,7 +15,7 @@ import pytest
 
 import lab.checkpoint_runs
 from lab.cli import build_parser, main
-from lab.commands.common import FAMILY_CHOICES, MODE_HELP, MODEL_CHOICES
+from lab.commands.common import FAMILY_CHOICES, MODE_HELP, MODEL_CHOICES, TRAIN_MODEL_CHOICES
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "zoo", "subchar", "tokenizers_local", "tokenizers", "sentencepiece", "tiktoken", "matplotlib",
@@ -47,9 +47,11 @@ def test_scoring_a_checkpoint_does_not_load_the_compiler():
 
 def test_choices_are_the_libraries_own():
     from tokenizers_local import FAMILIES
+    from zoo.kinds import grid_names
     from zoo.train import model_names
 
-    assert MODEL_CHOICES == tuple(model_names()) and FAMILY_CHOICES == tuple(FAMILIES)
+    assert MODEL_CHOICES == tuple(grid_names()) and FAMILY_CHOICES == tuple(FAMILIES)
+    assert TRAIN_MODEL_CHOICES == tuple(model_names())
 
 
 def subcommand_parsers(parser: argparse.ArgumentParser, prefix: str = ""):

@@ -17,7 +17,7 @@ import pytest
 import lab.cli
 from eval.errors import UserError
 from lab.cli import main
-from lab.commands.common import MODEL_CHOICES
+from lab.commands.common import TRAIN_MODEL_CHOICES
 
 ROOT = Path(__file__).resolve().parents[1]
 VALUES = ("nan", "inf", "-1", "0", "abc")
@@ -29,6 +29,7 @@ ZERO_ACCEPTED = {
     "--seed": "0 is the default seed",
     "harness --chars": "0 scores the whole valid split, as run_eval.py's --max-test-chars 0",
     "harness --acc-min": "0 turns the accuracy gate off",
+    "--char-weight": "0 leaves ngram+char-kn the token n-gram alone",
 }
 # Placeholders for required arguments that take more than any text.
 REQUIRED = {"tokenizers": "bytebpe:512"}
@@ -131,7 +132,7 @@ def test_the_walk_reaches_every_command_with_numbers():
             ("tokenizer train", "--vocab-size")} <= flags
     for command, parser in leaf_parsers(lab.cli.build_parser()):
         lab.cli.build_parser().parse_args([*command.split(), *required_argv(parser)])
-    assert {model for model, _, _ in model_settings()} == set(MODEL_CHOICES)
+    assert {model for model, _, _ in model_settings()} == set(TRAIN_MODEL_CHOICES)
 
 
 def test_no_flag_takes_a_bare_int_or_float():

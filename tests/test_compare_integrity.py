@@ -34,12 +34,14 @@ def run_grid(tmp_path: Path, **options):
 OTHER_VALUES = {
     "budget_s": 1.0, "mode": "spec", "beam": None, "eval_chars": 5, "test_chars": 7, "train_chars": 1000,
     "char_order": 3, "device": "cpu", "engine": "stream", "prune": 1e-4, "seed": 1,
-    "overrides": {"ngram": {"order": 2}}, "progress": True, "repeat": 1, "ids_cache": "/elsewhere",
+    "overrides": {"ngram": {"order": 2}}, "progress": True, "repeat": 1, "ids_cache": "/elsewhere", "adapt": False,
+    "char_weight": 0.3,
 }
 NEVER_IN_IDENTITY = {
     "progress": "it changes only what is printed",
     "ids_cache": "where encoded ids are cached: the ids are the same wherever they are kept",
 }
+MIXTURE_ONLY = {"char_weight": "only the mixture ngram+char-kn reads it (tests/test_mixture_cell.py)"}
 
 
 def test_identity_covers_what_changes_a_result():
@@ -52,7 +54,12 @@ def test_identity_covers_what_changes_a_result():
         changed = replace(OPTIONS, **{name: OTHER_VALUES[name]})
         assert getattr(changed, name) != getattr(OPTIONS, name), name
         same = identity_key(cell_identity(cell, changed, "abc")) == base
-        assert same == (name in NEVER_IN_IDENTITY), f"{name} {'leaves' if same else 'changes'} the identity"
+        expected = name in NEVER_IN_IDENTITY or name in MIXTURE_ONLY
+        assert same == expected, f"{name} {'leaves' if same else 'changes'} the identity"
+    mixture = Cell("ngram+char-kn", "bytebpe", 300)
+    for name in MIXTURE_ONLY:
+        assert identity_key(cell_identity(mixture, replace(OPTIONS, **{name: OTHER_VALUES[name]}), "abc")) != \
+            identity_key(cell_identity(mixture, OPTIONS, "abc")), name
     # another model's overrides do not touch this cell
     assert identity_key(cell_identity(cell, replace(OPTIONS, overrides={"transformer": {"n_layer": 2}}), "abc")) == base
     assert identity_key(cell_identity(cell, OPTIONS, "other train text")) != base
@@ -181,4 +188,4 @@ def test_quickstart_rerun_in_the_same_folder_says_it_reused_the_runs(tmp_path, c
     assert main(argv) == 0
     capsys.readouterr()
     assert main(argv) == 0
-    assert "reused 3 finished run(s) with these exact settings" in capsys.readouterr().out
+    assert "reused 5 finished run(s) with these exact settings" in capsys.readouterr().out  # char-kn, 2 x 2

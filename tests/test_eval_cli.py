@@ -75,18 +75,19 @@ def test_each_record_is_named_by_the_settings_that_change_it(trained, tmp_path):
     assert main(["train", "--model", "ngram", "--tokenizer", str(trained / "tok"), "--train-file",
                  str(trained / "train.txt"), "--data-dir", str(trained / "data"), "--out", str(run)]) == 0
     settings = [[], ["--engine", "stream"], ["--chars", "100"], ["--beam", "4"], ["--prune", "1e-4"], ["--no-bits"],
-                ["--mode", "spec"], ["--split", "test"], []]
+                ["--mode", "spec"], ["--split", "test"], ["--no-adapt"], []]
     for extra in settings:
         assert main(["eval", str(run), "--chars", "150", *extra]) == 0
-    assert sorted(path.name for path in run.glob("eval_*.json")) == sorted([
+    assert sorted(path.name for path in run.glob("eval_*.json")) == sorted([  # the n-gram learns as it is scored
+        "eval_valid_exact_beam8_150chars_batch_cpu_adapt.json",
+        "eval_valid_exact_beam8_150chars_stream_cpu_adapt.json",
+        "eval_valid_exact_beam8_100chars_batch_cpu_adapt.json",
+        "eval_valid_exact_beam4_150chars_batch_cpu_adapt.json",
+        "eval_valid_exact_beam8_prune0.0001_150chars_batch_cpu_adapt.json",
+        "eval_valid_exact_beam8_150chars_batch_cpu_adapt_nobits.json",
+        "eval_valid_spec_beam8_150chars_batch_cpu_adapt.json",
+        "eval_test_exact_beam8_150chars_batch_cpu_adapt.json",
         "eval_valid_exact_beam8_150chars_batch_cpu.json",
-        "eval_valid_exact_beam8_150chars_stream_cpu.json",
-        "eval_valid_exact_beam8_100chars_batch_cpu.json",
-        "eval_valid_exact_beam4_150chars_batch_cpu.json",
-        "eval_valid_exact_beam8_prune0.0001_150chars_batch_cpu.json",
-        "eval_valid_exact_beam8_150chars_batch_cpu_nobits.json",
-        "eval_valid_spec_beam8_150chars_batch_cpu.json",
-        "eval_test_exact_beam8_150chars_batch_cpu.json",
     ])
-    chars = json.loads((run / "eval_valid_exact_beam8_100chars_batch_cpu.json").read_text())["val_chars"]
+    chars = json.loads((run / "eval_valid_exact_beam8_100chars_batch_cpu_adapt.json").read_text())["val_chars"]
     assert chars == 100

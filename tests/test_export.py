@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import json
 import math
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -99,7 +100,8 @@ WIKITEXT_STUB = textwrap.dedent('''
 
 @pytest.fixture(scope="module")
 def ngram_run(tmp_path_factory):
-    """A finished pipeline cell: bytebpe 300 + n-gram, exact mode with beam 4, scored on 400 val chars."""
+    """A finished pipeline cell: bytebpe 300 + n-gram, exact mode with beam 4, scored on 400 val chars while the
+    n-gram learned from them (CellOptions.adapt, on by default)."""
     folder = tmp_path_factory.mktemp("ngram")
     data, train_file = write_data(folder)
     record = run_cell(Cell("ngram", "bytebpe", 300), OPTIONS, folder / "run", str(data), str(train_file))
@@ -134,10 +136,11 @@ def run_in_harness(submission: Path, train_text: str, valid: str, folder: Path) 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def checkpoint_scores(checkpoint_dir: Path, valid: str, mode: str, beam: int) -> dict:
-    """What the run's own checkpoint answers on ``valid``, read as the HARNESS script reads a submission."""
+def checkpoint_scores(checkpoint_dir: Path, valid: str, mode: str, beam: int, adapt: bool = False) -> dict:
+    """What the run's own checkpoint answers on ``valid``, read as the HARNESS script reads a submission
+    (``adapt``: the n-gram learning what the adapter commits, as the run's did)."""
     checkpoint = load_checkpoint(checkpoint_dir)
-    model = CharAdapter(checkpoint.token_lm(), checkpoint.tokenizer, mode=mode, beam=beam)
+    model = CharAdapter(checkpoint.token_lm(adapt=adapt), checkpoint.tokenizer, mode=mode, beam=beam)
     model.reset()
     guesses, bit_total = [], 0.0
     for char in valid:
@@ -151,19 +154,46 @@ def checkpoint_scores(checkpoint_dir: Path, valid: str, mode: str, beam: int) ->
 
 
 def test_ngram_export_reproduces_the_run_under_the_harness(ngram_run, tmp_path):
-    """Counting is deterministic: the file's accuracy, bits/char and every prediction equal the run's exactly."""
+    """Counting is deterministic: the file's accuracy, bits/char and every prediction equal the run's exactly,
+    its model learning from the scored text as the run's did (the run's batch engine against the harness's loop)."""
     folder, record, train_text, valid = ngram_run
+    assert record["extra"]["adapt"] is True
     path = export.export_run(folder / "run", tmp_path / "out", author="@subchar")
     assert path == tmp_path / "out" / "submission.py"
     source = path.read_text(encoding="utf-8")
     assert export.unguarded_imports(source) == [] and "count_ngram_chunked(ids" in source
+    assert "ADAPT = True\n" in source and "class OnlineKneserNey" in source
     assert "__author__ = '@subchar'" in source and "bytebpe300-ngram" in source and "PROXY" in source
     assert f"val char accuracy {record['val_char_accuracy']:.4f}" in " ".join(source.split())
 
     result = run_in_harness(path, train_text, valid, tmp_path)
     assert (result["accuracy"], result["bits_per_char"]) == (record["val_char_accuracy"], record["bits_per_char"])
-    assert result == checkpoint_scores(folder / "run" / "checkpoint", valid, "exact", 4)
+    assert result == checkpoint_scores(folder / "run" / "checkpoint", valid, "exact", 4, adapt=True)
     assert 0.3 < result["accuracy"] < 0.9  # a fixture that leaves room for a wrong model to show
+
+
+def test_an_ngram_export_without_adaptation_is_the_static_model(ngram_run, tmp_path):
+    """``--no-adapt`` overrides the run's setting: the file then answers as the train counts alone do, which here
+    differs from the adapting run (so the flag is what made the difference)."""
+    folder, record, train_text, valid = ngram_run
+    path = export.export_run(folder / "run", tmp_path / "out", adapt=False)
+    source = path.read_text(encoding="utf-8")
+    assert "ADAPT = False\n" in source and "does not learn while it is scored" in " ".join(source.split())
+    result = run_in_harness(path, train_text, valid, tmp_path)
+    assert result == checkpoint_scores(folder / "run" / "checkpoint", valid, "exact", 4, adapt=False)
+    assert result["bits_per_char"] != record["bits_per_char"]
+
+
+def test_a_run_from_before_adaptation_exports_without_it(ngram_run, tmp_path):
+    """A cell.json without ``adapt`` is of a run that never adapted: its export does not either."""
+    folder, *_ = ngram_run
+    old = tmp_path / "old"
+    shutil.copytree(folder / "run", old)
+    cell = json.loads((old / "cell.json").read_text(encoding="utf-8"))
+    del cell["options"]["adapt"]
+    (old / "cell.json").write_text(json.dumps(cell), encoding="utf-8")
+    assert export.read_run(old).adapt is False and export.read_run(folder / "run").adapt is True
+    assert export.read_run(old, adapt=True).adapt is True
 
 
 def test_ngram_export_runs_under_subchar_evaluate(ngram_run, tmp_path):
@@ -209,6 +239,9 @@ def test_cli_export_and_overrides(ngram_run, tmp_path, capsys):
     assert "submission.py" in capsys.readouterr().out
     source = (tmp_path / "submission.py").read_text(encoding="utf-8")
     assert "MODE = 'spec'\n" in source and "BEAM = None\n" in source and "ORDER = 5\n" in source
+    assert "ADAPT = True\n" in source  # the run's
+    assert main(["export", str(folder / "run"), "--out", str(tmp_path), "--no-adapt"]) == 0
+    assert "ADAPT = False\n" in (tmp_path / "submission.py").read_text(encoding="utf-8")
 
 
 def test_transformer_export_replays_the_training(tmp_path, monkeypatch):
@@ -380,7 +413,7 @@ def test_import_and_name_checks():
 
 
 @pytest.mark.parametrize("template", ["register", "base_class", "run", "tokenizer", "standins", "ngram_entry",
-                                      "neural_entry"])
+                                      "neural_entry", "mixture_entry"])
 def test_templates_are_real_modules_that_lint_clean(template):
     module = importlib.import_module(f"lab.export.templates.{template}")
     source = Path(module.__file__).read_text(encoding="utf-8")

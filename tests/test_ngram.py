@@ -25,21 +25,25 @@ def reference_discounts(counts: list[int]) -> tuple[float, float, float]:
 
 
 class BruteForceKN:
-    """Dictionaries of tuples, one formula per line (Chen & Goodman, interpolated, modified discounts)."""
+    """Dictionaries of tuples, one formula per line (Chen & Goodman, interpolated, modified discounts).
 
-    def __init__(self, tokens: list[int], order: int, vocab_size: int):
+    ``sequences``: token lists no n-gram spans (one text, or train text and an evaluated stream); ``discounts``:
+    each order's (D1, D2, D3+), else estimated from the counts."""
+
+    def __init__(self, sequences: list[list[int]], order: int, vocab_size: int, discounts: list | None = None):
         self.order, self.vocab_size = order, vocab_size
         self.counts: list[dict[tuple, int]] = []
         for k in range(1, order + 1):
-            grams = [tuple(tokens[i : i + k]) for i in range(len(tokens) - k + 1)]
+            grams = [tuple(seq[i : i + k]) for seq in sequences for i in range(len(seq) - k + 1)]
             if k == order:
                 self.counts.append(dict(Counter(grams)))
             else:
                 left = defaultdict(set)
-                for i in range(1, len(tokens) - k + 1):
-                    left[tuple(tokens[i : i + k])].add(tokens[i - 1])
+                for seq in sequences:
+                    for i in range(1, len(seq) - k + 1):
+                        left[tuple(seq[i : i + k])].add(seq[i - 1])
                 self.counts.append({g: len(left[g]) for g in set(grams)})
-        self.discounts = [reference_discounts([c for c in table.values() if c > 0]) for table in self.counts]
+        self.discounts = discounts or [reference_discounts([c for c in table.values() if c > 0]) for table in self.counts]
 
     def prob(self, history: tuple, word: int) -> float:
         history = history[len(history) - min(len(history), self.order - 1) :]
@@ -74,7 +78,7 @@ def test_matches_brute_force_reference(order, vocab_size, length, seed):
     # skewed draws so counts of 1..4 all occur; the top id never occurs (an out-of-train token)
     tokens = rng.choice(vocab_size - 1, size=length, p=np.linspace(2, 1, vocab_size - 1) / np.linspace(2, 1, vocab_size - 1).sum())
     lm = KneserNeyLM.fit(tokens, vocab_size, order)
-    ref = BruteForceKN(tokens.tolist(), order, vocab_size)
+    ref = BruteForceKN([tokens.tolist()], order, vocab_size)
     histories = [()] + [tuple(tokens[i : i + n]) for n in range(1, order) for i in range(0, 30, 7)]
     histories += [tuple(h) for h in itertools.product(range(vocab_size), repeat=min(order - 1, 2))][:20]
     for history in histories:
@@ -90,7 +94,7 @@ def test_discounts_follow_count_of_counts():
     rng = np.random.default_rng(5)
     tokens = rng.choice(8, size=3000, p=np.arange(8, 0, -1) / 36)
     lm = KneserNeyLM.fit(tokens, 8, 3)
-    ref = BruteForceKN(tokens.tolist(), 3, 8)
+    ref = BruteForceKN([tokens.tolist()], 3, 8)
     for table, expected in zip(lm.tables, ref.discounts):
         assert tuple(table.discounts[1:]) == pytest.approx(expected, rel=1e-12)
     assert ref.discounts[2] != (0.5, 1.0, 1.5)  # the real estimates were exercised, not the fallback
@@ -157,7 +161,7 @@ def test_canonical_states_give_the_probabilities_of_the_full_history():
     rng = np.random.default_rng(11)
     tokens = rng.integers(0, 6, size=500)
     lm = KneserNeyLM.fit(tokens, vocab_size=8, order=5)
-    ref = BruteForceKN(tokens.tolist(), 5, 8)
+    ref = BruteForceKN([tokens.tolist()], 5, 8)
     shortened = 0
     for _ in range(20):
         state, history = lm.start(), ()

@@ -15,7 +15,7 @@ from eval.evaluate import evaluate
 from eval.energy import EnergyMeter
 from lab.cell import CHAR_BASELINE, Cell, CellOptions, train_cell
 from zoo import char_baseline
-from zoo.char_baseline import CharKneserNey, CharVocabulary, packed_chars
+from zoo.char_baseline import CharKneserNey, CharVocabulary
 from zoo.ngram import KneserNeyLM
 
 TRAIN = SplitText("the cat sat on the mat.\nthe dog sat on the log.\n" * 30 + "a fat cat ran.\n" * 10, "train", "fixture")
@@ -88,13 +88,17 @@ def reference_model(text: str, order: int) -> KneserNeyLM:
     return KneserNeyLM.fit(np.array([chars.index(c) for c in text]), vocab_size=len(chars) + 1, order=order)
 
 
-@pytest.mark.parametrize("order", [1, 3, 6, 13])  # 13: no room in the packing for the alphabet, so one shot
-def test_chunked_counts_give_the_one_shot_model(order, monkeypatch):
+RARE = "".join(map(chr, range(0x100, 0x100 + 300)))  # an alphabet of 300 more characters
+
+
+@pytest.mark.parametrize("order, alphabet", [(1, ""), (3, ""), (6, ""), (13, ""), (11, RARE)])
+def test_chunked_counts_give_the_one_shot_model(order, alphabet, monkeypatch):
+    """Orders 13 (with ~30 characters) and 11 (with ~330) do not pack into one int64: built order by order."""
     monkeypatch.setattr(char_baseline, "CHUNK_CHARS", 97)  # several code point chunks
-    text = TRAIN.text + "Ünïcode 日本 €\n"
+    text = TRAIN.text + "Ünïcode 日本 €\n" + alphabet + TRAIN.text[:200] + alphabet[::-1]
     model, reference = CharKneserNey.fit(SplitText(text, "train", "fixture"), order=order), reference_model(text, order)
     assert model.chars == "".join(sorted(set(text)))
-    for context in ["", "the c", "日本 ", "zzz€", "a fat cat ran.\nthe"]:
+    for context in ["", "the c", "日本 ", "zzz€", "a fat cat ran.\nthe", alphabet[:12], alphabet[::-1][:12]]:
         model.reset()
         state = reference.start()
         for char in context:
@@ -104,14 +108,11 @@ def test_chunked_counts_give_the_one_shot_model(order, monkeypatch):
         assert np.array_equal(model.lm.probs(model.state), reference.probs(state))
 
 
-def test_a_large_alphabet_keeps_its_most_frequent_chars_and_folds_the_rest():
+def test_the_vocabulary_is_every_character_by_code_point():
     text = "aaaa" + "bbb" + "dd" + "cc" + "e" + "€"
-    vocabulary = CharVocabulary.learn(text, max_chars=3)
-    assert vocabulary.chars == "abc"  # c and d tie at 2: the lower code point stays
-    assert (vocabulary.folded_chars, vocabulary.folded_occurrences) == (3, 4)
-    assert vocabulary.encode("abcde€x").tolist() == [0, 1, 2, 3, 3, 3, 3]
-    assert CharVocabulary.learn(text).chars == "abcde€" and CharVocabulary.learn(text).folded_chars == 0
-    assert packed_chars(6) == 1023 and packed_chars(8) == 127
+    vocabulary = CharVocabulary.learn(text)
+    assert vocabulary.chars == "abcde€" and vocabulary.facts() == {"chars": 6}
+    assert vocabulary.encode("abcde€x").tolist() == [0, 1, 2, 3, 4, 5, 6]
     assert CharVocabulary.learn("ab").dtype == np.uint8
     assert CharVocabulary.learn("".join(map(chr, range(32, 32 + 300)))).dtype == np.uint16
     with pytest.raises(UserError, match="empty"):
@@ -126,7 +127,7 @@ def test_the_cell_counts_the_model_that_fit_does(tmp_path):
     meter = EnergyMeter(gpu=False, cpu=False)
     model, facts = train_cell(Cell(CHAR_BASELINE), options, train, tmp_path / "run", meter)
     reference = CharKneserNey.fit(train, order=4)
-    assert model.chars == reference.chars and facts["model"]["vocabulary"]["folded_chars"] == 0
+    assert model.chars == reference.chars and facts["model"]["vocabulary"] == {"chars": len(reference.chars)}
     assert facts["data"]["ids_tokens"] == len(train.text) and facts["data"]["encoder"] == "char"
     assert set(meter.report.phases) == {"probe", "tokenizer", "tokenize", "train"}
     for context in ["", "the d", "a fat"]:
@@ -137,3 +138,18 @@ def test_the_cell_counts_the_model_that_fit_does(tmp_path):
         assert np.array_equal(model.lm.probs(model.state), reference.lm.probs(reference.state))
     again, facts = train_cell(Cell(CHAR_BASELINE), options, train, tmp_path / "run", EnergyMeter(gpu=False, cpu=False))
     assert facts["data"]["ids_cache_hit"]
+
+
+def test_the_cell_keeps_every_character_at_order_11(tmp_path):
+    """300 distinct characters do not pack 11 at a time into one int64 (at most 31 did), yet the cell keeps each
+    one and counts the tables that fit() counts."""
+    train = SplitText(TRAIN.text * 2 + RARE + TRAIN.text + RARE[::-1], "train", "fixture", proxy=True)
+    options = CellOptions(budget_s=60.0, char_order=11, progress=False, device="cpu")
+    model, facts = train_cell(Cell(CHAR_BASELINE), options, train, tmp_path / "run", EnergyMeter(gpu=False, cpu=False))
+    reference = CharKneserNey.fit(train, order=11)
+    assert model.chars == reference.chars == "".join(sorted(set(train.text)))
+    assert facts["model"]["vocabulary"] == {"chars": len(set(train.text))}
+    assert facts["model"]["train"]["ngrams"] == sum(len(table.keys) for table in reference.lm.tables)
+    model.reset()
+    reference.reset()
+    assert model.distribution() == reference.distribution()

@@ -107,7 +107,28 @@ def test_count_rate_probe_removes_fixed_costs_and_corrects_for_the_sort():
     assert rate(1000, 0.6, 1.0, expected_tokens=10**6) == pytest.approx(1250.0 / 2.0)  # log(1e6) / log(1e3)
     assert rate(1000, 0.1, 1.0, expected_tokens=1000) == pytest.approx(1000.0)  # never below the whole probe's
     assert rate(1000, 1.0, 1.0, expected_tokens=1000) == pytest.approx(8000.0)  # noise: capped at 8 times it
-    assert 0 < cell_phases.count_rate_for(np.arange(2000) % 50, 3, 50, expected_tokens=10**6) < float("inf")
+    count_rate, (tokens, rows, exponent) = cell_phases.count_probe(np.arange(2000) % 50, 3, 50, expected_tokens=10**6)
+    assert 0 < count_rate < float("inf")
+    # a period-50 sequence: 50 distinct k-grams per order, whether 1000 or 2000 tokens are counted
+    assert (tokens, rows, exponent) == (2000.0, 150.0, 0.0)
+
+
+def test_the_prefix_is_cut_where_the_tables_fit_memory():
+    from lab.phase_plan import MAX_TABLE_ROWS, chars_that_fit_memory
+
+    fast = dict(probe_s=1.0, tokenizer_chars_per_s=1e9, encode_chars_per_s=1e9, encode_threads=1, chars_per_token=4.0,
+                count_tokens_per_s=1e9)
+    # 1M probe tokens made MAX/100 rows growing linearly: 100x the tokens fit, 4 chars each
+    linear = Throughputs(**fast, table_rows=(1e6, MAX_TABLE_ROWS / 100, 1.0))
+    assert chars_that_fit_memory(linear) == pytest.approx(4e8, rel=1e-9)
+    plan = plan_phases(300.0, 10**10, linear, neural=False)
+    assert plan.memory_chars == pytest.approx(4e8, rel=1e-9) and plan.encode_chars <= plan.memory_chars
+    # rows growing as the square root: 100x the rows allow 10,000x the tokens
+    root = Throughputs(**fast, table_rows=(1e6, MAX_TABLE_ROWS / 100, 0.5))
+    assert chars_that_fit_memory(root) == pytest.approx(4e10, rel=1e-9)
+    assert plan_phases(300.0, 10**8, root, neural=False).encode_chars == 10**8  # all of a smaller text fits
+    assert chars_that_fit_memory(Throughputs(**fast)) is None  # no probe of the tables: no memory cap
+    assert plan_phases(300.0, 10**10, linear, neural=True).memory_chars is None  # a network has no tables
 
 
 def test_only_a_neural_model_leaves_the_margin():

@@ -140,7 +140,7 @@ def test_a_checkpoint_with_its_records(folders):
     assert view["settings"]["tokenizer"] == {"family": "bytebpe", "vocab_size": 300}
     assert view["scores"] == {scored_file.stem: {
         "split": "valid", "mode": "exact", "beam": 2, "char_accuracy": scored["val_char_accuracy"], "chars": 200,
-        "bits_per_char": scored["bits_per_char"], "date_utc": scored["date_utc"]}}
+        "bits_per_char": scored["bits_per_char"], "adapt": True, "date_utc": scored["date_utc"]}}
     assert view["energy"]["total_energy_J"] == trained["total_energy_J"] and set(view["energy"]["phases"]) == {
         "tokenize", "train"}
     assert view["provenance"]["train_sha256"] == load_split("train", train_file=train_file).digest()

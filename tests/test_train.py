@@ -77,7 +77,7 @@ def test_ngram_training_is_counting():
     assert isinstance(result.model, KneserNeyLM) and result.model.order == 3
     assert result.config == {"vocab_size": 24, "order": 3}
     assert result.tokens_seen == len(ids) and result.stop_reason == "counted"
-    reference = BruteForceKN(ids.tolist(), 3, 24)
+    reference = BruteForceKN([ids.tolist()], 3, 24)
     for history in [(0, 1), (11, 0), (5, 20), ()]:
         state = result.model.start()
         for token in history:

@@ -112,7 +112,8 @@ def test_eval_completes_the_record(workspace):
                  "--mode", "spec", "--json", str(workspace / "test.json")]) == 0
     test_record = json.loads((workspace / "test.json").read_text())
     assert test_record["val_char_accuracy"] is None and test_record["val_chars"] == 0
-    assert test_record["extra"]["test_chars"] == 100 and test_record["extra"]["test_char_accuracy"] == 0.87
+    # 0.87 from the train counts alone (--no-adapt); the n-gram also learns from the text it is scored on
+    assert test_record["extra"]["test_chars"] == 100 and test_record["extra"]["test_char_accuracy"] == 0.88
 
 
 def test_eval_falls_back_to_the_data_dir_the_checkpoint_was_trained_with(workspace, monkeypatch):

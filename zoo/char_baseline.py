@@ -5,11 +5,10 @@ The same counting model as :mod:`zoo.ngram`, with Unicode characters as tokens, 
 character and the counter's bounded tables, never an int64 copy of the text.
 
 Every character of the vocabulary's text gets an id, sorted by code point, and one extra id stands for "any other
-character", so unseen characters in the stream still move the context along. The counter packs an n-gram into
-one int64, so an order leaves room for ``packed_chars(order)`` characters (1,023 at order 6); past that it counts
-in one shot, in memory that grows with the text. So a cell, which must stay bounded on the 540 MB split, keeps
-the most frequent ``packed_chars(order)`` characters and folds the rest into the extra id (its record says how
-many); :meth:`CharKneserNey.fit`, for texts held in memory, keeps them all.
+character", so unseen characters in the stream still move the context along. The counter counts any order over
+any alphabet in bounded memory (orders whose n-grams do not pack into one int64 are built from the order below,
+see :mod:`zoo.ngram_count`), so a cell on the 540 MB split keeps every character of the text it learns from, as
+:meth:`CharKneserNey.fit` does.
 """
 
 from __future__ import annotations
@@ -25,10 +24,12 @@ from eval.data import SplitText, require_train
 from eval.errors import UserError
 from eval.progress import phase
 from zoo.ngram import KneserNeyLM
-from zoo.ngram_count import count_tables_chunked, max_packed_vocab
+from zoo.ngram_count import count_tables_chunked
+from zoo.online_ngram import OnlineKneserNey
 
 CODE_POINTS = 0x110000
 CHUNK_CHARS = 1 << 24  # characters turned into code points at a time (64 MB of UTF-32)
+DEFAULT_ORDER = 10  # chosen on held-out train text: scripts/select_on_heldout.py, the README's selection table
 
 
 def code_points(text: str) -> np.ndarray:
@@ -44,31 +45,18 @@ def code_point_counts(text: str) -> np.ndarray:
     return counts
 
 
-def packed_chars(order: int) -> int:
-    """How many characters (besides the extra id) the chunked counter can pack ``order`` at a time."""
-    return min(CODE_POINTS, max_packed_vocab(order) - 1)
-
-
 @dataclass(frozen=True)
 class CharVocabulary:
     """The characters with an id of their own (``chars[i]`` has id i); id ``len(chars)`` is every other one."""
 
     chars: str
-    folded_chars: int = 0  # characters of the learning text that share the extra id, as the packing has no room
-    folded_occurrences: int = 0
 
     @classmethod
-    def learn(cls, text: str, max_chars: int | None = None) -> CharVocabulary:
-        """The characters of ``text``; past ``max_chars``, the most frequent (ties to the lower code point)."""
+    def learn(cls, text: str) -> CharVocabulary:
+        """Every character of ``text``, sorted by code point."""
         if not text:
             raise UserError("the char baseline's train text is empty; check --train-chars / --train-file")
-        counts = code_point_counts(text)
-        seen = np.flatnonzero(counts)
-        kept = seen
-        if max_chars is not None and len(seen) > max_chars:
-            kept = np.sort(seen[np.argsort(-counts[seen], kind="stable")[:max_chars]])
-        folded = int(counts.sum() - counts[kept].sum())
-        return cls("".join(map(chr, kept.tolist())), len(seen) - len(kept), folded)
+        return cls("".join(map(chr, np.flatnonzero(code_point_counts(text)).tolist())))
 
     @property
     def unknown_id(self) -> int:
@@ -97,17 +85,18 @@ class CharVocabulary:
         return hashlib.sha256(b"char\0" + self.chars.encode("utf-8")).hexdigest()
 
     def facts(self) -> dict[str, int]:
-        return {"chars": len(self.chars), "folded_chars": self.folded_chars,
-                "folded_occurrences": self.folded_occurrences}
+        return {"chars": len(self.chars)}
 
 
 class CharKneserNey(CharModel):
-    """Greedy char model: predict() = most probable known character, ties to the lowest code point."""
+    """Greedy char model: predict() = most probable known character, ties to the lowest code point. ``adapt``: also
+    count the characters observed (``zoo.online_ngram``); ``counts`` is the train counts either way."""
 
-    def __init__(self, lm: KneserNeyLM, chars: str) -> None:
+    def __init__(self, lm: KneserNeyLM, chars: str, adapt: bool = False) -> None:
         if lm.vocab_size != len(chars) + 1:
             raise ValueError(f"model has {lm.vocab_size} ids for {len(chars)} chars + 1 unknown slot")
-        self.lm = lm
+        self.counts, self.adapt = lm, adapt
+        self.lm: KneserNeyLM | OnlineKneserNey = OnlineKneserNey(lm) if adapt else lm
         self.chars = chars
         self.char_ids = {char: i for i, char in enumerate(chars)}
         self.unknown_id = len(chars)
@@ -115,21 +104,23 @@ class CharKneserNey(CharModel):
 
     @classmethod
     def count(cls, ids: np.ndarray, vocabulary: CharVocabulary, order: int, device: str = "cpu",
-              progress: bool = False) -> CharKneserNey:
-        """Count ``order``-grams of the character ids (a memory map is read a chunk at a time) on ``device``."""
+              progress: bool = False, adapt: bool = False) -> CharKneserNey:
+        """Count ``order``-grams of the character ids (a memory map is read a chunk at a time) on ``device``;
+        ``adapt``: the model also learns the characters it observes."""
         try:
             with phase(f"count char {order}-grams", len(ids), enabled=progress) as shown:
                 tables = count_tables_chunked(ids, order, vocabulary.size, device=device, advanced=shown.update)
         except ValueError as err:  # the counter raises plain ValueError; here it is the user's setting
             raise UserError(str(err)) from None
-        return cls(KneserNeyLM(tables, vocabulary.size), vocabulary.chars)
+        return cls(KneserNeyLM(tables, vocabulary.size), vocabulary.chars, adapt)
 
     @classmethod
-    def fit(cls, train: SplitText, order: int = 6, device: str = "cpu") -> CharKneserNey:
+    def fit(cls, train: SplitText, order: int = DEFAULT_ORDER, device: str = "cpu",
+            adapt: bool = False) -> CharKneserNey:
         """Count ``order``-grams of characters of the train split (or a flagged proxy of it), held in memory."""
         text = require_train(train, "the char Kneser-Ney baseline").text
         vocabulary = CharVocabulary.learn(text)
-        return cls.count(vocabulary.encode(text), vocabulary, order, device)
+        return cls.count(vocabulary.encode(text), vocabulary, order, device, adapt=adapt)
 
     def reset(self) -> None:
         self.state = self.lm.start()
@@ -139,7 +130,11 @@ class CharKneserNey(CharModel):
         return self.chars[int(np.argmax(known))]
 
     def observe(self, char: str) -> None:
-        self.state = self.lm.step(self.state, self.char_ids.get(char, self.unknown_id))
+        char_id = self.char_ids.get(char, self.unknown_id)
+        if self.adapt:  # every observed character is committed text: learn it (zoo.online_ngram)
+            self.state = self.lm.commit(self.state, (char_id,))
+        else:
+            self.state = self.lm.step(self.state, char_id)
 
     def distribution(self) -> dict[str, float]:
         """P(next char) over the train text's characters; the unknown slot's mass names no character, so is left out."""

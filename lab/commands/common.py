@@ -25,9 +25,11 @@ MODES = ("spec", "exact")
 DEFAULT_MODE = "exact"
 MODE_HELP = ("adapter mode: exact sums every token spelling of the text (pruned to --beam); spec is the benchmark's "
              "one-buffer formula, faster but it can give the true char p=0")
-# The zoo's trainable models (zoo.train.model_names()) and the tokenizer families (tokenizers_local.FAMILIES),
-# spelled out because importing those modules costs seconds; tests/test_cli_startup.py keeps them equal.
-MODEL_CHOICES = ("ngram", "transformer", "mamba", "hyena")
+# The models a grid cell trains over a tokenizer (zoo.kinds.grid_names()), those `subchar train` trains
+# (zoo.train.model_names(): the mixture is a grid cell only) and the tokenizer families (tokenizers_local.FAMILIES),
+# spelled out because importing those modules costs seconds; tests/test_cli.py keeps them equal.
+MODEL_CHOICES = ("ngram", "ngram+char-kn", "transformer", "mamba", "hyena")
+TRAIN_MODEL_CHOICES = ("ngram", "transformer", "mamba", "hyena")
 FAMILY_CHOICES = ("bpe", "bytebpe", "unigram", "wordpiece", "word")
 
 
@@ -54,6 +56,46 @@ def tokenizer_spec(text: str) -> str:
     if family not in FAMILY_CHOICES:
         raise argparse.ArgumentTypeError(f"unknown tokenizer family {family!r}; use one of {', '.join(FAMILY_CHOICES)}")
     return text
+
+
+ADAPT_HELP = ("the n-grams (token n-gram, char-kn, both of ngram+char-kn) also learn from the text they are scored "
+              "on, once it was observed (the benchmark asks predict() strictly before observe(); evaluation is not "
+              "charged); neural models ignore it")
+
+
+def add_adapt_arg(parser: argparse.ArgumentParser, default: bool | None = True, default_text: str = "on") -> None:
+    """``--adapt/--no-adapt``, with the same words in every command (``default=None``: the run's own setting)."""
+    parser.add_argument("--adapt", action=argparse.BooleanOptionalAction, default=default,
+                        help=f"{ADAPT_HELP} (default {default_text})")
+
+
+@cache
+def char_order_default() -> int:
+    """``zoo.char_baseline.DEFAULT_ORDER``, read from its assignment in ``zoo/char_baseline.py`` alone: importing the
+    module loads numpy and the zoo (the CLI must start light), and one value is kept in one place.
+    ``tests/test_adapt.py`` checks it against the imported constant."""
+    return int(assigned_literal("zoo", "char_baseline.py", "DEFAULT_ORDER"))
+
+
+@cache
+def char_weight_default() -> float:
+    """``lab.cell.DEFAULT_CHAR_WEIGHT`` (the mixture's weight on its char model), read from ``lab/cell.py`` alone as
+    :func:`char_order_default` reads its value: ``lab.cell`` loads torch. ``tests/test_mixture_cell.py`` checks it
+    against the imported constant."""
+    return float(assigned_literal("lab", "cell.py", "DEFAULT_CHAR_WEIGHT"))
+
+
+def assigned_literal(package_name: str, file_name: str, name: str) -> Any:
+    """The literal a top-level ``name = ...`` (or ``name: T = ...``) assigns in ``file_name`` of the package, read
+    from the source without importing the module."""
+    package = importlib.util.find_spec(package_name)  # found without being imported (``import zoo`` is not light)
+    path = Path(package.submodule_search_locations[0]) / file_name
+    for node in ast.parse(path.read_text(encoding="utf-8"), str(path)).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) \
+            else []
+        if any(isinstance(target, ast.Name) and target.id == name for target in targets) and node.value:
+            return ast.literal_eval(node.value)
+    raise RuntimeError(f"{path} no longer assigns {name} a literal; update lab.commands.common")
 
 
 def add_engine_arg(parser: argparse.ArgumentParser) -> None:

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from eval.errors import UserError
-from lab.commands.common import COUNT, COUNT_OR_ZERO, MODEL_CHOICES, POSITIVE, SEED, add_mode_arg
+from lab.commands.common import COUNT, COUNT_OR_ZERO, MODEL_CHOICES, POSITIVE, SEED, add_adapt_arg, add_mode_arg
 from lab.commands.folders import (
+    ADAPTING_MODELS,
     RUN_FILE,
     SAVED_MANIFEST,
     check_output_folder,
@@ -42,6 +43,7 @@ def register(subparsers) -> None:
                         "(its SEED variable, from `submit.py --seed`) (default: the run's; 0 as in `subchar train`)")
     parser.add_argument("--batch-size", type=COUNT, help="neural runs: sequences per step (default: the run's)")
     parser.add_argument("--lr", type=POSITIVE, help="neural runs: the --lr given to `subchar train` (default 3e-3)")
+    add_adapt_arg(parser, default=None, default_text="the run's, off for a run from before the option; n-gram runs")
     parser.add_argument("--author", help='contributor shown on the leaderboard, e.g. "@you" (__author__)')
     parser.set_defaults(func=run_export, interrupted="nothing was written")
 
@@ -137,13 +139,13 @@ def run_export(args: argparse.Namespace) -> int:
     check_output_folder(args.out, "export")
     place = find_run(args.run)
     verify_checkpoint(place.checkpoint, place.manifest)
-    if place.manifest.get("model") != NGRAM_MODEL:
+    if place.manifest.get("model") not in ADAPTING_MODELS:  # a neural run (the counted ones replay no steps)
         replay_settings(place.checkpoint, place.manifest, read_json(place.checkpoint / "config.json"),
                         args.batch_size, args.lr)
     from lab.export.build import export_run  # deferred to the run: `subchar --help` must not load torch
 
     target = export_run(args.run, args.out, mode=args.mode, beam=args.beam, seed=args.seed,
-                        batch_size=args.batch_size, lr=args.lr, author=args.author)
+                        batch_size=args.batch_size, lr=args.lr, author=args.author, adapt=args.adapt)
     size_kb = target.stat().st_size / 1024
     print(f"wrote {target} ({size_kb:,.0f} KiB): one file whose train(train_text) returns the run's CharModel; "
           "put it at submissions/<name>/submission.py in the benchmark repository")

@@ -29,6 +29,9 @@ RUN_FILE = CELL_FILE
 COMPARE_FILES = ("grid.json", "results.jsonl")
 COMPARE_RUNS = "runs"
 SUBMISSION_FILE = "submission.py"
+TRAIN_RECORD = "train_record.json"  # `subchar train`'s record beside its checkpoint (lab.checkpoint_runs)
+# the checkpointed models that are counted, so can learn while scored (zoo.kinds: counted, tokenized)
+ADAPTING_MODELS = ("ngram", "ngram+char-kn")
 SUBMISSION_HEAD = b'"""subchar submission '  # how every generated submission.py starts
 
 NOUNS = {"tokenizer": "saved tokenizer", "checkpoint": "checkpoint", "run": "`subchar compare` run folder",
@@ -132,3 +135,34 @@ def check_results_folder(path: str, flag: str = "--out") -> Path:
         raise UserError(f"{flag} {target} is a {NOUNS[found]}, not a {NOUNS['compare']}; choose another path")
     check_writable_place(target / COMPARE_FILES[1], flag)
     return target
+
+
+def saved_adapt(checkpoint: Path, manifest: dict[str, Any]) -> bool:
+    """Whether the run that saved ``checkpoint`` scored its model while it learned (``--adapt``): a grid cell's
+    options in its run folder's cell.json, else the ``extra.adapt`` of `subchar train`'s record beside it. A file
+    from before the option, which never adapted, says no; so does a model that cannot adapt (a neural one)."""
+    if manifest.get("model") not in ADAPTING_MODELS:
+        return False
+    fix = "run it again (or pass --adapt / --no-adapt)"
+    if folder_kind(checkpoint.parent) == "run":
+        source, key = checkpoint.parent / RUN_FILE, "options"
+    elif (checkpoint / TRAIN_RECORD).is_file():
+        source, key = checkpoint / TRAIN_RECORD, "extra"
+    else:
+        return False
+    saved = read_json_file(source, fix).get(key)
+    adapt = (saved if isinstance(saved, dict) else {}).get("adapt", False)
+    if not isinstance(adapt, bool):
+        raise UserError(f"{source} has adapt={adapt!r}, not true or false; {fix}")
+    return adapt
+
+
+def read_json_file(path: Path, fix: str) -> dict[str, Any]:
+    """A JSON object from ``path``; anything else is a one-line error that ends with ``fix``."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise UserError(f"cannot read {path} as JSON; {fix}") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path} is not a JSON object; {fix}")
+    return value

@@ -18,10 +18,14 @@ from lab.commands.common import (
     SECONDS,
     SEED,
     MODEL_CHOICES,
+    PROPORTION,
+    add_adapt_arg,
     add_data_args,
     add_engine_arg,
     add_mode_arg,
     beam_width,
+    char_order_default,
+    char_weight_default,
     tokenizer_spec,
 )
 from lab.commands.folders import check_results_folder
@@ -33,7 +37,7 @@ if TYPE_CHECKING:
     from lab.compare import Backend
 
 QUICKSTART_TOKENIZERS = ("bytebpe:2048", "unigram:2048")
-QUICKSTART_MODELS = ("ngram",)
+QUICKSTART_MODELS = ("ngram", "ngram+char-kn")
 REMOTE_TRAIN = "remote:wikitext-103-raw-v1/train"  # what a Modal cell trains on: the real split, in the container
 
 
@@ -46,7 +50,14 @@ def add_grid_args(parser: argparse.ArgumentParser, *, budget: float, eval_chars:
     parser.add_argument("--eval-chars", type=COUNT, default=eval_chars, help=f"val chars scored (default {eval_chars})")
     parser.add_argument("--test-chars", type=COUNT_OR_ZERO, default=test_chars, help=f"test chars reported, 0 to skip (default {test_chars})")
     parser.add_argument("--train-chars", type=COUNT, help="use only the first N characters of the train text")
-    parser.add_argument("--char-order", type=COUNT, default=6, help="order of the char Kneser-Ney baseline (default 6)")
+    order = char_order_default()
+    parser.add_argument("--char-order", type=COUNT, default=order,
+                        help=f"order of the char Kneser-Ney baseline, alone and in ngram+char-kn (default {order})")
+    weight = char_weight_default()
+    parser.add_argument("--char-weight", type=PROPORTION, default=weight,
+                        help="ngram+char-kn: the char model's weight in the per-character mixture, the token n-gram "
+                             f"getting the rest (default {weight:g}, chosen on held-out train text)")
+    add_adapt_arg(parser)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--seed", type=SEED, default=0)
     add_engine_arg(parser)
@@ -91,7 +102,8 @@ def options_from(args: argparse.Namespace) -> CellOptions:
 
     return CellOptions(budget_s=args.budget, mode=args.mode, beam=args.beam, eval_chars=args.eval_chars,
                        test_chars=args.test_chars, train_chars=args.train_chars, char_order=args.char_order,
-                       device=args.device, seed=args.seed, engine=args.engine, prune=args.prune)
+                       char_weight=args.char_weight, device=args.device, seed=args.seed, engine=args.engine,
+                       prune=args.prune, adapt=args.adapt)
 
 
 def check_modal_args(args: argparse.Namespace) -> None:

@@ -14,7 +14,8 @@ from eval.errors import UserError
 from eval.guard import MAX_TRAIN_SECONDS
 from lab.commands.common import (
     DEFAULT_BEAM,
-    MODEL_CHOICES,
+    TRAIN_MODEL_CHOICES,
+    add_adapt_arg,
     add_engine_arg,
     add_mode_arg,
     COUNT,
@@ -26,15 +27,23 @@ from lab.commands.common import (
     check_output_file,
     parse_overrides,
 )
-from lab.commands.folders import check_output_folder, read_saved, verify_checkpoint, verify_tokenizer
+from lab.commands.folders import (
+    ADAPTING_MODELS,
+    check_output_folder,
+    read_saved,
+    saved_adapt,
+    verify_checkpoint,
+    verify_tokenizer,
+)
 
 NOTHING_SAVED = "training stopped and nothing was saved (a run cannot resume); run the command again to start over"
 
 
 def register(subparsers) -> None:
     train_parser = subparsers.add_parser("train", help="train a zoo model on tokenized train text within a time budget")
-    train_parser.add_argument("--model", required=True, choices=MODEL_CHOICES, metavar="MODEL",
-                              help=f"one of {', '.join(MODEL_CHOICES)}")
+    train_parser.add_argument("--model", required=True, choices=TRAIN_MODEL_CHOICES, metavar="MODEL",
+                              help=f"one of {', '.join(TRAIN_MODEL_CHOICES)} (the mixture ngram+char-kn trains as a "
+                                   "grid cell: subchar compare --models ngram+char-kn)")
     train_parser.add_argument("--tokenizer", required=True, help="folder of a tokenizer saved by `subchar tokenizer train`")
     train_parser.add_argument("--data-dir", help="directory with wiki.train.raw or parquet shards (default: $SUBCHAR_DATA)")
     train_parser.add_argument("--train-file", help="proxy text standing in for the train split; results are marked proxy")
@@ -46,6 +55,7 @@ def register(subparsers) -> None:
     train_parser.add_argument("--lr", type=POSITIVE, help="peak learning rate")
     train_parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     train_parser.add_argument("--seed", type=SEED, default=0)
+    add_adapt_arg(train_parser, default_text="on; recorded with the checkpoint for `subchar eval` and `subchar export`")
     train_parser.add_argument("--out", required=True, help="checkpoint folder to write (an old checkpoint there is replaced)")
     train_parser.set_defaults(func=run_train, interrupted=NOTHING_SAVED)
 
@@ -64,11 +74,13 @@ def register(subparsers) -> None:
                              help="also report bits/char (--no-bits: accuracy only; exact mode with --beam 0 needs it, "
                                   "since a full distribution over byte-split characters costs millions of LM calls)")
     eval_parser.add_argument("--json", help="where to write the run record (default: RUN/eval_<split>_<mode>_beam<K>"
-                             "[_prune<EPS>]_<N>chars_<engine>_<device>[_nobits].json, named by what changes it)")
+                             "[_prune<EPS>]_<N>chars_<engine>_<device>[_adapt][_nobits].json, named by what changes it)")
     eval_parser.add_argument("--allow-trained-split", action="store_true",
                              help="score the split even when the model was trained on its text (refused otherwise); "
                                   "the output and the record say so")
     add_engine_arg(eval_parser)
+    add_adapt_arg(eval_parser, default=None, default_text="the run's: what `subchar train --adapt` or the grid cell "
+                  "recorded, off for a run from before the option")
     eval_parser.set_defaults(func=run_eval, interrupted="scoring stopped; no record was written")
 
 
@@ -88,6 +100,8 @@ def run_eval(args: argparse.Namespace) -> int:
     folder, manifest = read_saved(args.run, "checkpoint")
     verify_checkpoint(folder, manifest)
     text = load_split(args.split, data_dir_of(manifest, args.data_dir))
+    chosen = saved_adapt(folder, manifest) if args.adapt is None else args.adapt
+    args.adapt = chosen and manifest.get("model") in ADAPTING_MODELS  # what the scored model does
     seen = trained_on(manifest, text)
     if seen and not args.allow_trained_split:
         other = "test" if args.split == "valid" else "valid"
@@ -119,6 +133,7 @@ def eval_record_name(args: argparse.Namespace, chars: int) -> str:
     """The default record file, named by every setting that changes the record, so that scoring another way adds
     a record beside the others instead of replacing one."""
     prune = "" if args.prune is None else f"_prune{args.prune:g}"
+    adapt = "_adapt" if args.adapt else ""  # a record from before the option was of a model that did not adapt
     bits = "" if args.bits else "_nobits"
     return (f"eval_{args.split}_{args.mode}_beam{args.beam or 0}{prune}_{chars}chars_{args.engine}_{args.device}"
-            f"{bits}.json")
+            f"{adapt}{bits}.json")

@@ -13,8 +13,11 @@ the run was measured with:
 2. The modules the model needs are inlined in dependency order (``lab.export.parts``; ``lab.export.inline``):
    whole modules, or the named top-level definitions of a module whose other parts need the rest of the package.
 3. The templates (``lab/export/templates/``, real modules) tie them together: ``train()`` encodes (threads) and
-   calls the grid cell's own step from token ids to the character model (``lab.cell.ngram_char_model`` or
-   ``neural_char_model``) with the run's settings, and the harness's seed when it passes one.
+   calls the grid cell's own step from token ids to the character model (``lab.cell.ngram_char_model``,
+   ``mixture_char_model`` or ``neural_char_model``) with the run's settings, and the harness's seed when it passes
+   one. An n-gram run that adapted (``ADAPT``) gives a model that also learns from the text it is scored on
+   (``zoo.online_ngram``). A mixture run (``ngram+char-kn``) also counts the char baseline on the train text
+   (``CHAR_ORDER``) and mixes the two per character (``CHAR_WEIGHT`` on the char model, ``subchar.mixture``).
 
 The file names no local path: sources appear by file name only.
 
@@ -68,7 +71,13 @@ def build_submission(facts: RunFacts, batch_size: int | None = None, lr: float |
     if kind_of(model).counted:
         body = (*parts.ADAPTER, *parts.NGRAM_TRAINER)
         constants["ORDER"] = int(checkpoint.config["order"])
+        constants["ADAPT"] = facts.adapt
         entry = parts.NGRAM_ENTRY
+        if kind_of(model).mixture:
+            body = (*body, *parts.MIXTURE_PARTS)
+            constants["CHAR_ORDER"] = int(checkpoint.config["char_order"])
+            constants["CHAR_WEIGHT"] = float(checkpoint.config["char_weight"])
+            entry = parts.MIXTURE_ENTRY
     else:
         body = (*parts.ADAPTER, *parts.MODEL_PARTS[model], *parts.NEURAL_TRAINER)
         settings = train_settings(facts, batch_size, lr)
@@ -131,9 +140,23 @@ def header_docstring(facts: RunFacts, settings: dict[str, Any] | None, tokenizer
     else:
         scored = "no val accuracy recorded with this checkpoint (score it with `subchar eval`)"
     beam = "no beam" if facts.beam is None else f"beam {facts.beam}"
-    if settings is None:
+    mixture = kind_of(facts.checkpoint.model_name).mixture
+    if settings is None and mixture:
+        recipe = (f"train() counts the train text's {config['order']}-grams of tokens and its {config['char_order']}-"
+                  "grams of characters (modified Kneser-Ney, the char model's vocabulary every character of the "
+                  "train text), as the run did, and reads the two per character, mixed with weight "
+                  f"{config['char_weight']:g} on the char model (CHAR_WEIGHT, subchar.mixture); counting is "
+                  "deterministic, so it takes no seed. "
+                  + ("Both models also learn from the text they are scored on (ADAPT, zoo.online_ngram: the harness "
+                     "asks predict() strictly before observe()), as the run's did." if facts.adapt else
+                     "Neither model learns while it is scored (ADAPT off), as the run's did not."))
+    elif settings is None:
         recipe = (f"train() counts the train text's {config['order']}-grams (modified Kneser-Ney), as the run did; "
-                  "counting is deterministic, so it takes no seed.")
+                  "counting is deterministic, so it takes no seed. "
+                  + ("The model also learns from the text it is scored on, each token once the adapter commits it "
+                     "(ADAPT, zoo.online_ngram: the harness asks predict() strictly before observe()), as the run "
+                     "did." if facts.adapt else "The model does not learn while it is scored (ADAPT off), as the "
+                     "run did not."))
     else:
         if "lr_schedule" in manifest:
             schedule = ("the learning rate the run used at each step (LR_SCHEDULE, recorded by the run"
@@ -159,7 +182,8 @@ def header_docstring(facts: RunFacts, settings: dict[str, Any] | None, tokenizer
                   + f", sha256 {tokenizer['learned_on_sha256']})")
     lines = [
         f"subchar submission {facts.name}: {tokenizer['family']}{tokenizer['vocab_size']} tokens, "
-        f"{facts.checkpoint.model_name}, read per character by subchar's CharAdapter ({facts.mode} mode, {beam}).",
+        f"{facts.checkpoint.model_name}, read per character by subchar's CharAdapter ({facts.mode} mode, {beam})"
+        + (", mixed with a char n-gram." if mixture else "."),
         "",
         f"Exported from the run {facts.name} (trained on {public_name(manifest.get('train_source'))}, "
         f"{manifest.get('train_chars'):,} chars, {split}): {scored}.",
@@ -209,13 +233,15 @@ def export_run(
     batch_size: int | None = None,
     lr: float | None = None,
     author: str | None = None,
+    adapt: bool | None = None,
 ) -> Path:
-    """Write ``out/submission.py`` for the run in ``run``; returns its path."""
+    """Write ``out/submission.py`` for the run in ``run``; returns its path. ``mode``, ``beam``, ``seed`` and
+    ``adapt`` override the run's (None: as the run did)."""
     if mode not in (None, "spec", "exact"):
         raise UserError(f"mode must be spec or exact, not {mode!r}")
     if beam is not None and beam < 0:
         raise UserError(f"--beam must be a positive width (0: no beam), got {beam}")
-    facts = read_run(run, mode=mode, beam=beam, seed=seed)
+    facts = read_run(run, mode=mode, beam=beam, seed=seed, adapt=adapt)
     target = Path(out).expanduser() / SUBMISSION_FILE
     write_text_atomic(target, build_submission(facts, batch_size=batch_size, lr=lr, author=author))
     return target

@@ -33,10 +33,17 @@ def undefined_names(source: str) -> list[str]:
         scope = pending.pop()
         pending.extend(scope.get_children())
         for symbol in scope.get_symbols():
-            is_global = symbol.is_global() or scope.get_type() == "module"
+            is_global = (symbol.is_global() or scope.get_type() == "module") and not bound_locally(scope, symbol)
             if symbol.is_referenced() and is_global and symbol.get_name() not in known:
                 missing.add(symbol.get_name())
     return sorted(missing)
+
+
+def bound_locally(scope: symtable.SymbolTable, symbol: symtable.Symbol) -> bool:
+    """A function's own name (a parameter, or bound in it without ``global``). Python 3.11's symtable takes any
+    scope named ``top`` for the module and calls its locals global (fixed in 3.12), so this is asked separately."""
+    return scope.get_type() != "module" and not symbol.is_declared_global() and (
+        symbol.is_parameter() or symbol.is_assigned() or symbol.is_imported() or symbol.is_namespace())
 
 
 def duplicate_definitions(source: str) -> list[str]:

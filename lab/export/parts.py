@@ -30,10 +30,18 @@ ADAPTER = (
 )
 NGRAM_TRAINER = (
     Part("zoo.ngram"),
+    Part("zoo.online_ngram", ("Context", "_versions", "OnlineKneserNey")),  # its State alias is zoo.ngram's name
     Part("zoo.ngram_count"),
     Part("zoo.kinds", ("NGRAM",)),
     Part("zoo.train", ("NGRAM_DEFAULT_ORDER", "TrainResult", "resolve_device", "check_ids", "ngram_order",
                        "count_ngram_chunked", "ngram_result")),
+)
+# the mixture's char baseline (with stand-ins for what it names from eval.progress and eval.data) and the mixture
+MIXTURE_PARTS = (
+    Part("lab.export.templates.standins", ("tqdm", "phase", "require_train")),
+    Part("zoo.char_baseline"),
+    Part("subchar.mixture"),
+    Part("zoo.kinds", ("MIXTURE",)),
 )
 NEURAL_TRAINER = (
     Part("eval.guard", ("TIMEOUT_REASON", "TrainingTimeoutError")),
@@ -55,5 +63,7 @@ MODEL_PARTS = {
 TOKENIZER = (Part("lab.export.templates.tokenizer"),)
 # train(): the grid cell's own step from token ids to the character model, then the template that calls it
 NGRAM_ENTRY = (Part("lab.cell", ("ngram_char_model",)), Part("lab.export.templates.ngram_entry"))
+MIXTURE_ENTRY = (Part("lab.cell", ("ngram_char_model", "mixture_char_model")),
+                 Part("lab.export.templates.mixture_entry"))
 NEURAL_ENTRY = (Part("lab.cell", ("neural_char_model",)), Part("lab.export.templates.neural_entry"))
-EXPORTABLE_MODELS = exportable_names()  # the n-gram (NGRAM_TRAINER) and every model of MODEL_PARTS
+EXPORTABLE_MODELS = exportable_names()  # the n-gram (NGRAM_TRAINER), the mixture and every model of MODEL_PARTS

@@ -13,6 +13,7 @@ from typing import Any
 from lab.cell import CellOptions
 from lab.commands.common import DEFAULT_BEAM
 from lab.commands.export import find_run, replay_settings
+from lab.commands.folders import ADAPTING_MODELS, saved_adapt
 from zoo.checkpoint import Checkpoint, load_checkpoint
 
 
@@ -26,13 +27,17 @@ class RunFacts:
     beam: int | None
     seed: int
     record: dict[str, Any] | None  # the run's record.json (scores), when the folder has one
+    adapt: bool = False  # the n-gram also learns from the text it is scored on (zoo.online_ngram), as the run did
 
 
 def read_run(
-    run: str | Path, mode: str | None = None, beam: int | None = None, seed: int | None = None
+    run: str | Path, mode: str | None = None, beam: int | None = None, seed: int | None = None,
+    adapt: bool | None = None,
 ) -> RunFacts:
-    """Load and verify the run; ``mode``/``beam``/``seed`` override what it recorded (``beam=0``: no beam)."""
+    """Load and verify the run; ``mode``/``beam``/``seed``/``adapt`` override what it recorded (``beam=0``: no
+    beam; ``adapt`` applies to an n-gram run only)."""
     place = find_run(run)
+    adapts = saved_adapt(place.checkpoint, place.manifest) if adapt is None else adapt
     defaults = CellOptions()
     # a `subchar train --out` run records no beam: it gets `subchar eval`'s (an unbeamed neural adapter would not
     # finish the window inside the benchmark's time limit)
@@ -44,6 +49,7 @@ def read_run(
         beam=chosen_beam,
         seed=place.options.get("seed", defaults.seed) if seed is None else seed,
         record=place.record,
+        adapt=adapts and place.manifest.get("model") in ADAPTING_MODELS,
     )
 
 

@@ -1,6 +1,11 @@
-"""What the inlined trainer takes from modules a neural submission does not carry: tqdm and the model registry."""
+"""What the inlined code takes from modules a submission does not carry: tqdm and eval.progress's phase (the
+benchmark image has no tqdm), eval.data's require_train (eval.data imports what the image lacks) and a neural
+submission's model registry."""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 from lab.export.templates.run import MODEL_NAME
 from zoo.transformer import Config, Model  # a submission defines the Config and Model of its one model
@@ -26,6 +31,18 @@ class tqdm:
 
     def close(self) -> None:
         pass
+
+
+@contextlib.contextmanager
+def phase(name: str, total: float | None = None, unit: str = "char", enabled: bool = True) -> Iterator[tqdm]:
+    """Silent stand-in for eval.progress.phase: what the inlined char baseline reports its counting to."""
+    yield tqdm()
+
+
+def require_train(text: object, purpose: str) -> object:
+    """Stand-in for eval.data.require_train, which the inlined char baseline's ``fit`` names: a submission counts
+    the text the harness passes (``CharKneserNey.count``), never a split loaded by eval.data, which it lacks."""
+    raise RuntimeError(f"{purpose} needs a split loaded by eval.data, which a submission does not carry")
 
 
 def lookup(name: str) -> tuple[type, type]:
