@@ -247,3 +247,24 @@ def test_every_step_and_validation_runs_on_the_chosen_threads(monkeypatch):
                    meter=quiet_meter())
     assert [step for step, _ in result.val_losses] == [1, 4, 6] and seen == [1, 1, 1]
     assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("name", ["transformer", "mamba", "hyena"])
+def test_the_summary_carries_hardware_accounting_and_the_size_rule(name, monkeypatch):
+    from zoo import hardware
+    monkeypatch.setattr(hardware, "_cpu_peaks", {1: 1e11})  # no GEMM timing in a unit test
+    result = train(name, patterned_ids(), 24, budget_s=30, overrides=TINY[name], device="cpu", meter=quiet_meter(),
+                   settings=TrainSettings(max_steps=3, progress=False, threads=1))
+    summary = result.summary()
+    facts = summary["hardware"]
+    assert facts["flops_per_token"] == hardware.flops_per_token(name, result.config, facts["block"]) > 0
+    assert facts["tokens_per_s"] == summary["tokens_per_s"] > 0
+    assert facts["flops_per_s"] == pytest.approx(facts["tokens_per_s"] * facts["flops_per_token"])
+    assert facts["mfu"] == pytest.approx(facts["flops_per_s"] / 1e11) and facts["peak_flops"] == 1e11
+    assert facts["compile_s"] == 0.0 and facts["data_s"] >= 0 and facts["step_s"] > 0
+    assert summary["size_rule"]["applied"] is False and "block_size" in summary["size_rule"]["why"]
+
+
+def test_the_ngram_summary_has_no_hardware_accounting():
+    result = train(NGRAM, patterned_ids(), 24, budget_s=30, meter=quiet_meter())
+    assert result.summary()["hardware"] is None and result.summary()["size_rule"] is None

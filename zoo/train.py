@@ -15,6 +15,11 @@ Muon would need a split between matrix and non-matrix parameters that differs pe
 
 The n-gram "trains" by counting, under the same guard and meter.
 
+A zoo model's size on CUDA comes from :mod:`zoo.sizing`'s rule (a second's throughput probe inside the budget; on a
+CPU, with size overrides or a fixed step count the Config's defaults stand), and every neural result carries its
+hardware accounting (:mod:`zoo.hardware`: FLOPs per token, achieved FLOP/s, MFU, compile and data seconds), both
+in ``TrainResult.summary()``.
+
 ``train`` takes a zoo model's name (``model_names()``) or a model of your own: any ``torch.nn.Module`` that follows
 :class:`zoo.interface.StreamingNetwork` (``vocab_size``, ``block_size``, ``forward`` over token ids;
 ``empty_cache`` and ``step`` for streaming through ``zoo.streaming.TorchTokenLM``).
@@ -45,7 +50,9 @@ from eval.guard import MAX_TRAIN_SECONDS, TrainingTimeoutError, wall_clock_guard
 from zoo.ngram import KneserNeyLM, check_counting_input
 from zoo.ngram_count import count_tables_chunked
 from zoo.kinds import NGRAM, kind_of, trainable_names
+from zoo.hardware import accounting, flops_per_token
 from zoo.registry import lookup
+from zoo.sizing import plan_size, probe_tokens_per_s
 from zoo.threads import ThreadChoice  # noqa: F401 (zoo.train.ThreadChoice, as before it moved)
 
 log = logging.getLogger(__name__)
@@ -80,6 +87,7 @@ class TrainSettings:
     lr_schedule: Sequence[float] | None = None
     compile: bool | None = None  # torch.compile; default on CUDA for budgets >= COMPILE_MIN_BUDGET_S
     threads: int | None = None  # torch threads for CPU training; None: chosen by timing the first steps (ThreadChoice)
+    size_rule: bool = True  # size a zoo model by zoo.sizing's rule on CUDA (overrides of its fields win)
     progress: bool = True
 
 
@@ -103,6 +111,11 @@ class TrainResult:
     threads: int | None = None  # torch threads of the last CPU step (None: CUDA, no step, or the n-gram's counting)
     thread_choice: dict[str, Any] | None = None  # how they were chosen (ThreadChoice.record)
     ngrams: int | None = None  # the n-gram's stored n-grams, all orders: its size, as params are a network's
+    size_rule: dict[str, Any] | None = None  # zoo.sizing's record: the rule, its inputs, the size chosen (neural)
+    # the hardware accounting of a neural run (tokens/s, FLOPs per token, achieved FLOP/s, peak, MFU, seconds
+    # compiling and loading data: zoo.hardware.accounting), computed when summarised: a CPU's peak is timed then,
+    # once per process, outside the budget
+    account: Callable[[], dict[str, Any]] | None = None
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready facts about the run (no model)."""
@@ -119,6 +132,8 @@ class TrainResult:
             "threads": self.threads,
             "thread_choice": self.thread_choice,
             "ngrams": self.ngrams,
+            "size_rule": self.size_rule,
+            "hardware": self.account() if self.account is not None else None,
             "train_loss": self.train_loss,
             "val_losses": self.val_losses,
         }
@@ -335,14 +350,25 @@ def train_neural(
     deadline = start + budget_s - margin
     dev = resolve_device(device)
     cuda = dev.type == "cuda"
-    model_name, config, block_size, model = build_model(model, vocab_size, overrides, dev)
     batch_size = settings.batch_size or (CUDA_BATCH_SIZE if cuda else CPU_BATCH_SIZE)
-    batches = Batches(ids, block_size, batch_size, settings.val_fraction, dev, seed=torch.initial_seed())
-    optimizer = make_optimizer(model, settings, fused=cuda)
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
+    # the size by rule (zoo.sizing): on CUDA a second's probe of the default shape, inside the budget
+    named = isinstance(model, str)
+    plan = plan_size(
+        model if named else None, asdict(lookup(model)[0](vocab_size=vocab_size)) if named else {}, overrides,
+        dev.type, len(ids) - max(int(len(ids) * settings.val_fraction), 0), lambda: deadline - time.monotonic(),
+        lambda reference: probe_tokens_per_s(build_model(model, vocab_size, reference, dev)[3], batch_size,
+                                             reference["block_size"], dev, autocast),
+        fixed_steps=planned is not None, enabled=settings.size_rule)
+    model_name, config, block_size, model = build_model(model, vocab_size, {**plan.values, **overrides}, dev)
+    data_started = time.monotonic()
+    batches = Batches(ids, block_size, batch_size, settings.val_fraction, dev, seed=torch.initial_seed())
+    val_set = batches.val_batches(settings.val_batches)
+    data_s = time.monotonic() - data_started  # gathering windows from the ids and moving them to the device
+    optimizer = make_optimizer(model, settings, fused=cuda)
     use_compile = (cuda and budget_s >= COMPILE_MIN_BUDGET_S) if settings.compile is None else settings.compile
     runner = torch.compile(model) if use_compile else model
-    val_set = batches.val_batches(settings.val_batches)
+    compile_s = step_s = 0.0
     eval_points = [i / settings.evals for i in range(settings.evals)]  # progress at which to check val loss
 
     steps = tokens = 0
@@ -370,7 +396,9 @@ def train_neural(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             threads.before_step()
+            data_started = time.monotonic()
             x, y = batches.train_batch()
+            data_s += time.monotonic() - data_started
             try:
                 loss = next_token_loss(runner, x, y, autocast)
             except TrainingTimeoutError:
@@ -390,6 +418,10 @@ def train_neural(
             tokens += x.numel()
             loss_value = loss.item()  # syncs the GPU every step: that is what makes the step time below honest
             elapsed = time.monotonic() - now
+            if steps == 1 and runner is not model:
+                compile_s = elapsed  # torch.compile compiles forward and backward in the first step
+            else:
+                step_s += elapsed
             step_time = elapsed if steps <= 2 else 0.9 * step_time + 0.1 * elapsed
             threads.after_step(elapsed)
             if val_set and eval_points and progress >= eval_points[0]:
@@ -404,12 +436,23 @@ def train_neural(
         if val_losses and val_losses[-1][0] != steps and time.monotonic() + val_time < start + budget_s - margin / 2:
             val_losses.append((steps, validation_loss(model, val_set, autocast)))
     model.eval()
+    seconds = time.monotonic() - start
+    hardware = {
+        "flops_per_token": flops_per_token(model_name, config, batches.block,
+                                           sum(p.numel() for p in model.parameters())),
+        "block": batches.block,
+        "device_name": torch.cuda.get_device_name(dev) if cuda else "cpu",
+        "step_s": step_s,
+        "compile_s": compile_s,
+        "data_s": data_s,
+        "probe_s": plan.record.get("probe_s", 0.0),
+    }
     return TrainResult(
         model_name=model_name,
         model=model,
         config=config,
         device=str(dev),
-        seconds=time.monotonic() - start,
+        seconds=seconds,
         steps=steps,
         tokens_seen=tokens,
         stop_reason=stop_reason,
@@ -419,6 +462,8 @@ def train_neural(
         compiled=runner is not model,
         threads=threads.last,
         thread_choice=threads.record(),
+        size_rule=plan.record,
+        account=lambda last=threads.last: accounting(hardware, str(dev), tokens, seconds, last),
     )
 
 

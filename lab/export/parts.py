@@ -48,6 +48,8 @@ NEURAL_TRAINER = (
     Part("lab.export.templates.standins"),
     Part("zoo.streaming"),
     Part("zoo.threads"),
+    Part("zoo.hardware"),
+    Part("zoo.sizing"),
     Part("zoo.train", (
         "log", "CPU_MAX_BLOCK_SIZE", "COMPILE_MIN_BUDGET_S", "CPU_BATCH_SIZE", "CUDA_BATCH_SIZE", "TrainSettings",
         "TrainResult", "resolve_device", "seed_everything", "check_ids", "build_model", "own_model", "make_optimizer",
