@@ -60,6 +60,7 @@ class OnlineKneserNey:
         self._added: list[dict[Context, dict[int, int]]] = [  # [k][context][word]: counts train never had
             {context: dict(words) for context, words in table.items()} for table in added]
         self._unigram = self._kept_unigram
+        self._last: tuple[State, np.ndarray] | None = None  # the last state asked and its distribution
 
     def keep(self) -> None:
         """What this stream taught stays: from now on every new stream starts from it (a stream of held-out train
@@ -97,9 +98,17 @@ class OnlineKneserNey:
         return (self.version, self._seen_suffix(self._history))
 
     def probs(self, state: State) -> np.ndarray:
-        """P(next token | state) as float64 [V] over the train counts plus the stream's."""
+        """P(next token | state) as float64 [V] over the train counts plus the stream's; the last answer is
+        remembered (a char model asks about one state for ``predict`` and again for ``distribution``)."""
         self._check(state)
-        context = state[1]
+        if self._last is not None and self._last[0] == state:
+            return self._last[1]
+        probs = self._compute(state[1])
+        probs.flags.writeable = False
+        self._last = (state, probs)
+        return probs
+
+    def _compute(self, context: Context) -> np.ndarray:
         probs = self._unigram
         base_ids = self.base.context_ids(context)
         for k in range(2, len(context) + 2):
@@ -120,9 +129,10 @@ class OnlineKneserNey:
     # --- counting ----------------------------------------------------------------------------------------------
     def _learn(self, token: int) -> None:
         gram = (*self._history, token)
+        train_ids = self.base.context_ids(gram)  # the suffixes' train ids, shortest first, -1 once unseen
         for k in range(2, len(gram) + 1):
             kgram = gram[len(gram) - k :]
-            if kgram in self._types[k] or self._in_train(kgram):
+            if kgram in self._types[k] or (k <= len(train_ids) and train_ids[k - 1] >= 0):
                 continue
             self._types[k].add(kgram)
             self._add(k - 1, kgram[1:])  # a new left extension of its suffix
@@ -138,23 +148,16 @@ class OnlineKneserNey:
             self._unigram = self._interpolate(self.base.tables[0], 0, self._added[1][()],
                                               np.full(self.vocab_size, 1.0 / self.vocab_size))
 
-    def _in_train(self, gram: Context) -> bool:
-        row = gram[0]
-        for k, token in enumerate(gram[1:], start=2):
-            row = self.base.tables[k - 1].gram_id(row, token)
-            if row < 0:
-                return False
-        return True
-
     def _seen_suffix(self, history: Context) -> Context:
         """The longest suffix of the last order-1 tokens whose every suffix occurred (train or stream): what P
         depends on, so histories differing only in unseen older tokens share one state."""
         if self.order == 1:
             return ()
         history = history[len(history) - min(len(history), self.order - 1) :]
-        for length in range(1, len(history) + 1):
-            suffix = history[len(history) - length :]
-            if length > 1 and suffix not in self._types[length] and not self._in_train(suffix):
+        train_ids = self.base.context_ids(history)
+        for length in range(2, len(history) + 1):
+            in_train = length <= len(train_ids) and train_ids[length - 1] >= 0
+            if not in_train and history[len(history) - length :] not in self._types[length]:
                 return history[len(history) - length + 1 :]
         return history
 
