@@ -17,6 +17,18 @@ class TrainingTimeoutError(Exception):
     reason = TIMEOUT_REASON
 
 
+def caused_by_timeout(err: BaseException | None) -> bool:
+    """Whether ``err`` is the guard's timeout or was raised while handling it: torch.compile wraps an exception
+    that interrupts it (``InductorError``), so the alarm can surface under another type."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, TrainingTimeoutError):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
 @contextmanager
 def wall_clock_guard(max_seconds: float = MAX_TRAIN_SECONDS) -> Iterator[None]:
     """Raise :class:`TrainingTimeoutError` inside the block once ``max_seconds`` have passed.

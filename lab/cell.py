@@ -112,6 +112,7 @@ class CellOptions:
     ids_cache: str | None = None  # folder of encoded id files (lab.cell_phases); None: beside the run folder
     adapt: bool = True  # the counted models also learn from the text they are scored on (zoo.online_ngram)
     char_weight: float = DEFAULT_CHAR_WEIGHT  # ngram+char-kn: the char model's weight in the mixture
+    optimizer: str | None = None  # neural models: "adamw" or "muon" (zoo.optimizers); None: the model's default
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -200,7 +201,8 @@ def train_cell(cell: Cell, options: CellOptions, train: SplitText, run_dir: Path
                 adapter, result = neural_char_model(cell.model, ids, tokenizer.vocab_size, tokenizer,
                                                     budget_s=remaining, overrides=overrides, device=options.device,
                                                     seed=options.seed,
-                                                    settings=TrainSettings(progress=options.progress),
+                                                    settings=TrainSettings(progress=options.progress,
+                                                                           optimizer=options.optimizer),
                                                     mode=options.mode, beam=options.beam, prune=options.prune)
     tokenizer_dir = tokenizer.save(run_dir / "tokenizer")
     char_model = adapter.components[0] if kind.mixture else None

@@ -26,7 +26,7 @@ from eval.progress import phase
 from lab.phase_plan import PhasePlan, Throughputs, encode_chars_that_fit, plan_phases
 import tokenizers_local
 from tokenizers_local.encode_ids import IdFile, batch_encoder, encode_to_file, id_file_of
-from tokenizers_local.text_stream import chunks
+from tokenizers_local.text_stream import CHUNK_BOUNDARY, chunks
 from zoo.char_baseline import CharVocabulary
 from zoo.ngram_count import count_tables_chunked
 
@@ -103,6 +103,14 @@ def extrapolated_count_rate(tokens: int, half_s: float, whole_s: float, expected
 def prefix_at_boundary(text: str, chars: int) -> str:
     """The first ``chars`` characters or a little more, ending at a pre-token boundary (so its ids are a prefix)."""
     return text if chars >= len(text) else next(chunks(text, max(1, chars)))
+
+
+def prefix_through(text: str, chars: int) -> str:
+    """The shortest prefix of at least ``chars`` characters that ends at a pre-token boundary (all of ``text``
+    when none does). A prefix that :func:`prefix_at_boundary` cut ends at one, so this gives it back from its
+    length alone: how an exported run (lab.export) takes the prefix the run encoded and counted."""
+    cut = CHUNK_BOUNDARY.search(text, max(0, chars - 1))
+    return text if chars >= len(text) or cut is None else text[: cut.end()]
 
 
 def probe_rates(train: SplitText, family: str, vocab_size: int, order: int | None, threads: list[int]) -> Throughputs:

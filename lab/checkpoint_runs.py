@@ -47,7 +47,8 @@ def train_checkpoint(args: argparse.Namespace, text: SplitText, overrides: dict[
     tokenizer = tokenizers_local.load(args.tokenizer)
     meter = EnergyMeter()
     started = time.monotonic()
-    settings = TrainSettings(batch_size=args.batch_size, lr=TrainSettings.lr if args.lr is None else args.lr)
+    settings = TrainSettings(batch_size=args.batch_size, lr=TrainSettings.lr if args.lr is None else args.lr,
+                             optimizer=args.optimizer)
     with meter.measure():  # one block, as the benchmark measures train(); saving below is not part of it
         with meter.phase("tokenize"):
             ids = np.asarray(tokenizer.encode(text.text), dtype=np.int64)

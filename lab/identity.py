@@ -2,7 +2,7 @@
 
 A comparison folder resumes by reusing a finished record only when its identity matches the one asked for now:
 the tokenizer spec and model, that model's overrides, every cell option that reaches the result (budget, mode,
-beam, engine, eval/test chars, seed, device, whether a counted model adapts, the char weight of a mixture, …), the
+beam, engine, eval/test chars, seed, device, whether a counted model adapts, the char weight of a mixture, a neural model's optimizer, …), the
 digest of the train text, the subchar version and the backend, which for Modal names the GPU (the energy is the
 card's) and whether a cell may run without the energy counter (then it is scored on the 50 W floor instead of
 refused). A record marked unfinished (``extra.unfinished``: Modal lost the call, or the cell was refused for want
@@ -19,6 +19,7 @@ from typing import Any
 
 from lab.cell import Cell, CellOptions, adapts
 from zoo.kinds import kind_of
+from zoo.optimizers import default_optimizer
 
 # The options that cannot change a result, so they stay out of the identity:
 NOT_IDENTITY = (
@@ -54,6 +55,12 @@ def cell_identity(cell: Cell, options: CellOptions, train_sha256: str, backend: 
     del chosen["char_weight"]
     if kind_of(cell.model).mixture:
         chosen["char_weight"] = options.char_weight
+    # the optimizer reaches only a neural model's result, and names a run only where it is not the model's default:
+    # records from before the option (trained with the default) stay the same runs, asked for with or without it
+    del chosen["optimizer"]
+    if kind_of(cell.model).neural and (options.optimizer or default_optimizer(cell.model)) != \
+            default_optimizer(cell.model):
+        chosen["optimizer"] = options.optimizer
     return {
         "cell": asdict(cell),
         "options": chosen,

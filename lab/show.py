@@ -134,6 +134,7 @@ def checkpoint_view(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     steps = {"steps": manifest["steps"], "tokens_seen": manifest["tokens_seen"], "stop_reason": manifest["stop_reason"]}
     if "lr_schedule" in manifest:
         steps["compiled"] = manifest.get("compiled")
+        steps["optimizer"] = manifest.get("optimizer", "adamw")
     scores: dict[str, Any] = {}
     for path in sorted(folder.glob("eval_*.json")):  # `subchar eval`'s records, one per split and mode
         scored = read_record(path, f"delete {path} and run `subchar eval {folder}` again")

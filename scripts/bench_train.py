@@ -7,15 +7,23 @@ floor × the train phase's seconds) and the trainer's validation loss after ``--
 ``--text`` (default: the proxy ``../shared/wikitext/wiki.test.raw``; a synthetic text when it is absent), encoded
 by a bytebpe tokenizer of ``--vocab`` ids learned on it.
 
+``--compare`` trains each model twice, side by side: ``optimizer`` with AdamW and with Muon (zoo.optimizers: the
+lower val loss after the same seconds wins), ``compile`` eager and through torch.compile. For ``compile`` it adds
+the measured compile seconds, the compiled steps' speedup and the budget at which compiling breaks even
+(zoo.compile_payback), and prints the lines that record them in ``zoo.compile_payback.MEASURED``.
+
     .venv/bin/python scripts/bench_train.py --seconds 20                  # this device, every neural model
     .venv/bin/python scripts/bench_train.py --seconds 60 --device cuda --models transformer
+    .venv/bin/python scripts/bench_train.py --seconds 60 --compare optimizer
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,8 +35,10 @@ sys.path.insert(0, str(ROOT))
 
 from eval.data import SplitText  # noqa: E402
 from eval.energy import FLOOR_WATTS, EnergyMeter  # noqa: E402
+from eval.guard import TrainingTimeoutError  # noqa: E402
 from tokenizers_local import train_tokenizer  # noqa: E402
-from zoo.train import TrainSettings, resolve_device, train  # noqa: E402
+from zoo.compile_payback import break_even_s, device_class  # noqa: E402
+from zoo.train import TrainResult, TrainSettings, resolve_device, train  # noqa: E402
 
 DEFAULT_TEXT = ROOT.parent / "shared" / "wikitext" / "wiki.test.raw"
 WORDS = ("the cat dog sat ran on in a an of to and was is it he she they we house river stone music garden "
@@ -65,10 +75,35 @@ def size_text(summary: dict) -> str:
     return f"{chosen}, {how}"
 
 
-def row(name: str, ids: np.ndarray, vocab: int, args, cuda: bool) -> str:
+VARIANTS = {  # --compare: the TrainSettings fields each side of the comparison sets
+    "none": {"": {}},
+    "optimizer": {"adamw": {"optimizer": "adamw"}, "muon": {"optimizer": "muon"}},
+    "compile": {"eager": {"compile": False}, "compiled": {"compile": True}},
+}
+
+
+def cold_compile_caches() -> None:
+    """Fresh, empty on-disk caches for inductor and Triton: a benchmark container compiles cold, so a compile
+    that reuses kernels an earlier run (or process) left behind would understate the cost."""
+    folder = tempfile.mkdtemp(prefix="bench_train_compile_")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(folder, "inductor")
+    os.environ["TRITON_CACHE_DIR"] = os.path.join(folder, "triton")
+    torch._dynamo.reset()
+
+
+def run(name: str, ids: np.ndarray, vocab: int, args, cuda: bool, fields: dict) -> TrainResult | None:
+    """The training run, or None when it passed its budget (a cold compile can take all of it)."""
+    if fields.get("compile"):
+        cold_compile_caches()
     meter = EnergyMeter() if cuda else EnergyMeter(gpu=None, cpu=None)
-    result = train(name, ids, vocab, budget_s=args.seconds, device=args.device, meter=meter,
-                   settings=TrainSettings(progress=False, threads=args.threads))
+    try:
+        return train(name, ids, vocab, budget_s=args.seconds, device=args.device, meter=meter,
+                     settings=TrainSettings(progress=False, threads=args.threads, **fields))
+    except TrainingTimeoutError:
+        return None
+
+
+def row(name: str, variant: str, result: TrainResult) -> str:
     summary = result.summary()
     hw = summary["hardware"]
     phase = result.energy
@@ -76,10 +111,28 @@ def row(name: str, ids: np.ndarray, vocab: int, args, cuda: bool) -> str:
     joules = phase.total_energy_J if measured else (phase.duration_s if phase else result.seconds) * FLOOR_WATTS
     val = f"{result.val_losses[-1][1]:.3f}" if result.val_losses else "-"
     mfu = f"{hw['mfu']:.1%}" if hw["mfu"] is not None else "-"
-    return (f"| {name} | {size_text(summary)} | {hw['tokens_per_s']:,.0f} | {hw['flops_per_token'] / 1e6:.2f} M | "
+    label = f"{name} {variant}".strip()
+    return (f"| {label} | {size_text(summary)} | {hw['tokens_per_s']:,.0f} | {hw['flops_per_token'] / 1e6:.2f} M | "
             f"{hw['flops_per_s'] / 1e9:.2f} G | {mfu} | {hw['compile_s']:.1f} | {hw['data_fraction']:.1%} | "
             f"{joules / max(result.tokens_seen, 1) * 1e3:.3f} ({'NVML' if measured else '50 W floor'}) | "
             f"{result.steps} | {val} |")
+
+
+def step_rate(result: TrainResult) -> float:
+    """Tokens/s of the steps alone (no compilation, probe, data or validation)."""
+    hw = result.summary()["hardware"]
+    return result.tokens_seen / hw["step_s"] if hw["step_s"] > 0 else 0.0
+
+
+def payback_line(name: str, eager: TrainResult, compiled: TrainResult | None, device_class: str, machine: str,
+                 seconds: float) -> str:
+    """The measurement as zoo.compile_payback.MEASURED records it, with its break-even budget."""
+    if compiled is None:
+        return f"    # {name}: the compiled run passed its {seconds:g} s budget (compiling took it): measure with more"
+    compile_s = compiled.summary()["hardware"]["compile_s"]
+    speedup = step_rate(compiled) / step_rate(eager)
+    return (f"    ({name!r}, {device_class!r}): Payback({compile_s:.1f}, {speedup:.3f}, {machine!r}),  "
+            f"# break-even {break_even_s(compile_s, speedup):,.0f} s")
 
 
 def main() -> None:
@@ -91,6 +144,8 @@ def main() -> None:
     parser.add_argument("--max-chars", type=int, default=2_000_000, help="characters of the text to use")
     parser.add_argument("--vocab", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=None, help="CPU torch threads (default: the trainer's choice)")
+    parser.add_argument("--compare", choices=tuple(VARIANTS), default="none",
+                        help="train each model both ways: optimizer (adamw, muon) or compile (eager, compiled)")
     args = parser.parse_args()
     started = time.monotonic()
     ids, vocab, source = load_ids(args.text, args.vocab, args.max_chars)
@@ -101,8 +156,19 @@ def main() -> None:
           f"{args.seconds:g} s per model on {name}\n")
     print("| model | size | tokens/s | FLOPs/token | FLOP/s | MFU | compile s | data | mJ/token | steps | val loss |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
+    paybacks = []
     for model in args.models:
-        print(row(model, ids, vocab, args, cuda), flush=True)
+        results = {}
+        for variant, fields in VARIANTS[args.compare].items():
+            results[variant] = run(model, ids, vocab, args, cuda, fields)
+            print(row(model, variant, results[variant]) if results[variant] else
+                  f"| {model} {variant} | passed its {args.seconds:g} s budget: disqualified |", flush=True)
+        if args.compare == "compile" and results["eager"]:
+            paybacks.append(payback_line(model, results["eager"], results["compiled"],
+                                         device_class("cuda" if cuda else "cpu", name) or name,
+                                         f"{name}, {args.seconds:g} s runs", args.seconds))
+    if paybacks:
+        print("\nzoo.compile_payback.MEASURED entries (compile s, steps speedup):\n" + "\n".join(paybacks))
 
 
 if __name__ == "__main__":

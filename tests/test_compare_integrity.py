@@ -35,13 +35,14 @@ OTHER_VALUES = {
     "budget_s": 1.0, "mode": "spec", "beam": None, "eval_chars": 5, "test_chars": 7, "train_chars": 1000,
     "char_order": 3, "device": "cpu", "engine": "stream", "prune": 1e-4, "seed": 1,
     "overrides": {"ngram": {"order": 2}}, "progress": True, "repeat": 1, "ids_cache": "/elsewhere", "adapt": False,
-    "char_weight": 0.3,
+    "char_weight": 0.3, "optimizer": "muon",
 }
 NEVER_IN_IDENTITY = {
     "progress": "it changes only what is printed",
     "ids_cache": "where encoded ids are cached: the ids are the same wherever they are kept",
 }
 MIXTURE_ONLY = {"char_weight": "only the mixture ngram+char-kn reads it (tests/test_mixture_cell.py)"}
+NEURAL_ONLY = {"optimizer": "only a neural model's training reads it (tests/test_optimizers.py)"}
 
 
 def test_identity_covers_what_changes_a_result():
@@ -54,12 +55,17 @@ def test_identity_covers_what_changes_a_result():
         changed = replace(OPTIONS, **{name: OTHER_VALUES[name]})
         assert getattr(changed, name) != getattr(OPTIONS, name), name
         same = identity_key(cell_identity(cell, changed, "abc")) == base
-        expected = name in NEVER_IN_IDENTITY or name in MIXTURE_ONLY
+        expected = name in NEVER_IN_IDENTITY or name in MIXTURE_ONLY or name in NEURAL_ONLY
         assert same == expected, f"{name} {'leaves' if same else 'changes'} the identity"
-    mixture = Cell("ngram+char-kn", "bytebpe", 300)
-    for name in MIXTURE_ONLY:
-        assert identity_key(cell_identity(mixture, replace(OPTIONS, **{name: OTHER_VALUES[name]}), "abc")) != \
-            identity_key(cell_identity(mixture, OPTIONS, "abc")), name
+    for model, only in (("ngram+char-kn", MIXTURE_ONLY), ("transformer", NEURAL_ONLY)):
+        reader = Cell(model, "bytebpe", 300)
+        for name in only:
+            changed = replace(OPTIONS, **{name: OTHER_VALUES[name]})
+            assert identity_key(cell_identity(reader, changed, "abc")) != \
+                identity_key(cell_identity(reader, OPTIONS, "abc")), name
+    neural = Cell("transformer", "bytebpe", 300)  # the default, asked for or not, is one run (older records too)
+    assert identity_key(cell_identity(neural, replace(OPTIONS, optimizer="adamw"), "abc")) == \
+        identity_key(cell_identity(neural, OPTIONS, "abc"))
     # another model's overrides do not touch this cell
     assert identity_key(cell_identity(cell, replace(OPTIONS, overrides={"transformer": {"n_layer": 2}}), "abc")) == base
     assert identity_key(cell_identity(cell, OPTIONS, "other train text")) != base

@@ -163,6 +163,8 @@ def test_ngram_export_reproduces_the_run_under_the_harness(ngram_run, tmp_path):
     source = path.read_text(encoding="utf-8")
     assert export.unguarded_imports(source) == [] and "count_ngram_chunked(ids" in source
     assert "ADAPT = True\n" in source and "class OnlineKneserNey" in source
+    assert "TRAIN_CHARS = None\n" in source and "COUNTED_CHARS = None\n" in source  # the plan took all the text
+    assert "train() trains on all of the text it is given" in " ".join(source.split())
     assert "__author__ = '@subchar'" in source and "bytebpe300-ngram" in source and "PROXY" in source
     assert f"val char accuracy {record['val_char_accuracy']:.4f}" in " ".join(source.split())
 
@@ -203,6 +205,7 @@ def test_ngram_export_runs_under_subchar_evaluate(ngram_run, tmp_path):
     assert module.CharModel is CharModel  # no wikitext module here: subchar's own contract
     model = module.train(train_text)
     assert isinstance(model, CharModel) and (model.mode, model.beam) == ("exact", 4)
+    assert module.run_text(train_text) == train_text
 
     source = path.read_text(encoding="utf-8")
     assert str(folder) not in source and str(tmp_path) not in source and "pytest-of" not in source  # no local paths
@@ -338,7 +341,8 @@ def test_recorded_rates_replace_lr_and_older_checkpoints_get_a_step_based_schedu
     checkpoint = save_checkpoint(tmp_path / "ckpt", result, folder / "run" / "tokenizer",
                                  SplitText(train_text, "train", "fixture", proxy=True))
     module = load_in_process(export.export_run(checkpoint, tmp_path / "out"))
-    assert module.SETTINGS == {"batch_size": 8, "evals": 0, "progress": False, "compile": False}
+    assert module.SETTINGS == {"batch_size": 8, "evals": 0, "progress": False, "compile": False,
+                               "optimizer": "adamw"}
     assert module.LR_SCHEDULE == result.lrs
     with pytest.raises(UserError, match="recorded the learning rate of each of its steps.*--lr applies only to"):
         export.export_run(checkpoint, tmp_path / "out", lr=0.01)

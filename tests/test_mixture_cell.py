@@ -302,7 +302,7 @@ def test_the_export_reproduces_the_run_under_the_harness(grid_run, tmp_path):
     run, record, _, _, train_text, valid = grid_run
     path = export.export_run(run, tmp_path / "out")
     source = path.read_text(encoding="utf-8")
-    assert export.unguarded_imports(source) == [] and "mixture_char_model(encode(encoding, train_text)" in source
+    assert export.unguarded_imports(source) == [] and "mixture_char_model(encode(encoding, text)" in source
     assert f"CHAR_WEIGHT = {WEIGHT!r}\n" in source and f"CHAR_ORDER = {CHAR_ORDER}\n" in source
     assert "ADAPT = True\n" in source and "class Mixture(CharModel)" in source and "class CharKneserNey" in source
     assert f"mixed with weight {WEIGHT:g} on the char model" in " ".join(source.split())

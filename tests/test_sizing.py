@@ -132,3 +132,45 @@ def test_a_cpu_run_records_the_rule_and_keeps_the_default_size():
     summary = result.summary()
     assert summary["size_rule"]["applied"] is False and "cpu" in summary["size_rule"]["why"]
     assert summary["config"]["n_embd"] == 128 and summary["config"]["n_layer"] == 4
+
+
+def test_a_rung_that_runs_out_of_memory_gives_way_to_the_next_smaller():
+    asked = []
+
+    def fits(config):
+        asked.append(config["n_embd"])
+        return config["n_embd"] <= LADDER[2].width
+
+    chosen = plan(rate=1e9)[0].record["rung"]
+    assert chosen >= 4
+    big, _ = plan(rate=1e9, fits=fits)
+    assert big.record["out_of_memory"] == list(range(chosen, 2, -1)) and big.record["rung"] == 2
+    assert big.values["n_embd"] == LADDER[2].width and asked == [LADDER[i].width for i in range(chosen, 1, -1)]
+    asked.clear()
+    nothing_fits, _ = plan(rate=1e9, fits=lambda config: asked.append(config) or False)
+    assert nothing_fits.record["rung"] == 0 and len(asked) == chosen  # the default is never tried: it stands
+
+
+def test_off_cuda_everything_fits_without_building_anything():
+    from zoo.sizing import fits_in_memory
+
+    assert fits_in_memory(lambda: pytest.fail("built"), 64, 1024, torch.device("cpu")) is True
+
+
+def test_models_the_rule_builds_leave_the_trained_models_weights_alone(monkeypatch):
+    import zoo.train
+
+    ids = np.tile(np.arange(20), 300)
+    tiny = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 16}
+    settings = TrainSettings(max_steps=1, lr=0.0, progress=False, threads=1)  # lr 0: the weights stay initial
+    plain = train("transformer", ids, 32, budget_s=30, overrides=tiny, device="cpu", settings=settings)
+
+    def probing_plan(*args, **kwargs):  # as on CUDA: the probe and the memory check each build a model
+        args[6](tiny)
+        kwargs["fits"]({**defaults("transformer"), **tiny, "vocab_size": 32})
+        return plan_size(*args, **kwargs)
+
+    monkeypatch.setattr(zoo.train, "plan_size", probing_plan)
+    probed = train("transformer", ids, 32, budget_s=30, overrides=tiny, device="cpu", settings=settings)
+    for (name, a), b in zip(plain.model.named_parameters(), probed.model.parameters()):
+        assert torch.equal(a, b), name

@@ -268,3 +268,31 @@ def test_the_summary_carries_hardware_accounting_and_the_size_rule(name, monkeyp
 def test_the_ngram_summary_has_no_hardware_accounting():
     result = train(NGRAM, patterned_ids(), 24, budget_s=30, meter=quiet_meter())
     assert result.summary()["hardware"] is None and result.summary()["size_rule"] is None
+
+
+def test_prefetched_batches_are_the_plain_batches_in_the_same_order():
+    from zoo.train import Batches
+
+    ids = np.arange(5000, dtype=np.uint16)
+    plain = Batches(ids, 16, 4, 0.02, torch.device("cpu"), seed=7)
+    ahead = Batches(ids, 16, 4, 0.02, torch.device("cpu"), seed=7)
+    assert plain.pin is False and ahead.pin is False  # pinned memory only for a GPU
+    for step in range(6):
+        if step % 2:
+            ahead.prefetch()
+            ahead.prefetch()  # a second call waits for the batch to be taken
+        got, want = ahead.train_batch(), plain.train_batch()
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        assert torch.equal(got[0][:, 1:], got[1][:, :-1]) and got[0].dtype == torch.int64
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs a GPU")
+def test_pinned_batches_reach_the_gpu_equal():
+    from zoo.train import Batches
+
+    ids = np.arange(5000, dtype=np.uint16)
+    cpu = Batches(ids, 16, 4, 0.02, torch.device("cpu"), seed=7)
+    gpu = Batches(ids, 16, 4, 0.02, torch.device("cuda"), seed=7)
+    assert gpu.pin is True
+    gpu.prefetch()
+    assert torch.equal(gpu.train_batch()[0].cpu(), cpu.train_batch()[0])

@@ -156,7 +156,8 @@ def save_checkpoint(
             "stop_reason": result.stop_reason,
             "device": result.device,
             # what replaying the training takes beyond config and seed (lab.export): each step's learning rate
-            **({"lr_schedule": result.lrs, "compiled": result.compiled} if neural else {}),
+            **({"lr_schedule": result.lrs, "compiled": result.compiled,
+                "optimizer": (result.optimizer or {}).get("name", "adamw")} if neural else {}),
             "created_utc": utc_now(),
             "files": {name: file_sha256(staging / name) for name in (CONFIG, weights, *char_files)},
         }

@@ -9,6 +9,9 @@ usually use a GPU better, so this errs small). For each shape of the ladder, the
 achieved FLOP/s × the seconds left ÷ its FLOPs per token, capped by one pass over the training ids; the rule picks
 the largest shape whose tokens per parameter are >= 20 (exactly 20 qualifies; the ladder is ordered by size, so
 there are no ties), and the ladder's first shape when none qualifies: the rule never goes below today's default.
+A chosen shape must also fit the device's memory at the run's batch size: one training step is tried there
+(:func:`fits_in_memory`), and a shape that runs out of memory gives way to the next smaller one (the record lists
+those that did not fit).
 
 The ladder grows width, depth, heads (head size 32 to 64) and context together, each shape a valid Config of every
 neural model (n_head applies to the transformer only; width is ``n_embd`` or ``d_model``).
@@ -110,12 +113,14 @@ def choose_shape(model_name: str, defaults: dict[str, Any], flops_per_s: float, 
 
 def plan_size(model_name: str | None, defaults: dict[str, Any], overrides: dict[str, Any], device_type: str,
               train_tokens: int, seconds_left: Callable[[], float], probe: Callable[[dict[str, Any]], float],
-              *, fixed_steps: bool = False, enabled: bool = True) -> SizePlan:
+              *, fixed_steps: bool = False, enabled: bool = True,
+              fits: Callable[[dict[str, Any]], bool] = lambda config: True) -> SizePlan:
     """The size of ``model_name`` (a zoo model; None: a module of your own) whose default Config is ``defaults``.
 
     ``probe(config)`` returns the tokens/s of training steps at ``config`` (the reference: defaults under the
     overrides); it runs only when the rule applies. ``seconds_left()`` is read after the probe: the budget the
-    chosen model will train in."""
+    chosen model will train in. ``fits(config)`` says whether a training step at ``config`` fits the device's
+    memory; it is asked for the chosen rung and, while the answer is no, for each smaller one (never the first)."""
     record: dict[str, Any] = {"rule": RULE, "tokens_per_param": TOKENS_PER_PARAM, "device": device_type,
                               "train_tokens": int(train_tokens)}
     if model_name is None:
@@ -130,14 +135,18 @@ def plan_size(model_name: str | None, defaults: dict[str, Any], overrides: dict[
     reference = {**defaults, **overrides}
     started = time.monotonic()
     rate = float(probe(reference))
-    probe_s = time.monotonic() - started
     ref_flops = flops_per_token(model_name, reference, reference["block_size"])
     flops_per_s = rate * ref_flops
     seconds = seconds_left()
     index, rows = choose_shape(model_name, reference, flops_per_s, seconds, train_tokens, device_type)
+    too_big = []
+    while index > 0 and not fits({**reference, **shape_values(LADDER[index], defaults)}):
+        too_big.append(index)
+        index -= 1
     values = shape_values(LADDER[index], defaults)
     record.update(applied=True, why="rule", probe_tokens_per_s=rate, probe_flops_per_s=flops_per_s,
-                  probe_s=probe_s, seconds=seconds, rung=index, chosen={**rows[index]}, ladder=rows)
+                  probe_s=time.monotonic() - started, seconds=seconds, rung=index, chosen={**rows[index]},
+                  out_of_memory=too_big, ladder=rows)
     return SizePlan(values=values, record=record)
 
 
@@ -168,3 +177,28 @@ def probe_tokens_per_s(model: torch.nn.Module, batch_size: int, block: int, devi
             sync()
             steps += 1
         return steps * batch_size * block / (time.monotonic() - started)
+
+
+def fits_in_memory(build: Callable[[], torch.nn.Module], batch_size: int, block: int, device: torch.device,
+                   autocast: Callable[[], Any] = contextlib.nullcontext) -> bool:
+    """Whether one forward + backward step of the model ``build()`` makes, on [batch_size, block] ids, fits the
+    GPU's memory (always true off CUDA: a CPU run never grows past its default). What it allocated is freed."""
+    if device.type != "cuda":
+        return True
+
+    def step() -> None:  # its locals (model, activations, gradients) are gone once it returns or raises
+        model = build()
+        with torch.random.fork_rng(devices=[device]):
+            ids = torch.randint(0, model.vocab_size, (batch_size, block + 1), device=device)
+            with autocast():
+                logits = model(ids[:, :-1])
+            F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1)).backward()
+        torch.cuda.synchronize(device)
+
+    try:
+        step()
+        fits = True
+    except torch.cuda.OutOfMemoryError:
+        fits = False
+    torch.cuda.empty_cache()
+    return fits

@@ -9,9 +9,8 @@ records the learning rate of every step (``TrainResult.lrs``) and whether it com
 replays such a sequence step for step (an exported submission, ``lab.export``), which on the same device, seed and
 ids gives the same weights.
 
-Optimizer: AdamW (betas 0.9/0.95, weight decay on matrices only). It is the one optimizer known to train all three
-architectures here (attention, selective SSM, implicit long convolutions) well without per-architecture tuning;
-Muon would need a split between matrix and non-matrix parameters that differs per model.
+Optimizer (:mod:`zoo.optimizers`): AdamW (betas 0.9/0.95, weight decay on matrices only), or Muon on the hidden
+matrices with AdamW on the rest; ``TrainSettings.optimizer`` chooses, else each model's measured default.
 
 The n-gram "trains" by counting, under the same guard and meter.
 
@@ -46,20 +45,21 @@ from tqdm import tqdm
 
 from eval.energy import EnergyMeter, PhaseEnergy
 from eval.errors import UserError
-from eval.guard import MAX_TRAIN_SECONDS, TrainingTimeoutError, wall_clock_guard
+from eval.guard import MAX_TRAIN_SECONDS, TrainingTimeoutError, caused_by_timeout, wall_clock_guard
 from zoo.ngram import KneserNeyLM, check_counting_input
 from zoo.ngram_count import count_tables_chunked
 from zoo.kinds import NGRAM, kind_of, trainable_names
+from zoo.compile_payback import compile_choice
 from zoo.hardware import accounting, flops_per_token
+from zoo.optimizers import Optimizers, default_optimizer, make_optimizer
 from zoo.registry import lookup
-from zoo.sizing import plan_size, probe_tokens_per_s
+from zoo.sizing import fits_in_memory, plan_size, probe_tokens_per_s
 from zoo.threads import ThreadChoice  # noqa: F401 (zoo.train.ThreadChoice, as before it moved)
 
 log = logging.getLogger(__name__)
 
 NGRAM_DEFAULT_ORDER = 5
 CPU_MAX_BLOCK_SIZE = 128  # CPU default context: long enough to learn, short enough to take many steps
-COMPILE_MIN_BUDGET_S = 120.0  # a cold torch.compile takes tens of seconds: it pays back only on longer runs
 CPU_BATCH_SIZE = 8  # sequences per step when TrainSettings.batch_size is None: small steps, many of them, on CPU
 CUDA_BATCH_SIZE = 64  # and on a GPU, which runs a batch's rows in parallel
 
@@ -85,9 +85,10 @@ class TrainSettings:
     max_steps: int | None = None
     # the learning rate of each step, replayed as given (a recorded run's TrainResult.lrs); it sets the step count
     lr_schedule: Sequence[float] | None = None
-    compile: bool | None = None  # torch.compile; default on CUDA for budgets >= COMPILE_MIN_BUDGET_S
+    compile: bool | None = None  # torch.compile; None: where its measured payback fits (zoo.compile_payback)
     threads: int | None = None  # torch threads for CPU training; None: chosen by timing the first steps (ThreadChoice)
     size_rule: bool = True  # size a zoo model by zoo.sizing's rule on CUDA (overrides of its fields win)
+    optimizer: str | None = None  # "adamw" or "muon" (zoo.optimizers); None: the model's default
     progress: bool = True
 
 
@@ -108,10 +109,12 @@ class TrainResult:
     energy: PhaseEnergy | None = None
     lrs: list[float] = field(default_factory=list)  # the learning rate each step used, in order (neural models)
     compiled: bool = False  # whether the steps ran through torch.compile (its kernels round differently from eager)
+    compile_choice: dict[str, Any] | None = None  # why it compiled or not (zoo.compile_payback's record)
     threads: int | None = None  # torch threads of the last CPU step (None: CUDA, no step, or the n-gram's counting)
     thread_choice: dict[str, Any] | None = None  # how they were chosen (ThreadChoice.record)
     ngrams: int | None = None  # the n-gram's stored n-grams, all orders: its size, as params are a network's
     size_rule: dict[str, Any] | None = None  # zoo.sizing's record: the rule, its inputs, the size chosen (neural)
+    optimizer: dict[str, Any] | None = None  # which optimizer updated how many parameters (neural)
     # the hardware accounting of a neural run (tokens/s, FLOPs per token, achieved FLOP/s, peak, MFU, seconds
     # compiling and loading data: zoo.hardware.accounting), computed when summarised: a CPU's peak is timed then,
     # once per process, outside the budget
@@ -129,10 +132,12 @@ class TrainResult:
             "tokens_per_s": self.tokens_seen / self.seconds if self.seconds > 0 else None,
             "stop_reason": self.stop_reason,
             "compiled": self.compiled,
+            "compile_choice": self.compile_choice,
             "threads": self.threads,
             "thread_choice": self.thread_choice,
             "ngrams": self.ngrams,
             "size_rule": self.size_rule,
+            "optimizer": self.optimizer,
             "hardware": self.account() if self.account is not None else None,
             "train_loss": self.train_loss,
             "val_losses": self.val_losses,
@@ -193,10 +198,18 @@ def train(
     meter = meter or EnergyMeter()
     seed_everything(seed)
     with meter.phase("train") as phase, wall_clock_guard(budget_s):
-        if isinstance(model, str) and kind_of(model).token_ngram:
-            result = count_ngram_chunked(ids, vocab_size, overrides or {}, device)
-        else:
-            result = train_neural(model, ids, vocab_size, budget_s, overrides or {}, device, settings)
+        try:
+            if isinstance(model, str) and kind_of(model).token_ngram:
+                result = count_ngram_chunked(ids, vocab_size, overrides or {}, device)
+            else:
+                result = train_neural(model, ids, vocab_size, budget_s, overrides or {}, device, settings)
+        except TrainingTimeoutError:
+            raise
+        except Exception as err:  # the alarm inside torch.compile's backward surfaces wrapped: it is still the alarm
+            if caused_by_timeout(err):
+                raise TrainingTimeoutError(f"training exceeded {budget_s:g} s wall clock (inside "
+                                           f"{type(err).__name__}); the run is disqualified") from err
+            raise
     result.energy = phase
     return result
 
@@ -279,14 +292,13 @@ def own_model(
     return name, {"vocab_size": vocab_size, "block_size": model.block_size}, model.block_size, model.to(device)
 
 
-def make_optimizer(model: torch.nn.Module, settings: TrainSettings, fused: bool) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices (embeddings, projections), none on gains, biases and 1-D rates."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": settings.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=settings.lr, betas=(0.9, 0.95), fused=fused)
+def neural_optimizer(model: torch.nn.Module, model_name: str, settings: TrainSettings, fused: bool) -> Optimizers:
+    """``settings.optimizer`` (else ``model_name``'s default) over ``model``, at the settings' lr and weight decay."""
+    try:
+        return make_optimizer(model, settings.optimizer or default_optimizer(model_name), settings.lr,
+                              settings.weight_decay, fused)
+    except ValueError as err:  # an unknown name, or Muon where this torch lacks it: the user's choice
+        raise UserError(str(err)) from None
 
 
 def lr_at(step: int, progress: float, settings: TrainSettings) -> float:
@@ -298,10 +310,14 @@ def lr_at(step: int, progress: float, settings: TrainSettings) -> float:
 class Batches:
     """Random training windows from the head of the ids; fixed validation windows from the held-out tail.
 
-    The ids may be a read-only memory map of any integer dtype: each batch gathers only its own windows.
+    The ids may be a read-only memory map of any integer dtype: each batch gathers only its own windows. For a GPU
+    they are gathered into page-locked (pinned) memory and copied asynchronously, and :meth:`prefetch` does both for
+    the next batch while the device still runs the current step, so neither waits for the other. Prefetching draws
+    the same windows in the same order: the batches are those of the plain path.
     """
 
-    def __init__(self, ids: np.ndarray, block_size: int, batch_size: int, val_fraction: float, device, seed: int):
+    def __init__(self, ids: np.ndarray, block_size: int, batch_size: int, val_fraction: float, device, seed: int,
+                 pin: bool | None = None):
         split = len(ids) - max(int(len(ids) * val_fraction), 0)
         self.block = min(block_size, split - 1)
         if self.block < 2:
@@ -311,15 +327,30 @@ class Batches:
         self.batch_size = batch_size
         self.device = device
         self.generator = torch.Generator().manual_seed(seed)
+        self.pin = torch.device(device).type == "cuda" if pin is None else pin
+        self.ready: tuple[torch.Tensor, torch.Tensor] | None = None  # the prefetched next training batch
 
     def _windows(self, data: np.ndarray, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         index = starts.numpy()[:, None] + np.arange(self.block + 1)
-        rows = torch.from_numpy(data[index].astype(np.int64)).to(self.device, non_blocking=True)
+        rows = torch.from_numpy(data[index].astype(np.int64))
+        if self.pin:
+            rows = rows.pin_memory()  # torch's caching host allocator keeps it alive until the copy is done
+        rows = rows.to(self.device, non_blocking=self.pin)
         return rows[:, :-1], rows[:, 1:]
 
-    def train_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _draw(self) -> tuple[torch.Tensor, torch.Tensor]:
         starts = torch.randint(0, len(self.train) - self.block, (self.batch_size,), generator=self.generator)
         return self._windows(self.train, starts)
+
+    def prefetch(self) -> None:
+        """Gather the next training batch and start its copy now (a no-op when one is waiting)."""
+        if self.ready is None:
+            self.ready = self._draw()
+
+    def train_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prefetched batch, else the next one drawn now."""
+        batch, self.ready = self.ready or self._draw(), None
+        return batch
 
     def val_batches(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         room = len(self.val) - self.block - 1
@@ -352,22 +383,29 @@ def train_neural(
     cuda = dev.type == "cuda"
     batch_size = settings.batch_size or (CUDA_BATCH_SIZE if cuda else CPU_BATCH_SIZE)
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
-    # the size by rule (zoo.sizing): on CUDA a second's probe of the default shape, inside the budget
+    # the size by rule (zoo.sizing): on CUDA a second's probe of the default shape, inside the budget; the models
+    # it builds draw their weights from a forked RNG, so the trained model's are those of a run without the rule
     named = isinstance(model, str)
-    plan = plan_size(
-        model if named else None, asdict(lookup(model)[0](vocab_size=vocab_size)) if named else {}, overrides,
-        dev.type, len(ids) - max(int(len(ids) * settings.val_fraction), 0), lambda: deadline - time.monotonic(),
-        lambda reference: probe_tokens_per_s(build_model(model, vocab_size, reference, dev)[3], batch_size,
-                                             reference["block_size"], dev, autocast),
-        fixed_steps=planned is not None, enabled=settings.size_rule)
+    with torch.random.fork_rng(devices=[dev] if cuda else []):
+        plan = plan_size(
+            model if named else None, asdict(lookup(model)[0](vocab_size=vocab_size)) if named else {}, overrides,
+            dev.type, len(ids) - max(int(len(ids) * settings.val_fraction), 0), lambda: deadline - time.monotonic(),
+            lambda reference: probe_tokens_per_s(build_model(model, vocab_size, reference, dev)[3], batch_size,
+                                                 reference["block_size"], dev, autocast),
+            fixed_steps=planned is not None, enabled=settings.size_rule,
+            fits=lambda config: fits_in_memory(lambda: build_model(model, vocab_size, config, dev)[3], batch_size,
+                                               config["block_size"], dev, autocast))
     model_name, config, block_size, model = build_model(model, vocab_size, {**plan.values, **overrides}, dev)
     data_started = time.monotonic()
     batches = Batches(ids, block_size, batch_size, settings.val_fraction, dev, seed=torch.initial_seed())
     val_set = batches.val_batches(settings.val_batches)
+    batches.prefetch()  # the first step's batch; each step then gathers the next one while the device computes
     data_s = time.monotonic() - data_started  # gathering windows from the ids and moving them to the device
-    optimizer = make_optimizer(model, settings, fused=cuda)
-    use_compile = (cuda and budget_s >= COMPILE_MIN_BUDGET_S) if settings.compile is None else settings.compile
-    runner = torch.compile(model) if use_compile else model
+    optimizer = neural_optimizer(model, model_name, settings, fused=cuda)
+    device_name = torch.cuda.get_device_name(dev) if cuda else "cpu"
+    compiling = compile_choice(model_name, dev.type, device_name, deadline - time.monotonic(), settings.compile,
+                               fixed_steps=planned is not None)
+    runner = torch.compile(model) if compiling["compile"] else model
     compile_s = step_s = 0.0
     eval_points = [i / settings.evals for i in range(settings.evals)]  # progress at which to check val loss
 
@@ -396,15 +434,13 @@ def train_neural(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             threads.before_step()
-            data_started = time.monotonic()
-            x, y = batches.train_batch()
-            data_s += time.monotonic() - data_started
+            x, y = batches.train_batch()  # prefetched: gathered and copied while the previous step ran
             try:
                 loss = next_token_loss(runner, x, y, autocast)
             except TrainingTimeoutError:
                 raise
             except Exception as err:  # torch.compile can fail on some kernels at the first call; eager still works
-                if runner is model:
+                if runner is model or caused_by_timeout(err):  # not when it failed because the budget ran out
                     raise
                 log.warning("torch.compile failed (%s); training eagerly", type(err).__name__)
                 runner = model
@@ -413,6 +449,9 @@ def train_neural(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
             optimizer.step()
+            data_started = time.monotonic()
+            batches.prefetch()  # the GPU is still busy with this step's kernels: the next batch's gather overlaps
+            data_s += time.monotonic() - data_started
             steps += 1
             lrs.append(lr)
             tokens += x.numel()
@@ -441,7 +480,7 @@ def train_neural(
         "flops_per_token": flops_per_token(model_name, config, batches.block,
                                            sum(p.numel() for p in model.parameters())),
         "block": batches.block,
-        "device_name": torch.cuda.get_device_name(dev) if cuda else "cpu",
+        "device_name": device_name,
         "step_s": step_s,
         "compile_s": compile_s,
         "data_s": data_s,
@@ -460,9 +499,11 @@ def train_neural(
         val_losses=val_losses,
         lrs=lrs,
         compiled=runner is not model,
+        compile_choice=compiling,
         threads=threads.last,
         thread_choice=threads.record(),
         size_rule=plan.record,
+        optimizer=optimizer.record(),
         account=lambda last=threads.last: accounting(hardware, str(dev), tokens, seconds, last),
     )
 

@@ -69,6 +69,15 @@ def add_adapt_arg(parser: argparse.ArgumentParser, default: bool | None = True, 
                         help=f"{ADAPT_HELP} (default {default_text})")
 
 
+def add_optimizer_arg(parser: argparse.ArgumentParser) -> None:
+    """``--optimizer``, its choices read from ``zoo/optimizers.py`` alone (importing it loads torch)."""
+    choices = tuple(assigned_literal("zoo", "optimizers.py", "OPTIMIZERS"))
+    parser.add_argument("--optimizer", choices=choices,
+                        help="neural models: adamw (default), or muon on the hidden matrices with adamw on the rest "
+                             "(torch >= 2.9: the benchmark image's torch 2.5.1 lacks it, so Muon runs cannot be "
+                             "exported or run on Modal)")
+
+
 @cache
 def char_order_default() -> int:
     """``zoo.char_baseline.DEFAULT_ORDER``, read from its assignment in ``zoo/char_baseline.py`` alone: importing the

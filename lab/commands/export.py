@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from lab.commands.folders import (
     read_saved,
     verify_checkpoint,
 )
+from lab.modal_image import BENCHMARK_PINS
 from lab.results import RECORD_FILE
 
 # Spelled out because lab.export loads torch; tests/test_folders.py keeps them equal to lab.export's and zoo.train's.
@@ -132,13 +134,47 @@ def replay_settings(checkpoint: Path, manifest: dict[str, Any], config: dict[str
             or not isinstance(compiled, bool):
         raise UserError(f"{checkpoint / SAVED_MANIFEST} has a damaged lr_schedule ({len(schedule)} rates for "
                         f"{steps} steps, compiled {compiled!r}); train the run again")
-    return {**settings, "compile": compiled}
+    optimizer = manifest.get("optimizer", "adamw")  # checkpoints from before the choice existed trained with AdamW
+    if optimizer != "adamw":
+        raise UserError(f"{checkpoint} trained with {optimizer}, which the benchmark image "
+                        f"({BENCHMARK_PINS['torch']}) lacks (torch.optim.Muon came in torch 2.9): train it again "
+                        "with --optimizer adamw to export it")
+    return {**settings, "compile": compiled, "optimizer": optimizer}
+
+
+def planned_prefix(place: RunPlace) -> int | None:
+    """How many chars of its train text a compare run's plan encoded and counted (its record's
+    ``data.encoded_chars``), when that was a prefix; None when it took all (a `subchar train` run always does).
+    The export trains on the same prefix: the whole 540 MB train split could pass the time and memory the plan
+    kept to."""
+    if not place.options:  # a `subchar train --out` checkpoint: no plan
+        return None
+    extra = (place.record or {}).get("extra") or {}
+    encoded, given = (extra.get("data") or {}).get("encoded_chars"), extra.get("train_chars")
+    if not isinstance(encoded, int) or not isinstance(given, int):
+        raise UserError(f"{place.checkpoint.parent} has no record of how much train text its plan counted; "
+                        "run the cell again")
+    return encoded if encoded < given else None
+
+
+def unplanned_warning(place: RunPlace, counted: int | None) -> str | None:
+    """A counted model trained on all of a proxy text exports a train() that counts all of the text it is given,
+    and on the real split that was never planned for: the file can pass the 300 s cap and any memory (a bytebpe4096
+    mixture exported so took 633 s and 17.6 GB on a 540 MB stand-in). The warning names the safe route."""
+    if counted is not None or place.options.get("train_chars") or not place.manifest.get("proxy_train") \
+            or place.manifest.get("model") not in ADAPTING_MODELS:
+        return None
+    return (f"warning: this run counted all {place.manifest.get('train_chars', 0):,} chars of its proxy train text, "
+            "so the file's train() counts all of the text it is given, which on the real train split (540 MB) "
+            "was never planned for time or memory; to submit, export a run planned on the real split "
+            "(`subchar compare --backend modal`), or one whose plan cut a text of that size")
 
 
 def run_export(args: argparse.Namespace) -> int:
     check_output_folder(args.out, "export")
     place = find_run(args.run)
     verify_checkpoint(place.checkpoint, place.manifest)
+    warning = unplanned_warning(place, planned_prefix(place))  # refuses a compare run without its record
     if place.manifest.get("model") not in ADAPTING_MODELS:  # a neural run (the counted ones replay no steps)
         replay_settings(place.checkpoint, place.manifest, read_json(place.checkpoint / "config.json"),
                         args.batch_size, args.lr)
@@ -149,4 +185,6 @@ def run_export(args: argparse.Namespace) -> int:
     size_kb = target.stat().st_size / 1024
     print(f"wrote {target} ({size_kb:,.0f} KiB): one file whose train(train_text) returns the run's CharModel; "
           "put it at submissions/<name>/submission.py in the benchmark repository")
+    if warning:
+        print(warning, file=sys.stderr)
     return 0

@@ -23,6 +23,7 @@ from lab.commands.common import (
     add_data_args,
     add_engine_arg,
     add_mode_arg,
+    add_optimizer_arg,
     beam_width,
     char_order_default,
     char_weight_default,
@@ -58,6 +59,7 @@ def add_grid_args(parser: argparse.ArgumentParser, *, budget: float, eval_chars:
                         help="ngram+char-kn: the char model's weight in the per-character mixture, the token n-gram "
                              f"getting the rest (default {weight:g}, chosen on held-out train text)")
     add_adapt_arg(parser)
+    add_optimizer_arg(parser)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--seed", type=SEED, default=0)
     add_engine_arg(parser)
@@ -103,7 +105,7 @@ def options_from(args: argparse.Namespace) -> CellOptions:
     return CellOptions(budget_s=args.budget, mode=args.mode, beam=args.beam, eval_chars=args.eval_chars,
                        test_chars=args.test_chars, train_chars=args.train_chars, char_order=args.char_order,
                        char_weight=args.char_weight, device=args.device, seed=args.seed, engine=args.engine,
-                       prune=args.prune, adapt=args.adapt)
+                       prune=args.prune, adapt=args.adapt, optimizer=args.optimizer)
 
 
 def check_modal_args(args: argparse.Namespace) -> None:
@@ -112,6 +114,9 @@ def check_modal_args(args: argparse.Namespace) -> None:
     remote = args.backend == "modal"
     if args.dry_run and not remote:
         raise UserError("--dry-run plans Modal calls: add --backend modal, or drop --dry-run to run the grid here")
+    if remote and args.optimizer == "muon":
+        raise UserError("--optimizer muon needs torch.optim.Muon (torch >= 2.9) and the Modal image has the "
+                        "benchmark's torch 2.5.1: drop --optimizer muon, or run the grid here")
     given = [flag for flag, value in (("--data-dir", args.data_dir), ("--train-file", args.train_file)) if value]
     if remote and given:
         flags = " and ".join(given)

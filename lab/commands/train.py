@@ -18,6 +18,7 @@ from lab.commands.common import (
     add_adapt_arg,
     add_engine_arg,
     add_mode_arg,
+    add_optimizer_arg,
     COUNT,
     POSITIVE,
     SECONDS,
@@ -53,6 +54,7 @@ def register(subparsers) -> None:
                               help="model setting, e.g. --set n_layer=6 (n-gram: --set order=5); repeatable")
     train_parser.add_argument("--batch-size", type=COUNT, help="sequences per step (default 64 on CUDA, 8 on CPU)")
     train_parser.add_argument("--lr", type=POSITIVE, help="peak learning rate")
+    add_optimizer_arg(train_parser)
     train_parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     train_parser.add_argument("--seed", type=SEED, default=0)
     add_adapt_arg(train_parser, default_text="on; recorded with the checkpoint for `subchar eval` and `subchar export`")

@@ -64,6 +64,8 @@ def build_submission(facts: RunFacts, batch_size: int | None = None, lr: float |
         "PAT_STR": state["pat_str"],
         "SPECIAL_TOKENS": state["special_tokens"],
         "ENCODE_CHUNK_CHARS": 1 << 20,
+        "TRAIN_CHARS": facts.train_chars,
+        "COUNTED_CHARS": facts.counted_chars,
         "MODE": facts.mode,
         "BEAM": facts.beam,
     }
@@ -143,8 +145,8 @@ def header_docstring(facts: RunFacts, settings: dict[str, Any] | None, tokenizer
     mixture = kind_of(facts.checkpoint.model_name).mixture
     if settings is None and mixture:
         recipe = (f"train() counts the train text's {config['order']}-grams of tokens and its {config['char_order']}-"
-                  "grams of characters (modified Kneser-Ney, the char model's vocabulary every character of the "
-                  "train text), as the run did, and reads the two per character, mixed with weight "
+                  "grams of characters (modified Kneser-Ney, the char model's vocabulary every character it "
+                  "counts), as the run did, and reads the two per character, mixed with weight "
                   f"{config['char_weight']:g} on the char model (CHAR_WEIGHT, subchar.mixture); counting is "
                   "deterministic, so it takes no seed. "
                   + ("Both models also learn from the text they are scored on (ADAPT, zoo.online_ngram: the harness "
@@ -186,7 +188,7 @@ def header_docstring(facts: RunFacts, settings: dict[str, Any] | None, tokenizer
         + (", mixed with a char n-gram." if mixture else "."),
         "",
         f"Exported from the run {facts.name} (trained on {public_name(manifest.get('train_source'))}, "
-        f"{manifest.get('train_chars'):,} chars, {split}): {scored}.",
+        f"{manifest.get('train_chars'):,} chars, {split}): {scored}. {text_taken(facts)}",
         "",
         f"The tokenizer's merges were learned on {learned_on} at a cost of {cost}, before train(): that cost is "
         "outside the harness's measured train() window (TOKENIZER below). They are embedded below (MERGEABLE_RANKS); "
@@ -198,6 +200,19 @@ def header_docstring(facts: RunFacts, settings: dict[str, Any] | None, tokenizer
     ]
     text = "\n".join(textwrap.fill(line, 116) if line else "" for line in lines) + "\n"
     return text.replace("\\", "\\\\").replace('"""', "'''")  # it goes into a """ literal
+
+
+def text_taken(facts: RunFacts) -> str:
+    """What of the text it is given train() trains on: what the run trained on of its own (TRAIN_CHARS,
+    COUNTED_CHARS; lab.export.templates.tokenizer.run_text), never more than the run's plan kept to."""
+    if facts.counted_chars is not None:
+        return (f"Its plan encoded and trained on only the first {facts.counted_chars:,} of them (cut at a pre-token "
+                "boundary) to fit the time and memory it planned for, and train() takes the same prefix of the text "
+                "it is given (COUNTED_CHARS): on the run's text, exactly what the run trained on.")
+    if facts.train_chars is not None:
+        return (f"The run kept only the first {facts.train_chars:,} chars of its text (--train-chars), and train() "
+                "likewise keeps the first as many of the text it is given (TRAIN_CHARS).")
+    return "train() trains on all of the text it is given, as the run did."
 
 
 def constant_line(name: str, value: Any) -> str:

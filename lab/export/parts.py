@@ -44,15 +44,17 @@ MIXTURE_PARTS = (
     Part("zoo.kinds", ("MIXTURE",)),
 )
 NEURAL_TRAINER = (
-    Part("eval.guard", ("TIMEOUT_REASON", "TrainingTimeoutError")),
+    Part("eval.guard", ("TIMEOUT_REASON", "TrainingTimeoutError", "caused_by_timeout")),
     Part("lab.export.templates.standins"),
     Part("zoo.streaming"),
     Part("zoo.threads"),
     Part("zoo.hardware"),
     Part("zoo.sizing"),
+    Part("zoo.optimizers"),
+    Part("zoo.compile_payback"),
     Part("zoo.train", (
-        "log", "CPU_MAX_BLOCK_SIZE", "COMPILE_MIN_BUDGET_S", "CPU_BATCH_SIZE", "CUDA_BATCH_SIZE", "TrainSettings",
-        "TrainResult", "resolve_device", "seed_everything", "check_ids", "build_model", "own_model", "make_optimizer",
+        "log", "CPU_MAX_BLOCK_SIZE", "CPU_BATCH_SIZE", "CUDA_BATCH_SIZE", "TrainSettings",
+        "TrainResult", "resolve_device", "seed_everything", "check_ids", "build_model", "own_model", "neural_optimizer",
         "lr_at", "Batches", "next_token_loss", "train_neural", "planned_steps", "validation_loss",
     )),
 )
@@ -62,7 +64,7 @@ MODEL_PARTS = {
     "hyena": (Part("zoo.transformer", ("MLP",)), Part("zoo.extend"), Part("zoo.kv_tree", ("TrunkBranch",)),
               Part("zoo.hyena_trunk"), Part("zoo.hyena")),
 }
-TOKENIZER = (Part("lab.export.templates.tokenizer"),)
+TOKENIZER = (Part("lab.cell_phases", ("prefix_through",)), Part("lab.export.templates.tokenizer"))
 # train(): the grid cell's own step from token ids to the character model, then the template that calls it
 NGRAM_ENTRY = (Part("lab.cell", ("ngram_char_model",)), Part("lab.export.templates.ngram_entry"))
 MIXTURE_ENTRY = (Part("lab.cell", ("ngram_char_model", "mixture_char_model")),

@@ -12,7 +12,7 @@ from typing import Any
 
 from lab.cell import CellOptions
 from lab.commands.common import DEFAULT_BEAM
-from lab.commands.export import find_run, replay_settings
+from lab.commands.export import find_run, planned_prefix, replay_settings
 from lab.commands.folders import ADAPTING_MODELS, saved_adapt
 from zoo.checkpoint import Checkpoint, load_checkpoint
 
@@ -28,6 +28,8 @@ class RunFacts:
     seed: int
     record: dict[str, Any] | None  # the run's record.json (scores), when the folder has one
     adapt: bool = False  # the n-gram also learns from the text it is scored on (zoo.online_ngram), as the run did
+    train_chars: int | None = None  # the run's --train-chars: it saw only the first this many chars (None: all)
+    counted_chars: int | None = None  # of those, the prefix its plan encoded and counted (None: all of them)
 
 
 def read_run(
@@ -37,6 +39,7 @@ def read_run(
     """Load and verify the run; ``mode``/``beam``/``seed``/``adapt`` override what it recorded (``beam=0``: no
     beam; ``adapt`` applies to an n-gram run only)."""
     place = find_run(run)
+    counted_chars = planned_prefix(place)
     adapts = saved_adapt(place.checkpoint, place.manifest) if adapt is None else adapt
     defaults = CellOptions()
     # a `subchar train --out` run records no beam: it gets `subchar eval`'s (an unbeamed neural adapter would not
@@ -50,6 +53,8 @@ def read_run(
         seed=place.options.get("seed", defaults.seed) if seed is None else seed,
         record=place.record,
         adapt=adapts and place.manifest.get("model") in ADAPTING_MODELS,
+        train_chars=place.options.get("train_chars"),
+        counted_chars=counted_chars,
     )
 
 

@@ -9,7 +9,7 @@ from lab.cell import neural_char_model
 from lab.export.templates.base_class import CharModel
 from lab.export.templates.run import (BEAM, CONFIG, LR_SCHEDULE, MODE, MODEL_NAME, SEED, SETTINGS, TRAIN_BUDGET_S,
                                       VOCAB_SIZE)
-from lab.export.templates.tokenizer import build_encoding, encode
+from lab.export.templates.tokenizer import build_encoding, encode, run_text
 from zoo.train import TrainSettings
 
 
@@ -23,13 +23,13 @@ def training_seed() -> int:
 
 
 def train(train_text: str, valid_text: str | None = None) -> CharModel:
-    """Encode ``train_text``, train the run's model from scratch with its config, settings and seed (the
-    harness's, when it passes one), replaying its learning rate of each step (lab.cell.neural_char_model; a
-    planned stop inside TRAIN_BUDGET_S comes first if the device is slower) and return the character model.
-    ``valid_text`` is not used: training sees only the train split."""
+    """Encode the part of ``train_text`` the run trained on (run_text), train the run's model from scratch with its
+    config, settings and seed (the harness's, when it passes one), replaying its learning rate of each step
+    (lab.cell.neural_char_model; a planned stop inside TRAIN_BUDGET_S comes first if the device is slower) and
+    return the character model. ``valid_text`` is not used: training sees only the train split."""
     started = time.monotonic()
     encoding = build_encoding()
-    ids = encode(encoding, train_text)
+    ids = encode(encoding, run_text(train_text))
     budget_s = TRAIN_BUDGET_S - (time.monotonic() - started)
     model, _ = neural_char_model(MODEL_NAME, ids, VOCAB_SIZE, encoding, budget_s=budget_s, overrides=CONFIG,
                                  device="auto", seed=training_seed(),

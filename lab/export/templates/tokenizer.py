@@ -1,4 +1,5 @@
-"""The run's tokenizer, rebuilt in-process (nothing is downloaded), and a threaded encoder for the train text."""
+"""The run's tokenizer, rebuilt in-process (nothing is downloaded), the part of the train text the run trained on
+and a threaded encoder for it."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ import os
 import numpy as np
 import tiktoken
 
+from lab.cell_phases import prefix_through
 from lab.export.templates.run import (
+    COUNTED_CHARS,
     ENCODE_CHUNK_CHARS,
     ENCODING_NAME,
     MERGEABLE_RANKS,
     PAT_STR,
     SPECIAL_TOKENS,
+    TRAIN_CHARS,
     VOCAB_SIZE,
 )
 from tokenizers_local.text_stream import chunks
@@ -28,6 +32,14 @@ def build_encoding() -> tiktoken.Encoding:
     mergeable_ranks = {base64.b64decode(piece): rank for piece, rank in zip(MERGEABLE_RANKS.split(), ranks)}
     return tiktoken.Encoding(ENCODING_NAME, pat_str=PAT_STR, mergeable_ranks=mergeable_ranks,
                              special_tokens=SPECIAL_TOKENS, explicit_n_vocab=VOCAB_SIZE)
+
+
+def run_text(train_text: str) -> str:
+    """The part of ``train_text`` the run encoded and trained on: its first TRAIN_CHARS chars (the run's
+    --train-chars), then the prefix its plan kept to fit the time and memory it planned for (COUNTED_CHARS, cut at
+    the first pre-token boundary from there, as the plan cut: on the run's own text, exactly the run's prefix)."""
+    text = train_text[:TRAIN_CHARS]
+    return text if COUNTED_CHARS is None else prefix_through(text, COUNTED_CHARS)
 
 
 def encode(encoding: tiktoken.Encoding, text: str) -> np.ndarray:
