@@ -28,8 +28,8 @@ class Payback(NamedTuple):
 # (model, device class) -> measurement; device class as :func:`device_class` names it
 # (bench_train --seconds 90 --threads 1 --compare compile; mamba's compiled run passed its 90 s budget: no entry)
 MEASURED: dict[tuple[str, str], Payback] = {
-    ("transformer", "cpu"): Payback(27.1, 1.048, "2 CPU cores, 1 thread, 90 s runs, load 2.5"),
-    ("hyena", "cpu"): Payback(22.8, 1.172, "2 CPU cores, 1 thread, 90 s runs, load 2.5"),
+    ("transformer", "cpu"): Payback(22.8, 1.070, "2 CPU cores, 1 thread, 90 s runs, no other job"),
+    ("hyena", "cpu"): Payback(16.1, 1.103, "2 CPU cores, 1 thread, 90 s runs, no other job"),
 }
 # device classes, matched in order on the lower-cased device name (as zoo.hardware's peak table is)
 GPU_CLASSES = ("h200", "h100", "a100")
