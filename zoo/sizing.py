@@ -150,6 +150,16 @@ def plan_size(model_name: str | None, defaults: dict[str, Any], overrides: dict[
     return SizePlan(values=values, record=record)
 
 
+def forward_backward(model: torch.nn.Module, batch_size: int, block: int, device: torch.device,
+                     autocast: Callable[[], Any]) -> None:
+    """One training step's forward and backward pass (no optimizer step) on random ids [batch_size, block]."""
+    ids = torch.randint(0, model.vocab_size, (batch_size, block + 1), device=device)
+    with autocast():
+        logits = model(ids[:, :-1])
+    F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1)).backward()
+    model.zero_grad(set_to_none=True)
+
+
 def probe_tokens_per_s(model: torch.nn.Module, batch_size: int, block: int, device: torch.device,
                        autocast: Callable[[], Any] = contextlib.nullcontext, seconds: float = PROBE_SECONDS,
                        max_steps: int = PROBE_MAX_STEPS) -> float:
@@ -157,23 +167,14 @@ def probe_tokens_per_s(model: torch.nn.Module, batch_size: int, block: int, devi
     warm-up step, then steps until ``seconds`` or ``max_steps``. Runs under a forked RNG, so the training that
     follows draws the same numbers as without a probe."""
     devices = [device] if device.type == "cuda" else []
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     with torch.random.fork_rng(devices=devices):
-        ids = torch.randint(0, model.vocab_size, (batch_size, block + 1), device=device)
-        x, y = ids[:, :-1], ids[:, 1:]
-
-        def step() -> None:
-            with autocast():
-                logits = model(x)
-            F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1)).backward()
-            model.zero_grad(set_to_none=True)
-
         model.train()
-        step()
-        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        forward_backward(model, batch_size, block, device, autocast)
         sync()
         steps, started = 0, time.monotonic()
         while steps < max_steps and (steps == 0 or time.monotonic() - started < seconds):
-            step()
+            forward_backward(model, batch_size, block, device, autocast)
             sync()
             steps += 1
         return steps * batch_size * block / (time.monotonic() - started)
@@ -186,13 +187,9 @@ def fits_in_memory(build: Callable[[], torch.nn.Module], batch_size: int, block:
     if device.type != "cuda":
         return True
 
-    def step() -> None:  # its locals (model, activations, gradients) are gone once it returns or raises
-        model = build()
+    def step() -> None:  # its locals (the model, its activations and gradients) are gone once it returns or raises
         with torch.random.fork_rng(devices=[device]):
-            ids = torch.randint(0, model.vocab_size, (batch_size, block + 1), device=device)
-            with autocast():
-                logits = model(ids[:, :-1])
-            F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1)).backward()
+            forward_backward(build(), batch_size, block, device, autocast)
         torch.cuda.synchronize(device)
 
     try:
